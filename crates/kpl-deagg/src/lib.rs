@@ -1,0 +1,1 @@
+//! KPL deaggregation (work in progress by the kpl-deagg helper).
