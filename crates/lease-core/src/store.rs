@@ -1,0 +1,214 @@
+//! The `LeaseStore` contract: the few operations every lease backend provides.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::checkpoint::{Checkpoint, CheckpointUpdate};
+use crate::error::StoreError;
+use crate::ids::{LeaseKey, ShardId, WorkerId};
+use crate::lease::Lease;
+
+/// The result of a conditional write: it happened, or someone else changed the lease first
+/// (or it does not exist). Losing is a normal outcome, not an error.
+#[must_use = "a lost race means the write did not happen"]
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Race<T> {
+    /// The write happened; the value is what it produced.
+    Won(T),
+    /// The condition did not hold: the counter or owner moved, or the row is missing (for
+    /// `create_if_absent`: the row already exists). Nothing was written.
+    Lost,
+}
+
+impl<T> Race<T> {
+    /// Whether the write happened.
+    pub fn is_won(&self) -> bool {
+        matches!(self, Self::Won(_))
+    }
+
+    /// Whether the write lost.
+    pub fn is_lost(&self) -> bool {
+        matches!(self, Self::Lost)
+    }
+
+    /// The value, when the write happened.
+    pub fn won(self) -> Option<T> {
+        match self {
+            Self::Won(value) => Some(value),
+            Self::Lost => None,
+        }
+    }
+
+    /// Maps the value of a won race.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Race<U> {
+        match self {
+            Self::Won(value) => Race::Won(f(value)),
+            Self::Lost => Race::Lost,
+        }
+    }
+}
+
+/// A row that could not be read as a lease, reported beside the good ones by
+/// [`LeaseStore::list`] so that one bad row does not hide the rest.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CorruptLease {
+    /// The stored key as text (empty when the key itself is missing).
+    pub raw_key: String,
+    /// What is wrong with the row.
+    pub reason: String,
+}
+
+impl fmt::Display for CorruptLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "lease row {:?}: {}", self.raw_key, self.reason)
+    }
+}
+
+/// Every lease of a table or namespace, read with strong consistency.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct LeaseListing {
+    /// The rows that are valid leases, sorted by key.
+    pub leases: Vec<Lease>,
+    /// The rows that are not, with the reason. Callers must not take or delete them.
+    pub corrupt: Vec<CorruptLease>,
+}
+
+/// A lease backend: DynamoDB, PostgreSQL, Redis, memory.
+///
+/// Every write is a compare-and-set on the lease counter the caller last saw, increments the
+/// counter, and returns [`Race::Lost`] when the condition does not hold. Errors are faults
+/// (the store cannot be reached, a row is corrupt, the request is invalid);
+/// [`StoreError::is_retryable`] says whether retrying helps.
+///
+/// The trait is object safe: workers hold an `Arc<dyn LeaseStore>`. Conveniences built on these
+/// operations live in [`LeaseStoreExt`]. Every implementation must pass the conformance suite
+/// in [`testkit`](crate::testkit) (feature `testkit`).
+#[async_trait]
+pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
+    /// Creates the table, schema or index the store needs, when missing. Idempotent.
+    async fn create_table_if_missing(&self) -> Result<(), StoreError>;
+
+    /// Every lease, strongly consistent, paginated inside the store, sorted by key.
+    async fn list(&self) -> Result<LeaseListing, StoreError>;
+
+    /// One lease, strongly consistent; `None` when absent. A corrupt row is an error of kind
+    /// [`Corrupt`](crate::StoreErrorKind::Corrupt).
+    async fn get(&self, key: &LeaseKey) -> Result<Option<Lease>, StoreError>;
+
+    /// Stores `lease` as given, unless a row with its key exists ([`Race::Lost`]).
+    async fn create_if_absent(&self, lease: &Lease) -> Result<Race<Lease>, StoreError>;
+
+    /// Makes `new_owner` the owner, if the counter is still `expected_counter`, whoever owns it
+    /// now. Counts an owner switch when the owner changes.
+    async fn take(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        new_owner: &WorkerId,
+    ) -> Result<Race<Lease>, StoreError>;
+
+    /// Increments the counter, if `owner` owns the lease at `expected_counter`. Returns the new
+    /// counter.
+    async fn renew(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+    ) -> Result<Race<u64>, StoreError>;
+
+    /// Renews several leases of `owner`, returning one outcome per input, in input order. A
+    /// store that can do it in one round trip must; this default renews one by one.
+    async fn renew_many(
+        &self,
+        owner: &WorkerId,
+        leases: &[(LeaseKey, u64)],
+    ) -> Vec<Result<Race<u64>, StoreError>> {
+        let mut outcomes = Vec::with_capacity(leases.len());
+        for (key, counter) in leases {
+            outcomes.push(self.renew(key, owner, *counter).await);
+        }
+        outcomes
+    }
+
+    /// Releases the lease (owner removed), if `owner` owns it at `expected_counter`.
+    async fn evict(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+    ) -> Result<Race<Lease>, StoreError>;
+
+    /// Writes a checkpoint (and pending checkpoint), if `owner` owns the lease at
+    /// `expected_counter`. Resets the owner-switch count. A checkpoint behind the stored one is
+    /// refused with an error of kind
+    /// [`CheckpointRegression`](crate::StoreErrorKind::CheckpointRegression) and nothing changes.
+    async fn update_checkpoint(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+        update: &CheckpointUpdate,
+    ) -> Result<Race<Lease>, StoreError>;
+
+    /// Records that the shard ended and was fully processed: checkpoint `SHARD_END`, the child
+    /// shard ids, no pending checkpoint; if `owner` owns the lease at `expected_counter`.
+    async fn mark_ended(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+        children: &[ShardId],
+    ) -> Result<Race<Lease>, StoreError>;
+
+    /// Deletes the lease, if its counter is still `expected_counter`.
+    async fn delete(&self, key: &LeaseKey, expected_counter: u64) -> Result<Race<()>, StoreError>;
+}
+
+/// Conveniences built from [`LeaseStore`] operations; implemented for every store.
+#[async_trait]
+pub trait LeaseStoreExt: LeaseStore {
+    /// The leases whose recorded owner is `worker`.
+    async fn leases_owned_by(&self, worker: &WorkerId) -> Result<Vec<Lease>, StoreError> {
+        let listing = self.list().await?;
+        Ok(listing
+            .leases
+            .into_iter()
+            .filter(|l| l.is_owned_by(worker))
+            .collect())
+    }
+
+    /// Moves a lease's checkpoint anywhere, even backwards (an operator's reset): deletes the
+    /// row at `expected_counter` and creates it again free, with `checkpoint`, no pending
+    /// checkpoint, and the counter one higher so that every earlier holder stays fenced out.
+    ///
+    /// Returns [`Race::Lost`] when the lease changed meanwhile, or when another writer created
+    /// it again between the two steps (then the other writer's row stands).
+    async fn reset_checkpoint(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        checkpoint: Checkpoint,
+    ) -> Result<Race<Lease>, StoreError> {
+        let Some(current) = self.get(key).await? else {
+            return Ok(Race::Lost);
+        };
+        if current.counter != expected_counter {
+            return Ok(Race::Lost);
+        }
+        if self.delete(key, expected_counter).await?.is_lost() {
+            return Ok(Race::Lost);
+        }
+        let reset = Lease {
+            owner: None,
+            counter: expected_counter.saturating_add(1),
+            checkpoint,
+            pending_checkpoint: None,
+            owner_switches_since_checkpoint: 0,
+            ..current
+        };
+        self.create_if_absent(&reset).await
+    }
+}
+
+impl<S: LeaseStore + ?Sized> LeaseStoreExt for S {}

@@ -1,0 +1,973 @@
+//! The lease store conformance suite (feature `testkit`).
+//!
+//! Every [`LeaseStore`] must pass every function here against a real server or emulator. Each
+//! function takes a fresh, empty store (its own table, namespace or key prefix), exercises one
+//! part of the contract, and panics with a message naming what broke.
+//!
+//! A store crate stamps the whole suite out as `#[tokio::test]`s with one macro call, given an
+//! async factory that makes a fresh store for a test name:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use shardwise_lease_core::{LeaseStore, MemoryLeaseStore};
+//!
+//! // A real backend connects here and creates its own table, namespace or key prefix for
+//! // `test`, so that tests running in parallel never share data.
+//! async fn fresh_store(_test: &'static str) -> Arc<dyn LeaseStore> {
+//!     Arc::new(MemoryLeaseStore::new())
+//! }
+//!
+//! shardwise_lease_core::lease_store_conformance_tests!(fresh_store);
+//! # fn main() {}
+//! ```
+//!
+//! The store crate needs `tokio` (with `macros` and `rt-multi-thread`) as a dev-dependency.
+
+// Test code: a failed expectation is a panic with a message, by design.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+
+use crate::{
+    Checkpoint, CheckpointUpdate, HashKeyRange, Lease, LeaseKey, LeaseStore, LeaseStoreExt,
+    PendingCheckpoint, Race, SequenceNumber, ShardId, StoreErrorKind, WorkerId,
+};
+
+/// Stamps out the whole conformance suite as `#[tokio::test]` functions in the calling module.
+///
+/// `$factory` is called as `$factory(test_name: &'static str)` and must return a future of
+/// `Arc<dyn LeaseStore>`: a ready, empty store that no other test uses.
+#[macro_export]
+macro_rules! lease_store_conformance_tests {
+    ($factory:expr) => {
+        $crate::__lease_store_conformance_tests!($factory;
+            create_if_absent_twice,
+            round_trips_every_field,
+            get_missing_is_none,
+            list_empty,
+            list_many,
+            take_free_lease,
+            take_owned_lease_with_current_counter,
+            take_with_stale_counter_loses,
+            take_missing_lease_loses,
+            renew_by_owner,
+            renew_by_non_owner_or_stale_counter_loses,
+            renew_many_reports_each_lease,
+            evict_frees_the_lease,
+            checkpoint_by_owner,
+            checkpoint_by_former_owner_loses,
+            checkpoint_with_stale_counter_loses,
+            checkpoint_never_moves_backwards,
+            checkpoints_compare_numerically,
+            prepare_and_commit_with_state,
+            mark_ended_records_children,
+            delete_is_conditional,
+            reset_checkpoint_fences_old_holders,
+            odd_keys,
+            racing_creates,
+            racing_takes,
+            racing_checkpoint_against_take,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __lease_store_conformance_tests {
+    ($factory:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let store: ::std::sync::Arc<dyn $crate::LeaseStore> =
+                    ($factory)(stringify!($name)).await;
+                $crate::testkit::$name(store).await;
+            }
+        )*
+    };
+}
+
+fn key(name: &str) -> LeaseKey {
+    LeaseKey::new(name).unwrap()
+}
+
+fn worker(name: &str) -> WorkerId {
+    WorkerId::new(name).unwrap()
+}
+
+fn shard(name: &str) -> ShardId {
+    ShardId::new(name).unwrap()
+}
+
+fn at(seq: &str, sub: u64) -> Checkpoint {
+    Checkpoint::at(SequenceNumber::new(seq).unwrap(), sub)
+}
+
+/// A 56-digit sequence number like the ones Kinesis hands out, offset by `n`.
+fn real_seq(n: u64) -> String {
+    format!("4959033827149025660855969253836157109592157598913{:07}", n)
+}
+
+async fn get(store: &dyn LeaseStore, k: &LeaseKey) -> Lease {
+    store
+        .get(k)
+        .await
+        .unwrap_or_else(|e| panic!("get {k}: {e}"))
+        .unwrap_or_else(|| panic!("lease {k} is missing"))
+}
+
+async fn create(store: &dyn LeaseStore, k: &LeaseKey) -> Lease {
+    let lease = Lease::new(k.clone(), Checkpoint::TrimHorizon);
+    match store.create_if_absent(&lease).await {
+        Ok(Race::Won(created)) => {
+            assert_eq!(created, lease, "create_if_absent returns the stored lease");
+            created
+        }
+        Ok(Race::Lost) => panic!("create {k}: lost on an empty store"),
+        Err(e) => panic!("create {k}: {e}"),
+    }
+}
+
+async fn create_owned(store: &dyn LeaseStore, k: &LeaseKey, owner: &WorkerId) -> Lease {
+    let created = create(store, k).await;
+    won(
+        store.take(k, created.counter, owner).await,
+        "take a fresh lease",
+    )
+}
+
+fn won<T>(outcome: Result<Race<T>, crate::StoreError>, what: &str) -> T {
+    match outcome {
+        Ok(Race::Won(value)) => value,
+        Ok(Race::Lost) => panic!("{what}: lost, expected to win"),
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+fn lost<T: std::fmt::Debug>(outcome: Result<Race<T>, crate::StoreError>, what: &str) {
+    match outcome {
+        Ok(Race::Lost) => {}
+        Ok(Race::Won(value)) => panic!("{what}: won ({value:?}), expected to lose"),
+        Err(e) => panic!("{what}: {e}, expected a lost race"),
+    }
+}
+
+/// Creating the same key twice: the second loses and changes nothing.
+pub async fn create_if_absent_twice(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-000000000000");
+    let first = create(&*store, &k).await;
+    let mut other = Lease::new(k.clone(), Checkpoint::Latest);
+    other.counter = 99;
+    lost(store.create_if_absent(&other).await, "second create");
+    assert_eq!(get(&*store, &k).await, first, "the first row stands");
+}
+
+/// Every field survives a write and a read, including 56-digit sequence numbers, state bytes,
+/// two parents (a merge) and the full hash-key range.
+pub async fn round_trips_every_field(store: Arc<dyn LeaseStore>) {
+    let full = Lease {
+        key: key("shardId-000000000007"),
+        owner: Some(worker("worker-1")),
+        counter: 41,
+        checkpoint: at(&real_seq(5), 7),
+        pending_checkpoint: Some(PendingCheckpoint::new(
+            at(&real_seq(9), 2),
+            Some(vec![0, 1, 2, 255]),
+        )),
+        owner_switches_since_checkpoint: 3,
+        parent_shard_ids: vec![shard("shardId-000000000003"), shard("shardId-000000000002")],
+        child_shard_ids: vec![shard("shardId-000000000010"), shard("shardId-000000000009")],
+        hash_key_range: Some(HashKeyRange::FULL),
+    };
+    let mut expected = full.clone();
+    expected.parent_shard_ids.sort();
+    expected.child_shard_ids.sort();
+    won(store.create_if_absent(&full).await, "create a full lease");
+    assert_eq!(
+        get(&*store, &full.key).await,
+        expected,
+        "full lease round trip"
+    );
+
+    let pending_without_state = Lease {
+        key: key("shardId-000000000008"),
+        pending_checkpoint: Some(PendingCheckpoint::new(Checkpoint::ShardEnd, None)),
+        hash_key_range: Some(HashKeyRange::new(0, 0).unwrap()),
+        ..Lease::new(key("unused"), Checkpoint::AtTimestamp)
+    };
+    won(
+        store.create_if_absent(&pending_without_state).await,
+        "create",
+    );
+    assert_eq!(
+        get(&*store, &pending_without_state.key).await,
+        pending_without_state
+    );
+
+    for sentinel in [
+        Checkpoint::TrimHorizon,
+        Checkpoint::Latest,
+        Checkpoint::ShardEnd,
+    ] {
+        let lease = Lease::new(
+            key(&format!("sentinel-{}", sentinel.stored_text())),
+            sentinel,
+        );
+        won(store.create_if_absent(&lease).await, "create");
+        assert_eq!(get(&*store, &lease.key).await, lease);
+    }
+}
+
+/// Reading a missing key is `None`, not an error.
+pub async fn get_missing_is_none(store: Arc<dyn LeaseStore>) {
+    assert_eq!(store.get(&key("nope")).await.unwrap(), None);
+}
+
+/// An empty store lists nothing.
+pub async fn list_empty(store: Arc<dyn LeaseStore>) {
+    let listing = store.list().await.unwrap();
+    assert!(
+        listing.leases.is_empty() && listing.corrupt.is_empty(),
+        "{listing:?}"
+    );
+}
+
+/// 2,500 leases list completely, sorted by key (forces pagination in stores that page).
+pub async fn list_many(store: Arc<dyn LeaseStore>) {
+    const N: usize = 2_500;
+    const CONCURRENCY: usize = 32;
+    let keys: Vec<LeaseKey> = (0..N).map(|i| key(&format!("shardId-{i:012}"))).collect();
+    let mut tasks = JoinSet::new();
+    for part in keys.chunks(N.div_ceil(CONCURRENCY)) {
+        let store = store.clone();
+        let part = part.to_vec();
+        tasks.spawn(async move {
+            for k in part {
+                let mut lease = Lease::new(k, Checkpoint::TrimHorizon);
+                lease.hash_key_range = Some(HashKeyRange::FULL);
+                won(store.create_if_absent(&lease).await, "create");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("creating task panicked");
+    }
+    let listing = store.list().await.unwrap();
+    assert!(listing.corrupt.is_empty(), "{:?}", listing.corrupt);
+    let listed: Vec<LeaseKey> = listing.leases.iter().map(|l| l.key.clone()).collect();
+    assert_eq!(listed.len(), N, "every lease listed exactly once");
+    assert_eq!(listed, keys, "listed in key order");
+}
+
+/// A free lease is taken at its counter: owner set, counter +1, one owner switch.
+pub async fn take_free_lease(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-1");
+    let created = create(&*store, &k).await;
+    let me = worker("w1");
+    let taken = won(store.take(&k, created.counter, &me).await, "take free");
+    assert_eq!(taken.owner, Some(me));
+    assert_eq!(taken.counter, created.counter + 1);
+    assert_eq!(taken.owner_switches_since_checkpoint, 1);
+    assert_eq!(
+        taken.checkpoint,
+        Checkpoint::TrimHorizon,
+        "take keeps the checkpoint"
+    );
+    assert_eq!(
+        get(&*store, &k).await,
+        taken,
+        "take returns the stored lease"
+    );
+}
+
+/// A lease owned by someone else is taken when the counter matches (stealing, or taking an
+/// expired lease).
+pub async fn take_owned_lease_with_current_counter(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-2");
+    let held = create_owned(&*store, &k, &worker("old")).await;
+    let taken = won(
+        store.take(&k, held.counter, &worker("new")).await,
+        "take owned",
+    );
+    assert_eq!(taken.owner, Some(worker("new")));
+    assert_eq!(taken.counter, held.counter + 1);
+    assert_eq!(
+        taken.owner_switches_since_checkpoint,
+        held.owner_switches_since_checkpoint + 1
+    );
+    // Taking back one's own lease does not count as a switch.
+    let again = won(
+        store.take(&k, taken.counter, &worker("new")).await,
+        "re-take own",
+    );
+    assert_eq!(
+        again.owner_switches_since_checkpoint,
+        taken.owner_switches_since_checkpoint
+    );
+}
+
+/// A take with a counter that moved loses and changes nothing.
+pub async fn take_with_stale_counter_loses(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-3");
+    let held = create_owned(&*store, &k, &worker("a")).await;
+    lost(
+        store.take(&k, held.counter - 1, &worker("b")).await,
+        "stale take",
+    );
+    lost(
+        store.take(&k, held.counter + 1, &worker("b")).await,
+        "future take",
+    );
+    assert_eq!(get(&*store, &k).await, held, "unchanged");
+}
+
+/// Taking a lease that does not exist loses, and does not create it.
+pub async fn take_missing_lease_loses(store: Arc<dyn LeaseStore>) {
+    let k = key("missing");
+    lost(store.take(&k, 0, &worker("a")).await, "take missing");
+    assert_eq!(store.get(&k).await.unwrap(), None, "take must not create");
+    lost(store.renew(&k, &worker("a"), 0).await, "renew missing");
+    lost(store.evict(&k, &worker("a"), 0).await, "evict missing");
+    let update = CheckpointUpdate::commit(at("1", 0));
+    lost(
+        store.update_checkpoint(&k, &worker("a"), 0, &update).await,
+        "checkpoint missing",
+    );
+    lost(
+        store.mark_ended(&k, &worker("a"), 0, &[]).await,
+        "mark ended missing",
+    );
+    lost(store.delete(&k, 0).await, "delete missing");
+    assert_eq!(
+        store.get(&k).await.unwrap(),
+        None,
+        "no write created the row"
+    );
+}
+
+/// The owner renews at its counter; the counter moves by one and nothing else changes.
+pub async fn renew_by_owner(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-4");
+    let me = worker("a");
+    let held = create_owned(&*store, &k, &me).await;
+    let counter = won(store.renew(&k, &me, held.counter).await, "renew");
+    assert_eq!(counter, held.counter + 1);
+    let counter = won(store.renew(&k, &me, counter).await, "renew again");
+    assert_eq!(counter, held.counter + 2);
+    let after = get(&*store, &k).await;
+    assert_eq!(
+        after,
+        Lease { counter, ..held },
+        "renew changes only the counter"
+    );
+}
+
+/// A non-owner, or the owner with a stale counter, cannot renew.
+pub async fn renew_by_non_owner_or_stale_counter_loses(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-5");
+    let held = create_owned(&*store, &k, &worker("a")).await;
+    lost(
+        store.renew(&k, &worker("b"), held.counter).await,
+        "renew by non-owner",
+    );
+    lost(
+        store.renew(&k, &worker("a"), held.counter - 1).await,
+        "renew with stale counter",
+    );
+    let free = create(&*store, &key("shardId-5-free")).await;
+    lost(
+        store.renew(&free.key, &worker("a"), free.counter).await,
+        "renew of a free lease",
+    );
+    assert_eq!(get(&*store, &k).await, held, "unchanged");
+}
+
+/// Renewing many leases reports one outcome per lease, in order: taken-meanwhile and missing
+/// leases lose, the rest are renewed.
+pub async fn renew_many_reports_each_lease(store: Arc<dyn LeaseStore>) {
+    let me = worker("a");
+    let mut held = Vec::new();
+    for i in 0..6 {
+        held.push(create_owned(&*store, &key(&format!("shardId-{i}")), &me).await);
+    }
+    // Shard 1 is stolen, shard 3 is renewed behind our back (a stale counter for us), shard 5 is
+    // deleted.
+    won(
+        store
+            .take(&held[1].key, held[1].counter, &worker("thief"))
+            .await,
+        "steal",
+    );
+    won(
+        store.renew(&held[3].key, &me, held[3].counter).await,
+        "side renew",
+    );
+    won(store.delete(&held[5].key, held[5].counter).await, "delete");
+    let mut request: Vec<(LeaseKey, u64)> =
+        held.iter().map(|l| (l.key.clone(), l.counter)).collect();
+    request.push((key("never-existed"), 0));
+
+    let outcomes = store.renew_many(&me, &request).await;
+    assert_eq!(outcomes.len(), request.len(), "one outcome per lease");
+    let summary: Vec<Option<u64>> = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|e| panic!("renew_many: {e}")).won())
+        .collect();
+    let expected = vec![
+        Some(held[0].counter + 1),
+        None,
+        Some(held[2].counter + 1),
+        None,
+        Some(held[4].counter + 1),
+        None,
+        None,
+    ];
+    assert_eq!(summary, expected);
+    assert_eq!(
+        get(&*store, &held[1].key).await.owner,
+        Some(worker("thief")),
+        "stolen lease untouched"
+    );
+    assert!(
+        store.renew_many(&me, &[]).await.is_empty(),
+        "an empty batch"
+    );
+}
+
+/// The owner releases a lease: owner removed, counter +1; nobody else can.
+pub async fn evict_frees_the_lease(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-6");
+    let held = create_owned(&*store, &k, &worker("a")).await;
+    lost(
+        store.evict(&k, &worker("b"), held.counter).await,
+        "evict by non-owner",
+    );
+    lost(
+        store.evict(&k, &worker("a"), held.counter + 5).await,
+        "evict with wrong counter",
+    );
+    let freed = won(store.evict(&k, &worker("a"), held.counter).await, "evict");
+    assert_eq!(freed.owner, None);
+    assert_eq!(freed.counter, held.counter + 1);
+    assert_eq!(get(&*store, &k).await, freed);
+    let retaken = won(
+        store.take(&k, freed.counter, &worker("b")).await,
+        "take after evict",
+    );
+    assert_eq!(retaken.owner, Some(worker("b")));
+}
+
+/// The owner checkpoints at its counter: checkpoint stored, counter +1, owner switches reset.
+pub async fn checkpoint_by_owner(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-7");
+    let me = worker("a");
+    let held = create_owned(&*store, &k, &me).await;
+    assert_eq!(held.owner_switches_since_checkpoint, 1);
+    let update = CheckpointUpdate::commit(at(&real_seq(1), 0));
+    let after = won(
+        store
+            .update_checkpoint(&k, &me, held.counter, &update)
+            .await,
+        "checkpoint",
+    );
+    assert_eq!(after.checkpoint, update.checkpoint);
+    assert_eq!(after.counter, held.counter + 1);
+    assert_eq!(after.owner_switches_since_checkpoint, 0);
+    assert_eq!(after.owner, Some(me.clone()));
+    assert_eq!(get(&*store, &k).await, after);
+    // The same checkpoint again is allowed (a no-op position, a new counter).
+    let again = won(
+        store
+            .update_checkpoint(&k, &me, after.counter, &update)
+            .await,
+        "same again",
+    );
+    assert_eq!(again.checkpoint, update.checkpoint);
+}
+
+/// A worker that lost the lease cannot checkpoint, even with the counter it last saw.
+pub async fn checkpoint_by_former_owner_loses(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-8");
+    let held = create_owned(&*store, &k, &worker("old")).await;
+    let taken = won(store.take(&k, held.counter, &worker("new")).await, "take");
+    let update = CheckpointUpdate::commit(at("500", 0));
+    lost(
+        store
+            .update_checkpoint(&k, &worker("old"), held.counter, &update)
+            .await,
+        "old counter",
+    );
+    lost(
+        store
+            .update_checkpoint(&k, &worker("old"), taken.counter, &update)
+            .await,
+        "new counter, old owner",
+    );
+    assert_eq!(get(&*store, &k).await, taken, "unchanged");
+}
+
+/// A checkpoint with a counter that moved loses.
+pub async fn checkpoint_with_stale_counter_loses(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-9");
+    let me = worker("a");
+    let held = create_owned(&*store, &k, &me).await;
+    let renewed = won(store.renew(&k, &me, held.counter).await, "renew");
+    let update = CheckpointUpdate::commit(at("500", 0));
+    lost(
+        store
+            .update_checkpoint(&k, &me, held.counter, &update)
+            .await,
+        "stale checkpoint",
+    );
+    assert_eq!(get(&*store, &k).await.counter, renewed);
+}
+
+/// A checkpoint behind the stored one is refused with `CheckpointRegression` and nothing
+/// changes; the same holds inside an aggregate and after `SHARD_END`.
+pub async fn checkpoint_never_moves_backwards(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-10");
+    let me = worker("a");
+    let held = create_owned(&*store, &k, &me).await;
+    let at_100_5 = won(
+        store
+            .update_checkpoint(
+                &k,
+                &me,
+                held.counter,
+                &CheckpointUpdate::commit(at(&real_seq(100), 5)),
+            )
+            .await,
+        "forward",
+    );
+    for backwards in [at(&real_seq(99), 9), at(&real_seq(100), 4), at("7", 0)] {
+        let update = CheckpointUpdate::commit(backwards.clone());
+        match store
+            .update_checkpoint(&k, &me, at_100_5.counter, &update)
+            .await
+        {
+            Err(e) => assert_eq!(
+                e.kind(),
+                StoreErrorKind::CheckpointRegression,
+                "{backwards}: {e}"
+            ),
+            Ok(outcome) => {
+                panic!("{backwards}: accepted ({outcome:?}), expected a regression error")
+            }
+        }
+        assert_eq!(get(&*store, &k).await, at_100_5, "{backwards}: unchanged");
+    }
+    let ended = won(
+        store.mark_ended(&k, &me, at_100_5.counter, &[]).await,
+        "end",
+    );
+    let update = CheckpointUpdate::commit(at(&real_seq(200), 0));
+    let err = store
+        .update_checkpoint(&k, &me, ended.counter, &update)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        StoreErrorKind::CheckpointRegression,
+        "after SHARD_END: {err}"
+    );
+    assert_eq!(get(&*store, &k).await, ended, "unchanged after SHARD_END");
+}
+
+/// Sequence numbers compare as numbers, not text: 9 < 10 and 99 < 100.
+pub async fn checkpoints_compare_numerically(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-11");
+    let me = worker("a");
+    let mut counter = create_owned(&*store, &k, &me).await.counter;
+    for forward in [
+        "9",
+        "10",
+        "99",
+        "100",
+        "1000",
+        &real_seq(0),
+        &format!("1{}", "0".repeat(80)),
+    ] {
+        let update = CheckpointUpdate::commit(at(forward, 0));
+        counter = won(
+            store.update_checkpoint(&k, &me, counter, &update).await,
+            forward,
+        )
+        .counter;
+    }
+    let err = store
+        .update_checkpoint(&k, &me, counter, &CheckpointUpdate::commit(at("99", 0)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::CheckpointRegression, "{err}");
+}
+
+/// Two-phase checkpoint: prepare stores a pending position with state bytes beside the
+/// unchanged checkpoint; commit moves the checkpoint there and clears the pending one.
+pub async fn prepare_and_commit_with_state(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-12");
+    let me = worker("a");
+    let held = create_owned(&*store, &k, &me).await;
+    let first = won(
+        store
+            .update_checkpoint(
+                &k,
+                &me,
+                held.counter,
+                &CheckpointUpdate::commit(at("10", 0)),
+            )
+            .await,
+        "checkpoint",
+    );
+    let pending = PendingCheckpoint::new(at("20", 3), Some(b"app state \x00\xff".to_vec()));
+    let prepare = CheckpointUpdate::prepare(at("10", 0), pending.clone());
+    let prepared = won(
+        store
+            .update_checkpoint(&k, &me, first.counter, &prepare)
+            .await,
+        "prepare",
+    );
+    assert_eq!(
+        prepared.checkpoint,
+        at("10", 0),
+        "prepare keeps the checkpoint"
+    );
+    assert_eq!(prepared.pending_checkpoint, Some(pending.clone()));
+    assert_eq!(get(&*store, &k).await, prepared, "prepared state stored");
+
+    // A pending checkpoint behind the checkpoint is an invalid request.
+    let bad = CheckpointUpdate::prepare(at("10", 0), PendingCheckpoint::new(at("5", 0), None));
+    let err = store
+        .update_checkpoint(&k, &me, prepared.counter, &bad)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::InvalidArgument, "{err}");
+
+    let committed = won(
+        store
+            .update_checkpoint(
+                &k,
+                &me,
+                prepared.counter,
+                &CheckpointUpdate::commit(pending.position.clone()),
+            )
+            .await,
+        "commit",
+    );
+    assert_eq!(committed.checkpoint, at("20", 3));
+    assert_eq!(committed.pending_checkpoint, None);
+    assert_eq!(get(&*store, &k).await, committed);
+}
+
+/// Marking a shard ended writes `SHARD_END` and the children, and clears a pending checkpoint.
+pub async fn mark_ended_records_children(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-13");
+    let me = worker("a");
+    let held = create_owned(&*store, &k, &me).await;
+    let prepared = won(
+        store
+            .update_checkpoint(
+                &k,
+                &me,
+                held.counter,
+                &CheckpointUpdate::prepare(
+                    Checkpoint::TrimHorizon,
+                    PendingCheckpoint::new(at("3", 0), None),
+                ),
+            )
+            .await,
+        "prepare",
+    );
+    let children = [shard("shardId-000000000015"), shard("shardId-000000000014")];
+    lost(
+        store
+            .mark_ended(&k, &worker("b"), prepared.counter, &children)
+            .await,
+        "by non-owner",
+    );
+    let ended = won(
+        store.mark_ended(&k, &me, prepared.counter, &children).await,
+        "mark ended",
+    );
+    assert_eq!(ended.checkpoint, Checkpoint::ShardEnd);
+    assert_eq!(
+        ended.child_shard_ids,
+        vec![children[1].clone(), children[0].clone()],
+        "sorted children"
+    );
+    assert_eq!(ended.pending_checkpoint, None);
+    assert_eq!(ended.counter, prepared.counter + 1);
+    assert!(ended.is_ended());
+    assert_eq!(get(&*store, &k).await, ended);
+}
+
+/// Deleting needs the current counter.
+pub async fn delete_is_conditional(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-14");
+    let held = create_owned(&*store, &k, &worker("a")).await;
+    lost(store.delete(&k, held.counter - 1).await, "stale delete");
+    assert!(store.get(&k).await.unwrap().is_some(), "still there");
+    won(store.delete(&k, held.counter).await, "delete");
+    assert_eq!(store.get(&k).await.unwrap(), None, "gone");
+    assert!(
+        store.list().await.unwrap().leases.is_empty(),
+        "gone from the listing"
+    );
+    // The key can be created again.
+    create(&*store, &k).await;
+}
+
+/// An operator's reset moves a checkpoint backwards and fences out the old holder.
+pub async fn reset_checkpoint_fences_old_holders(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-15");
+    let me = worker("a");
+    let held = create_owned(&*store, &k, &me).await;
+    let progressed = won(
+        store
+            .update_checkpoint(
+                &k,
+                &me,
+                held.counter,
+                &CheckpointUpdate::commit(at("900", 0)),
+            )
+            .await,
+        "checkpoint",
+    );
+    lost(
+        store
+            .reset_checkpoint(&k, progressed.counter - 1, Checkpoint::TrimHorizon)
+            .await,
+        "stale reset",
+    );
+    let reset = won(
+        store
+            .reset_checkpoint(&k, progressed.counter, Checkpoint::TrimHorizon)
+            .await,
+        "reset",
+    );
+    assert_eq!(reset.checkpoint, Checkpoint::TrimHorizon);
+    assert_eq!(reset.owner, None);
+    assert!(reset.counter > progressed.counter, "counter moves forward");
+    lost(
+        store.renew(&k, &me, progressed.counter).await,
+        "old holder renews",
+    );
+    assert_eq!(get(&*store, &k).await, reset);
+}
+
+/// Keys with separators, unicode, quotes and 256 bytes work in every operation.
+pub async fn odd_keys(store: Arc<dyn LeaseStore>) {
+    let long = "k".repeat(256);
+    let names = [
+        "123456789012:my-stream:1700000000:shardId-000000000001",
+        "stream/with/slashes/shard",
+        "ключ-🦀-€-漢字",
+        "quote' double\" semi; -- %s $1 {x} [y] * ?",
+        long.as_str(),
+    ];
+    let me = worker("worker with spaces and ünïcode");
+    for name in names {
+        let k = key(name);
+        let held = create_owned(&*store, &k, &me).await;
+        let counter = won(store.renew(&k, &me, held.counter).await, name);
+        let update = CheckpointUpdate::commit(at("42", 1));
+        let after = won(
+            store.update_checkpoint(&k, &me, counter, &update).await,
+            name,
+        );
+        assert_eq!(get(&*store, &k).await, after, "{name}");
+    }
+    let listed: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .leases
+        .iter()
+        .map(|l| l.key.as_str().to_owned())
+        .collect();
+    let mut expected: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    for name in names {
+        let k = key(name);
+        let current = get(&*store, &k).await;
+        won(store.delete(&k, current.counter).await, name);
+    }
+}
+
+const RACERS: usize = 16;
+const ROUNDS: usize = 100;
+
+/// 16 tasks create the same key at once: exactly one wins, every round.
+pub async fn racing_creates(store: Arc<dyn LeaseStore>) {
+    for round in 0..ROUNDS / 5 {
+        let k = key(&format!("race-create-{round}"));
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let mut tasks = JoinSet::new();
+        for t in 0..RACERS {
+            let (store, k, barrier) = (store.clone(), k.clone(), barrier.clone());
+            tasks.spawn(async move {
+                let mut lease = Lease::new(k, Checkpoint::TrimHorizon);
+                lease.counter = t as u64;
+                barrier.wait().await;
+                store.create_if_absent(&lease).await
+            });
+        }
+        let mut winners = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            if let Race::Won(lease) = joined.unwrap().unwrap_or_else(|e| panic!("create: {e}")) {
+                winners.push(lease);
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: {} creators won",
+            winners.len()
+        );
+        assert_eq!(
+            get(&*store, &k).await,
+            winners[0],
+            "round {round}: the winner's row stands"
+        );
+    }
+}
+
+/// 16 tasks take the same lease at the same counter, 100 rounds: exactly one winner every
+/// round, and the counter advances exactly once per win.
+pub async fn racing_takes(store: Arc<dyn LeaseStore>) {
+    let k = key("race-take");
+    create(&*store, &k).await;
+    for round in 0..ROUNDS {
+        let before = get(&*store, &k).await;
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let mut tasks = JoinSet::new();
+        for t in 0..RACERS {
+            let (store, k, barrier) = (store.clone(), k.clone(), barrier.clone());
+            let counter = before.counter;
+            tasks.spawn(async move {
+                let me = worker(&format!("taker-{t}"));
+                barrier.wait().await;
+                (me.clone(), store.take(&k, counter, &me).await)
+            });
+        }
+        let mut winners = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (who, outcome) = joined.unwrap();
+            match outcome {
+                Ok(Race::Won(lease)) => winners.push((who, lease)),
+                Ok(Race::Lost) => {}
+                Err(e) => panic!("round {round}: take by {who}: {e}"),
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: {} takers won",
+            winners.len()
+        );
+        let (winner, lease) = &winners[0];
+        let after = get(&*store, &k).await;
+        assert_eq!(
+            after.counter,
+            before.counter + 1,
+            "round {round}: counter advanced once"
+        );
+        assert_eq!(
+            after.owner.as_ref(),
+            Some(winner),
+            "round {round}: the winner owns it"
+        );
+        assert_eq!(
+            &after, lease,
+            "round {round}: the winner saw the stored lease"
+        );
+    }
+}
+
+/// The owner checkpoints from 8 tasks while 8 others take the lease, all at the same counter,
+/// 100 rounds: exactly one write wins, and the stored lease is exactly that write's result.
+pub async fn racing_checkpoint_against_take(store: Arc<dyn LeaseStore>) {
+    let k = key("race-checkpoint");
+    let holder = worker("holder");
+    create_owned(&*store, &k, &holder).await;
+    for round in 0..ROUNDS {
+        let mut before = get(&*store, &k).await;
+        if !before.is_owned_by(&holder) {
+            before = won(
+                store.take(&k, before.counter, &holder).await,
+                "give back to the holder",
+            );
+        }
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let mut tasks = JoinSet::new();
+        for t in 0..RACERS {
+            let (store, k, barrier, holder) =
+                (store.clone(), k.clone(), barrier.clone(), holder.clone());
+            let counter = before.counter;
+            tasks.spawn(async move {
+                barrier.wait().await;
+                if t % 2 == 0 {
+                    let position = at(&real_seq((round * RACERS + t + 1) as u64), 0);
+                    let update = CheckpointUpdate::commit(position);
+                    (
+                        t,
+                        store.update_checkpoint(&k, &holder, counter, &update).await,
+                    )
+                } else {
+                    (
+                        t,
+                        store
+                            .take(&k, counter, &worker(&format!("taker-{t}")))
+                            .await,
+                    )
+                }
+            });
+        }
+        let mut winners = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (t, outcome) = joined.unwrap();
+            match outcome {
+                Ok(Race::Won(lease)) => winners.push((t, lease)),
+                Ok(Race::Lost) => {}
+                Err(e) => panic!("round {round}: task {t}: {e}"),
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: {} writers won",
+            winners.len()
+        );
+        let (t, lease) = &winners[0];
+        let after = get(&*store, &k).await;
+        assert_eq!(&after, lease, "round {round}");
+        assert_eq!(
+            after.counter,
+            before.counter + 1,
+            "round {round}: one increment"
+        );
+        if t % 2 == 0 {
+            assert_eq!(
+                after.owner,
+                Some(holder.clone()),
+                "round {round}: checkpoint keeps the owner"
+            );
+            assert_eq!(
+                after.checkpoint,
+                at(&real_seq((round * RACERS + t + 1) as u64), 0)
+            );
+        } else {
+            assert_eq!(
+                after.owner,
+                Some(worker(&format!("taker-{t}"))),
+                "round {round}"
+            );
+            assert_eq!(
+                after.checkpoint, before.checkpoint,
+                "round {round}: a take keeps the checkpoint"
+            );
+        }
+    }
+}
