@@ -1,0 +1,131 @@
+# Sourced by scripts/test and scripts/demo: makes sure the servers and emulators the tests need
+# are running on 127.0.0.1, installing what is missing, and remembers what it started so that
+# `services_stop` stops exactly that (by PID) and nothing else.
+#
+# Honoured when already set (then nothing is started for it): DATABASE_URL, REDIS_URL,
+# DYNAMODB_ENDPOINT. Ports of what this script starts: SHARDWISE_DYNAMODB_PORT (18000).
+
+SERVICES_DIR="${SERVICES_DIR:-$PWD/.emulators}"
+DYNALITE_VERSION="4.0.0"
+STARTED_PIDS=()
+
+say() { printf '[services] %s\n' "$*" >&2; }
+
+apt_install() {
+    say "installing $* with apt-get"
+    if [ -z "${APT_UPDATED:-}" ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+wait_until() { # wait_until SECONDS DESCRIPTION COMMAND...
+    local seconds=$1 what=$2
+    shift 2
+    local deadline=$((SECONDS + seconds))
+    until "$@" >/dev/null 2>&1; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            say "timed out after ${seconds}s waiting for $what"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+ensure_postgres() {
+    if [ -n "${DATABASE_URL:-}" ]; then return 0; fi
+    export DATABASE_URL="postgres://postgres@127.0.0.1:5432/test"
+    command -v pg_isready >/dev/null || apt_install postgresql postgresql-client
+    if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+        local bindir
+        bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+        [ -x "$bindir/initdb" ] || { apt_install postgresql; bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1); }
+        local data="$SERVICES_DIR/postgres"
+        if [ ! -f "$data/PG_VERSION" ]; then
+            say "creating a PostgreSQL instance in $data"
+            mkdir -p "$data" && chown postgres: "$data" && chmod 700 "$data"
+            runuser -u postgres -- "$bindir/initdb" -D "$data" -A trust -U postgres >/dev/null
+        fi
+        say "starting PostgreSQL on 127.0.0.1:5432"
+        runuser -u postgres -- "$bindir/pg_ctl" -D "$data" -l "$data/server.log" -s \
+            -o "-c listen_addresses=127.0.0.1 -p 5432 -k $data -c fsync=off" start
+        wait_until 30 PostgreSQL pg_isready -q -h 127.0.0.1 -p 5432 || return 1
+        STARTED_PIDS+=("$(head -n 1 "$data/postmaster.pid")")
+    fi
+    if ! psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; then
+        psql -h 127.0.0.1 -U postgres -d postgres -qc 'create database test' >/dev/null
+    fi
+}
+
+ensure_redis() {
+    if [ -n "${REDIS_URL:-}" ]; then return 0; fi
+    export REDIS_URL="redis://127.0.0.1:6379"
+    command -v redis-server >/dev/null || apt_install redis-server redis-tools
+    if [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" != "PONG" ]; then
+        say "starting Redis on 127.0.0.1:6379"
+        mkdir -p "$SERVICES_DIR"
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no \
+            --pidfile "$SERVICES_DIR/redis.pid" --logfile "$SERVICES_DIR/redis.log" --dir "$SERVICES_DIR"
+        wait_until 15 Redis test -s "$SERVICES_DIR/redis.pid" || return 1
+        STARTED_PIDS+=("$(cat "$SERVICES_DIR/redis.pid")")
+        wait_until 15 Redis redis-cli -h 127.0.0.1 -p 6379 ping
+    fi
+}
+
+ensure_node() {
+    command -v npm >/dev/null || apt_install nodejs npm
+}
+
+npm_tool() { # npm_tool PACKAGE VERSION BIN: installs into $SERVICES_DIR/npm once, prints the binary path
+    local package=$1 version=$2 bin=$3 prefix="$SERVICES_DIR/npm"
+    if [ ! -x "$prefix/node_modules/.bin/$bin" ] ||
+        ! grep -q "\"version\": \"$version\"" "$prefix/node_modules/$package/package.json" 2>/dev/null; then
+        ensure_node
+        mkdir -p "$prefix"
+        say "installing $package@$version with npm"
+        npm install --silent --no-audit --no-fund --no-save --prefix "$prefix" "$package@$version" >/dev/null
+    fi
+    printf '%s\n' "$prefix/node_modules/.bin/$bin"
+}
+
+dynamodb_answers() { # a real API call: ListTables
+    node -e '
+        const http = require("http");
+        const req = http.request({host: "127.0.0.1", port: process.argv[1], method: "POST", path: "/",
+            headers: {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Date": "20200101T000000Z", "X-Amz-Target": "DynamoDB_20120810.ListTables",
+                      "Authorization": "AWS4-HMAC-SHA256 Credential=x/20200101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=x"}},
+            res => process.exit(res.statusCode === 200 ? 0 : 1));
+        req.on("error", () => process.exit(1));
+        req.end("{}");' "$1"
+}
+
+ensure_dynamodb() {
+    if [ -n "${DYNAMODB_ENDPOINT:-}" ]; then return 0; fi
+    local port="${SHARDWISE_DYNAMODB_PORT:-18000}" bin
+    bin=$(npm_tool dynalite "$DYNALITE_VERSION" dynalite) || return 1
+    if ! port_free "$port"; then
+        say "port $port is busy; set SHARDWISE_DYNAMODB_PORT or DYNAMODB_ENDPOINT"
+        return 1
+    fi
+    say "starting dynalite $DYNALITE_VERSION on 127.0.0.1:$port"
+    "$bin" --host 127.0.0.1 --port "$port" --createTableMs 50 --deleteTableMs 50 \
+        >"$SERVICES_DIR/dynalite.log" 2>&1 &
+    STARTED_PIDS+=("$!")
+    wait_until 30 dynalite dynamodb_answers "$port" || return 1
+    export DYNAMODB_ENDPOINT="http://127.0.0.1:$port"
+}
+
+services_stop() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${STARTED_PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    STARTED_PIDS=()
+}
