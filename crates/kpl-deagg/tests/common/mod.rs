@@ -96,3 +96,4 @@ pub fn frame(body: &[u8]) -> Bytes {
 pub fn md5_u128(bytes: &[u8]) -> u128 {
     u128::from_be_bytes(Md5::digest(bytes).into())
 }
+pub mod json;
