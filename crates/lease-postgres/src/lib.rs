@@ -1,0 +1,78 @@
+//! A [`LeaseStore`](shardwise_lease_core::LeaseStore) on PostgreSQL, for Kinesis consumers that
+//! already run a PostgreSQL and want no DynamoDB just for leases.
+//!
+//! # Table layout
+//!
+//! One table (default `public.shardwise_leases`, both names configurable, validated against
+//! `^[a-z_][a-z0-9_]{0,62}$` and always quoted) serves any number of applications: each has a
+//! namespace (the application name, or `application/stream`), and the primary key is
+//! `(namespace, lease_key)`. [`create_table_if_missing`](shardwise_lease_core::LeaseStore::create_table_if_missing)
+//! creates the schema and table when missing.
+//!
+//! | column | type | holds |
+//! | --- | --- | --- |
+//! | `namespace` | `TEXT` | application (+ `/stream`) |
+//! | `lease_key` | `TEXT COLLATE "C"` | the lease key; byte order, as Rust sorts strings |
+//! | `owner` | `TEXT` | the worker holding the lease, `NULL` when free |
+//! | `counter` | `BIGINT` | the fencing counter |
+//! | `checkpoint`, `checkpoint_sub_sequence` | `TEXT`, `BIGINT` | sequence number or sentinel (the KCL's text form) |
+//! | `checkpoint_sequence` | `NUMERIC(130,0)`, generated | the checkpoint as a number, for the "never backwards" check |
+//! | `pending_checkpoint`, `pending_checkpoint_sub_sequence`, `pending_checkpoint_state` | `TEXT`, `BIGINT`, `BYTEA` | the prepared checkpoint and its state bytes |
+//! | `owner_switches_since_checkpoint` | `BIGINT` | owner changes since the last checkpoint |
+//! | `parent_shard_ids`, `child_shard_ids` | `TEXT[]` | sorted shard ids |
+//! | `starting_hash_key`, `ending_hash_key` | `NUMERIC(39,0)` | the hash-key range |
+//!
+//! Counters, sub-sequence numbers and owner-switch counts are `BIGINT`: values above
+//! `i64::MAX` are refused as invalid arguments (no real lease comes near).
+//!
+//! # Compare-and-set
+//!
+//! Every write is one statement whose `WHERE` holds the whole condition, so PostgreSQL's row
+//! lock makes it atomic (a racing writer re-checks the condition on the new row version and
+//! matches nothing): `UPDATE … WHERE namespace = $1 AND lease_key = $2 AND counter = $n
+//! [AND owner = $o] … RETURNING …`; `INSERT … ON CONFLICT DO NOTHING RETURNING …`;
+//! `DELETE … WHERE counter = $n`. A checkpoint write also requires, in the same `WHERE`, that
+//! the new checkpoint is not behind the stored one (compared as numbers); when it writes
+//! nothing, one read tells a lost race from a regression, which is reported as
+//! [`StoreErrorKind::CheckpointRegression`](shardwise_lease_core::StoreErrorKind::CheckpointRegression).
+//! Renewing many leases is one statement, `UPDATE … FROM unnest($keys, $counters) … RETURNING
+//! lease_key, counter`: one round trip for any number of leases.
+//!
+//! # Errors
+//!
+//! Connection failures, timeouts (including `statement_timeout`), a full pool and server
+//! shutdowns are [`Unavailable`](shardwise_lease_core::StoreErrorKind::Unavailable) or
+//! `Throttled` (retryable); rows that do not decode are `Corrupt` and name their key;
+//! `list()` reports such rows beside the good ones. Missing tables and refused logins are
+//! `Config`.
+//!
+//! # Performance
+//!
+//! `cargo bench -p shardwise-lease-postgres` renews 1, 100 and 1,000 held leases against the
+//! server at `DATABASE_URL` and counts round trips with a protocol-aware proxy. Measured on a
+//! 2-core machine with PostgreSQL 15 on the same host (median of 50 rounds):
+//!
+//! | leases | round trips per round | time per round |
+//! | --- | --- | --- |
+//! | 1 | 1 | see README |
+//! | 100 | 1 | see README |
+//! | 1,000 | 1 | see README |
+//!
+//! # TLS
+//!
+//! With the feature `tls-rustls`, [`PostgresTls`] `Require`, `VerifyCa` and `VerifyFull` are
+//! available (rustls with the webpki roots, or [`PostgresConfigBuilder::root_certificate`]).
+
+mod config;
+mod error;
+mod name;
+mod row;
+mod sql;
+mod store;
+
+pub use config::{
+    DEFAULT_SCHEMA, DEFAULT_TABLE, MAX_NAMESPACE_BYTES, PostgresConfig, PostgresConfigBuilder,
+    PostgresTls,
+};
+pub use name::SqlIdentifier;
+pub use store::PostgresLeaseStore;

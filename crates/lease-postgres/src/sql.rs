@@ -1,0 +1,141 @@
+//! The statements, written once per store with the quoted table name. Every value is a bind
+//! parameter; the only configured text in them is the schema and table name, validated by
+//! [`SqlIdentifier`](crate::SqlIdentifier) and quoted.
+
+use crate::name::SqlIdentifier;
+use crate::row::COLUMNS;
+
+/// How far the stored checkpoint has come, comparable with `ROW(rank, sequence, sub)` built from
+/// the new checkpoint: start sentinels 0, positions 1 (then the numeric sequence number and the
+/// sub-sequence number), `SHARD_END` 2.
+const STORED_PROGRESS: &str = "ROW(CASE WHEN checkpoint = 'SHARD_END' THEN 2 \
+     WHEN checkpoint IN ('TRIM_HORIZON', 'LATEST', 'AT_TIMESTAMP') THEN 0 ELSE 1 END, \
+     COALESCE(checkpoint_sequence, 0), \
+     CASE WHEN checkpoint_sequence IS NULL THEN 0 ELSE checkpoint_sub_sequence END)";
+
+#[derive(Debug)]
+pub(crate) struct Statements {
+    pub(crate) create_schema: String,
+    pub(crate) create_table: String,
+    pub(crate) lock_key: String,
+    pub(crate) list: String,
+    pub(crate) get: String,
+    pub(crate) create_if_absent: String,
+    pub(crate) take: String,
+    pub(crate) renew: String,
+    pub(crate) renew_many: String,
+    pub(crate) evict: String,
+    pub(crate) update_checkpoint: String,
+    pub(crate) mark_ended: String,
+    pub(crate) delete: String,
+    pub(crate) delete_namespace: String,
+}
+
+impl Statements {
+    pub(crate) fn new(schema: &SqlIdentifier, table: &SqlIdentifier) -> Self {
+        let t = format!("{}.{}", schema.quoted(), table.quoted());
+        let owned_at = "namespace = $1 AND lease_key = $2 AND owner = $3 AND counter = $4";
+        Self {
+            create_schema: format!("CREATE SCHEMA IF NOT EXISTS {}", schema.quoted()),
+            // Sequence numbers are text in the KCL's form; the generated numeric column makes
+            // the "never backwards" condition compare them as numbers.
+            create_table: format!(
+                "CREATE TABLE IF NOT EXISTS {t} (\
+                 namespace TEXT NOT NULL, \
+                 lease_key TEXT COLLATE \"C\" NOT NULL, \
+                 owner TEXT, \
+                 counter BIGINT NOT NULL, \
+                 checkpoint TEXT NOT NULL, \
+                 checkpoint_sub_sequence BIGINT NOT NULL DEFAULT 0, \
+                 checkpoint_sequence NUMERIC(130,0) GENERATED ALWAYS AS (\
+                   CASE WHEN checkpoint ~ '^[0-9]{{1,129}}$' \
+                   THEN checkpoint::NUMERIC(130,0) END) STORED, \
+                 pending_checkpoint TEXT, \
+                 pending_checkpoint_sub_sequence BIGINT, \
+                 pending_checkpoint_state BYTEA, \
+                 owner_switches_since_checkpoint BIGINT NOT NULL DEFAULT 0, \
+                 parent_shard_ids TEXT[] NOT NULL DEFAULT '{{}}', \
+                 child_shard_ids TEXT[] NOT NULL DEFAULT '{{}}', \
+                 starting_hash_key NUMERIC(39,0), \
+                 ending_hash_key NUMERIC(39,0), \
+                 PRIMARY KEY (namespace, lease_key))"
+            ),
+            // Serialises concurrent creators of the same table (CREATE ... IF NOT EXISTS alone
+            // can still fail with a duplicate-key error when two sessions race).
+            lock_key: format!("{}.{}", schema.as_str(), table.as_str()),
+            // lease_key is COLLATE "C": byte order of UTF-8, the same as Rust's `str` order.
+            list: format!("SELECT {COLUMNS} FROM {t} WHERE namespace = $1 ORDER BY lease_key"),
+            get: format!("SELECT {COLUMNS} FROM {t} WHERE namespace = $1 AND lease_key = $2"),
+            create_if_absent: format!(
+                "INSERT INTO {t} (namespace, lease_key, owner, counter, checkpoint, \
+                 checkpoint_sub_sequence, pending_checkpoint, pending_checkpoint_sub_sequence, \
+                 pending_checkpoint_state, owner_switches_since_checkpoint, parent_shard_ids, \
+                 child_shard_ids, starting_hash_key, ending_hash_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 $13::NUMERIC(39,0), $14::NUMERIC(39,0)) \
+                 ON CONFLICT (namespace, lease_key) DO NOTHING RETURNING {COLUMNS}"
+            ),
+            take: format!(
+                "UPDATE {t} SET owner = $3, counter = counter + 1, \
+                 owner_switches_since_checkpoint = owner_switches_since_checkpoint \
+                   + CASE WHEN owner IS DISTINCT FROM $3 THEN 1 ELSE 0 END \
+                 WHERE namespace = $1 AND lease_key = $2 AND counter = $4 RETURNING {COLUMNS}"
+            ),
+            renew: format!(
+                "UPDATE {t} SET counter = counter + 1 WHERE {owned_at} RETURNING counter"
+            ),
+            renew_many: format!(
+                "UPDATE {t} AS l SET counter = l.counter + 1 \
+                 FROM unnest($2::TEXT[], $3::BIGINT[]) AS r(lease_key, counter) \
+                 WHERE l.namespace = $1 AND l.lease_key = r.lease_key \
+                 AND l.counter = r.counter AND l.owner = $4 \
+                 RETURNING l.lease_key, l.counter"
+            ),
+            evict: format!(
+                "UPDATE {t} SET owner = NULL, counter = counter + 1 \
+                 WHERE {owned_at} RETURNING {COLUMNS}"
+            ),
+            update_checkpoint: format!(
+                "UPDATE {t} SET checkpoint = $5, checkpoint_sub_sequence = $6, \
+                 pending_checkpoint = $7, pending_checkpoint_sub_sequence = $8, \
+                 pending_checkpoint_state = $9, owner_switches_since_checkpoint = 0, \
+                 counter = counter + 1 \
+                 WHERE {owned_at} \
+                 AND ROW($10::INT, COALESCE($11::NUMERIC, 0), $12::BIGINT) >= {STORED_PROGRESS} \
+                 RETURNING {COLUMNS}"
+            ),
+            mark_ended: format!(
+                "UPDATE {t} SET checkpoint = 'SHARD_END', checkpoint_sub_sequence = 0, \
+                 pending_checkpoint = NULL, pending_checkpoint_sub_sequence = NULL, \
+                 pending_checkpoint_state = NULL, owner_switches_since_checkpoint = 0, \
+                 child_shard_ids = $5, counter = counter + 1 \
+                 WHERE {owned_at} RETURNING {COLUMNS}"
+            ),
+            delete: format!(
+                "DELETE FROM {t} WHERE namespace = $1 AND lease_key = $2 AND counter = $3"
+            ),
+            delete_namespace: format!("DELETE FROM {t} WHERE namespace = $1"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_name_is_always_quoted() {
+        let (schema, table) = match (
+            SqlIdentifier::new("schema", "sch"),
+            SqlIdentifier::new("table", "tab"),
+        ) {
+            (Ok(s), Ok(t)) => (s, t),
+            other => panic!("{other:?}"),
+        };
+        let sql = Statements::new(&schema, &table);
+        for statement in [&sql.list, &sql.take, &sql.renew_many, &sql.delete, &sql.create_table] {
+            assert!(statement.contains("\"sch\".\"tab\""), "{statement}");
+            assert!(!statement.contains(" sch.tab"), "{statement}");
+        }
+    }
+}
