@@ -13,6 +13,8 @@ use shardwise_lease_core::{
 };
 use shardwise_lease_postgres::{PostgresConfig, PostgresLeaseStore};
 
+pub mod server;
+
 /// The server the tests use: `DATABASE_URL`, or the local test database.
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL")
