@@ -8,22 +8,21 @@
 //! `md-5`, `thiserror`), nothing async and nothing AWS.
 //!
 //! ```
-//! use bytes::Bytes;
 //! use shardwise_kpl_deagg::{Aggregator, AggregatorConfig, Deaggregator};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // A producer packs three user records into one Kinesis record...
+//! // A producer packs user records into one Kinesis record (an aggregate)...
 //! let mut aggregator = Aggregator::new(AggregatorConfig::new());
-//! for (key, data) in [("alice", "hello"), ("bob", "hi"), ("carol", "hey")] {
-//!     aggregator.add(key, None, data)?;
-//! }
-//! let put = aggregator.flush().ok_or("nothing to flush")?;
-//! // ...and a consumer gets them back, zero-copy, with a report of anything dropped.
+//! aggregator.add("alice", None, "hello")?;
+//! aggregator.add("bob", None, "hi")?;
+//! let put = aggregator.flush().ok_or("nothing pending")?;
+//! // ...and a consumer splits it again: zero-copy, with a report of anything dropped.
 //! let out = Deaggregator::new().deaggregate(put.partition_key, put.data)?;
-//! for record in &out.records {
-//!     println!("{} #{}: {:?}", record.partition_key(), record.sub_sequence_number(), record.data());
+//! for r in &out.records {
+//!     let (key, n) = (r.partition_key(), r.sub_sequence_number());
+//!     println!("{key} #{n}: {:?}", r.data());
 //! }
-//! assert_eq!(out.report.delivered, 3);
+//! assert_eq!(out.report.delivered, 2);
 //! # Ok(())
 //! # }
 //! ```
