@@ -1,0 +1,478 @@
+//! `LeaseStore` on DynamoDB: every write a conditional write, as the KCL does it.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use futures_util::stream::{self, StreamExt};
+use shardwise_lease_core::{
+    Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Race, ShardId,
+    StoreError, StoreErrorKind, WorkerId,
+};
+
+use crate::error::{Failure, classify, fault};
+use crate::item::{self, Item, Row, attr, n, s, ss};
+use crate::table::{self, TableName, TableOptions};
+
+/// How many renewals of one `renew_many` call are in flight at once.
+const RENEW_CONCURRENCY: usize = 32;
+
+/// A [`LeaseStore`] on a DynamoDB table with the Java KCL 2.x layout.
+///
+/// The table has the partition key `leaseKey` (S) and the KCL's attributes with the KCL's types,
+/// so an application can move between the Java KCL 2.x and shardwise without losing its
+/// checkpoints. Attributes written by KCL 3.x are tolerated, and KCL 3.5 rows that are not
+/// leases (`entityType` other than `LEASE`) are skipped, never rewritten or deleted.
+///
+/// Every write is one conditional `PutItem`, `UpdateItem` or `DeleteItem`; a failed condition is
+/// [`Race::Lost`]. Reads are strongly consistent.
+///
+/// # What it costs
+///
+/// | operation | DynamoDB calls |
+/// | --- | --- |
+/// | `renew`, `evict`, `update_checkpoint`, `mark_ended`, `delete`, `create_if_absent`, `get` | 1 |
+/// | `renew_many` of N leases | N `UpdateItem` (DynamoDB has no conditional batch update; run 32 at a time) |
+/// | `take` | 1; 2 when the lease was recorded as the taker's own (a restart with the same worker id) or when the take loses |
+/// | `update_checkpoint` that is refused | 2 (the write, then a read to tell a lost race from a regression) |
+/// | `list` | 1 `Scan` per 1 MB of table (about 4,000 leases) |
+///
+/// A worker holding N leases with the KCL's default lease duration of 10 s renews every 3.3 s,
+/// so it makes N / 3.3 `UpdateItem` calls per second, each one write unit for a lease item under
+/// 1 KB: the same as the Java KCL 2.x.
+///
+/// ```no_run
+/// # async fn example(sdk_config: &aws_types::SdkConfig) -> Result<(), shardwise_lease_core::StoreError> {
+/// use shardwise_lease_core::LeaseStore;
+/// use shardwise_lease_dynamodb::DynamoDbLeaseStore;
+///
+/// let store = DynamoDbLeaseStore::from_sdk_config(sdk_config, "my-application")?;
+/// store.create_table_if_missing().await?;
+/// let listing = store.list().await?;
+/// println!("{} leases", listing.leases.len());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct DynamoDbLeaseStore {
+    client: Client,
+    table: TableName,
+    options: TableOptions,
+}
+
+impl DynamoDbLeaseStore {
+    /// A store on `table`, using a ready client.
+    pub fn new(client: Client, table: impl Into<String>) -> Result<Self, StoreError> {
+        Ok(Self {
+            client,
+            table: TableName::new(table)?,
+            options: TableOptions::default(),
+        })
+    }
+
+    /// A store on `table`, with a client made from the application's AWS configuration. The
+    /// library never loads configuration itself.
+    pub fn from_sdk_config(
+        config: &aws_types::SdkConfig,
+        table: impl Into<String>,
+    ) -> Result<Self, StoreError> {
+        Self::new(Client::new(config), table)
+    }
+
+    /// Sets how the table is created when missing.
+    pub fn with_table_options(mut self, options: TableOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The table's name.
+    pub fn table_name(&self) -> &TableName {
+        &self.table
+    }
+
+    /// The DynamoDB client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn key(&self, key: &LeaseKey) -> (String, AttributeValue) {
+        (attr::LEASE_KEY.to_owned(), s(key.as_str()))
+    }
+
+    /// An `UpdateItem` on `key`, returning the new item, conditional on the counter (and owner).
+    fn update(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        owner: Option<&WorkerId>,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        let (name, value) = self.key(key);
+        let mut condition = "leaseCounter = :expected".to_owned();
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(self.table.as_str())
+            .key(name, value)
+            .expression_attribute_values(":expected", n(expected_counter))
+            .expression_attribute_values(":next", n(expected_counter.saturating_add(1)));
+        if let Some(owner) = owner {
+            condition.push_str(" AND leaseOwner = :owner");
+            request = request.expression_attribute_values(":owner", s(owner.as_str()));
+        }
+        request
+            .condition_expression(condition)
+            .return_values(ReturnValue::AllNew)
+    }
+
+    /// Sends an update and reads the lease it returns; a failed condition is a lost race.
+    async fn send_update(
+        &self,
+        operation: &'static str,
+        request: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    ) -> Result<Race<Lease>, StoreError> {
+        match request.send().await {
+            Ok(out) => {
+                let attributes = out.attributes.unwrap_or_default();
+                item::parse_lease(&attributes).map(Race::Won)
+            }
+            Err(err) => match classify(operation, err) {
+                Failure::ConditionFailed => Ok(Race::Lost),
+                Failure::Fault(e) => Err(e),
+            },
+        }
+    }
+
+    /// A checkpoint write's condition that the stored checkpoint is not ahead of `new`.
+    /// Sequence numbers are decimal strings without leading zeros, so a shorter one is smaller,
+    /// and equal lengths compare as text (DynamoDB compares strings by their UTF-8 bytes).
+    fn not_behind(new: &Checkpoint) -> Option<(String, Vec<(&'static str, AttributeValue)>)> {
+        let starts = "checkpoint IN (:th, :latest, :at_ts)";
+        let start_values = vec![
+            (":th", s(Checkpoint::TRIM_HORIZON)),
+            (":latest", s(Checkpoint::LATEST)),
+            (":at_ts", s(Checkpoint::AT_TIMESTAMP)),
+        ];
+        match new {
+            Checkpoint::ShardEnd => None,
+            Checkpoint::TrimHorizon | Checkpoint::Latest | Checkpoint::AtTimestamp => {
+                Some((starts.to_owned(), start_values))
+            }
+            Checkpoint::At(position) => {
+                let sequence = position.sequence.as_str();
+                let mut values = start_values;
+                values.extend([
+                    (":shard_end", s(Checkpoint::SHARD_END)),
+                    (":seq", s(sequence)),
+                    (":seq_len", n(sequence.len() as u64)),
+                    (":sub", n(position.sub_sequence)),
+                ]);
+                let condition = format!(
+                    "({starts} OR (checkpoint <> :shard_end AND (size(checkpoint) < :seq_len \
+                     OR (size(checkpoint) = :seq_len AND checkpoint < :seq) \
+                     OR (checkpoint = :seq AND (attribute_not_exists(checkpointSubSequenceNumber) \
+                     OR checkpointSubSequenceNumber <= :sub)))))"
+                );
+                Some((condition, values))
+            }
+        }
+    }
+
+    async fn renew_one(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+    ) -> Result<Race<u64>, StoreError> {
+        let (name, value) = self.key(key);
+        let request = self
+            .client
+            .update_item()
+            .table_name(self.table.as_str())
+            .key(name, value)
+            .update_expression("SET leaseCounter = :next")
+            .condition_expression("leaseCounter = :expected AND leaseOwner = :owner")
+            .expression_attribute_values(":expected", n(expected_counter))
+            .expression_attribute_values(":next", n(expected_counter.saturating_add(1)))
+            .expression_attribute_values(":owner", s(owner.as_str()))
+            .return_values(ReturnValue::None);
+        match request.send().await {
+            Ok(_) => Ok(Race::Won(expected_counter.saturating_add(1))),
+            Err(err) => match classify("UpdateItem (renew)", err) {
+                Failure::ConditionFailed => Ok(Race::Lost),
+                Failure::Fault(e) => Err(e.with_lease_key(key.as_str())),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl LeaseStore for DynamoDbLeaseStore {
+    async fn create_table_if_missing(&self) -> Result<(), StoreError> {
+        table::create_if_missing(&self.client, &self.table, &self.options).await
+    }
+
+    async fn list(&self) -> Result<LeaseListing, StoreError> {
+        let mut listing = LeaseListing::default();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(self.table.as_str())
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|err| fault("Scan", err))?;
+            for raw in out.items() {
+                match item::parse(raw) {
+                    Ok(Row::Lease(lease)) => listing.leases.push(lease),
+                    Ok(Row::NotALease) => {}
+                    Err(corrupt) => listing.corrupt.push(corrupt),
+                }
+            }
+            match out.last_evaluated_key {
+                Some(last) if !last.is_empty() => start = Some(last),
+                _ => break,
+            }
+        }
+        listing.leases.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(listing)
+    }
+
+    async fn get(&self, key: &LeaseKey) -> Result<Option<Lease>, StoreError> {
+        let (name, value) = self.key(key);
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.table.as_str())
+            .key(name, value)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| fault("GetItem", err))?;
+        match out.item {
+            None => Ok(None),
+            Some(raw) => match item::parse(&raw) {
+                Ok(Row::Lease(lease)) => Ok(Some(lease)),
+                Ok(Row::NotALease) => Ok(None),
+                Err(corrupt) => Err(StoreError::corrupt(corrupt.raw_key, corrupt.reason)),
+            },
+        }
+    }
+
+    async fn create_if_absent(&self, lease: &Lease) -> Result<Race<Lease>, StoreError> {
+        let request = self
+            .client
+            .put_item()
+            .table_name(self.table.as_str())
+            .set_item(Some(item::item(lease)))
+            .condition_expression("attribute_not_exists(leaseKey)");
+        match request.send().await {
+            Ok(_) => {
+                let mut stored = lease.clone();
+                stored.parent_shard_ids = shardwise_lease_core::sorted_set(stored.parent_shard_ids);
+                stored.child_shard_ids = shardwise_lease_core::sorted_set(stored.child_shard_ids);
+                Ok(Race::Won(stored))
+            }
+            Err(err) => match classify("PutItem", err) {
+                Failure::ConditionFailed => Ok(Race::Lost),
+                Failure::Fault(e) => Err(e.with_lease_key(lease.key.as_str())),
+            },
+        }
+    }
+
+    async fn take(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        new_owner: &WorkerId,
+    ) -> Result<Race<Lease>, StoreError> {
+        // The usual case: the owner changes, which counts a switch. `checkpointOwner` (a KCL 3.x
+        // handoff marker) goes, as the KCL does on a take.
+        let switching = self
+            .update(key, expected_counter, None)
+            .update_expression(
+                "SET leaseOwner = :new_owner, leaseCounter = :next \
+                 ADD ownerSwitchesSinceCheckpoint :one REMOVE checkpointOwner",
+            )
+            .condition_expression(
+                "leaseCounter = :expected AND (attribute_not_exists(leaseOwner) OR leaseOwner <> :new_owner)",
+            )
+            .expression_attribute_values(":new_owner", s(new_owner.as_str()))
+            .expression_attribute_values(":one", n(1));
+        if let Race::Won(lease) = self.send_update("UpdateItem (take)", switching).await? {
+            return Ok(Race::Won(lease));
+        }
+        // The lease may be recorded as the taker's own already (a restart with the same id).
+        let retake = self
+            .update(key, expected_counter, Some(new_owner))
+            .update_expression("SET leaseCounter = :next REMOVE checkpointOwner");
+        self.send_update("UpdateItem (take)", retake).await
+    }
+
+    async fn renew(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+    ) -> Result<Race<u64>, StoreError> {
+        self.renew_one(key, owner, expected_counter).await
+    }
+
+    async fn renew_many(
+        &self,
+        owner: &WorkerId,
+        leases: &[(LeaseKey, u64)],
+    ) -> Vec<Result<Race<u64>, StoreError>> {
+        let renewals: Vec<_> = leases
+            .iter()
+            .map(|(key, counter)| self.renew_one(key, owner, *counter))
+            .collect();
+        stream::iter(renewals)
+            .buffered(RENEW_CONCURRENCY)
+            .collect()
+            .await
+    }
+
+    async fn evict(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+    ) -> Result<Race<Lease>, StoreError> {
+        let request = self
+            .update(key, expected_counter, Some(owner))
+            .update_expression("SET leaseCounter = :next REMOVE leaseOwner, checkpointOwner");
+        self.send_update("UpdateItem (evict)", request).await
+    }
+
+    async fn update_checkpoint(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+        update: &CheckpointUpdate,
+    ) -> Result<Race<Lease>, StoreError> {
+        update.validate()?;
+        let mut set = vec![
+            "leaseCounter = :next",
+            "checkpoint = :checkpoint",
+            "checkpointSubSequenceNumber = :checkpoint_sub",
+            "ownerSwitchesSinceCheckpoint = :zero",
+        ];
+        let mut remove = Vec::new();
+        let mut request = self
+            .update(key, expected_counter, Some(owner))
+            .expression_attribute_values(":checkpoint", s(update.checkpoint.stored_text()))
+            .expression_attribute_values(
+                ":checkpoint_sub",
+                n(update.checkpoint.stored_sub_sequence()),
+            )
+            .expression_attribute_values(":zero", n(0));
+        match &update.pending {
+            Some(pending) => {
+                set.push("pendingCheckpoint = :pending");
+                set.push("pendingCheckpointSubSequenceNumber = :pending_sub");
+                request = request
+                    .expression_attribute_values(":pending", s(pending.position.stored_text()))
+                    .expression_attribute_values(
+                        ":pending_sub",
+                        n(pending.position.stored_sub_sequence()),
+                    );
+                match &pending.state {
+                    Some(state) => {
+                        set.push("pendingCheckpointState = :pending_state");
+                        request = request.expression_attribute_values(
+                            ":pending_state",
+                            AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(
+                                state.clone(),
+                            )),
+                        );
+                    }
+                    None => remove.push(attr::PENDING_STATE),
+                }
+            }
+            None => remove.extend([attr::PENDING, attr::PENDING_SUB, attr::PENDING_STATE]),
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        request = request.update_expression(expression);
+        if let Some((progress, values)) = Self::not_behind(&update.checkpoint) {
+            request = request.condition_expression(format!(
+                "leaseCounter = :expected AND leaseOwner = :owner AND {progress}"
+            ));
+            for (name, value) in values {
+                request = request.expression_attribute_values(name, value);
+            }
+        }
+        match self.send_update("UpdateItem (checkpoint)", request).await? {
+            Race::Won(lease) => Ok(Race::Won(lease)),
+            Race::Lost => {
+                // Lost the race, or refused because it would move backwards? If the lease is
+                // still ours at the same counter, only the progress condition can have failed.
+                match self.get(key).await? {
+                    Some(stored)
+                        if stored.counter == expected_counter && stored.is_owned_by(owner) =>
+                    {
+                        Err(StoreError::new(
+                            StoreErrorKind::CheckpointRegression,
+                            format!(
+                                "checkpoint {} is behind the stored {}",
+                                update.checkpoint, stored.checkpoint
+                            ),
+                        )
+                        .with_lease_key(key.as_str()))
+                    }
+                    _ => Ok(Race::Lost),
+                }
+            }
+        }
+    }
+
+    async fn mark_ended(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+        children: &[ShardId],
+    ) -> Result<Race<Lease>, StoreError> {
+        let children = shardwise_lease_core::sorted_set(children.iter().cloned());
+        let mut request = self
+            .update(key, expected_counter, Some(owner))
+            .expression_attribute_values(":shard_end", s(Checkpoint::SHARD_END))
+            .expression_attribute_values(":zero", n(0));
+        let base = "SET leaseCounter = :next, checkpoint = :shard_end, checkpointSubSequenceNumber = :zero, \
+                    ownerSwitchesSinceCheckpoint = :zero";
+        let removed =
+            "pendingCheckpoint, pendingCheckpointSubSequenceNumber, pendingCheckpointState";
+        request = if children.is_empty() {
+            request.update_expression(format!("{base} REMOVE {removed}, childShardIds"))
+        } else {
+            request
+                .update_expression(format!(
+                    "{base}, childShardIds = :children REMOVE {removed}"
+                ))
+                .expression_attribute_values(":children", ss(&children))
+        };
+        self.send_update("UpdateItem (mark ended)", request).await
+    }
+
+    async fn delete(&self, key: &LeaseKey, expected_counter: u64) -> Result<Race<()>, StoreError> {
+        let (name, value) = self.key(key);
+        let request = self
+            .client
+            .delete_item()
+            .table_name(self.table.as_str())
+            .key(name, value)
+            .condition_expression("leaseCounter = :expected")
+            .expression_attribute_values(":expected", n(expected_counter));
+        match request.send().await {
+            Ok(_) => Ok(Race::Won(())),
+            Err(err) => match classify("DeleteItem", err) {
+                Failure::ConditionFailed => Ok(Race::Lost),
+                Failure::Fault(e) => Err(e.with_lease_key(key.as_str())),
+            },
+        }
+    }
+}
