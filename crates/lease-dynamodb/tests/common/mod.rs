@@ -55,7 +55,7 @@ pub fn client_with(log: Option<CallLog>) -> Client {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-        .endpoint_url(endpoint())
+        .endpoint_url(endpoint());
     if let Some(log) = log {
         config = config.interceptor(log);
     }
@@ -65,8 +65,14 @@ pub fn client_with(log: Option<CallLog>) -> Client {
 /// A table name no other test (or earlier run) uses.
 pub fn unique_table(test: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("sw-{test}-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "sw-{test}-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub async fn fresh_store(test: &str) -> DynamoDbLeaseStore {
