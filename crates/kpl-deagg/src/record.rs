@@ -10,7 +10,9 @@ use crate::hash_key::hash_key_of_raw_partition_key;
 /// through unchanged.
 ///
 /// The data and the keys are slices of the Kinesis record's buffer; nothing is copied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Two records are equal when their keys, data, sub-sequence number and origin are.
+#[derive(Debug, Clone)]
 pub struct UserRecord {
     pub(crate) partition_key: Bytes,
     pub(crate) explicit_hash_key: Option<Bytes>,
@@ -21,6 +23,19 @@ pub struct UserRecord {
     pub(crate) sub_sequence_number: u64,
     pub(crate) aggregated: bool,
 }
+
+impl PartialEq for UserRecord {
+    fn eq(&self, other: &Self) -> bool {
+        // `hash_key` is a cache derived from the keys: whether it was filled in does not matter.
+        self.partition_key == other.partition_key
+            && self.explicit_hash_key == other.explicit_hash_key
+            && self.data == other.data
+            && self.sub_sequence_number == other.sub_sequence_number
+            && self.aggregated == other.aggregated
+    }
+}
+
+impl Eq for UserRecord {}
 
 impl UserRecord {
     /// The partition key as text. Bytes that are not UTF-8 are replaced with U+FFFD, as the KCL
