@@ -96,7 +96,10 @@ impl PostgresConfig {
     /// Starts a configuration for the server at `url` (`postgres://user[:password]@host[:port]/db`,
     /// options such as `sslmode` allowed) and the application `application`, whose leases live
     /// in their own namespace of the table.
-    pub fn builder(url: impl Into<String>, application: impl Into<String>) -> PostgresConfigBuilder {
+    pub fn builder(
+        url: impl Into<String>,
+        application: impl Into<String>,
+    ) -> PostgresConfigBuilder {
         PostgresConfigBuilder {
             url: url.into(),
             password: None,
@@ -162,7 +165,9 @@ impl PostgresConfig {
             .options([("statement_timeout", timeout_ms.as_str())]))
     }
 
-    pub(crate) fn pool_options(&self) -> sqlx::postgres::PgPoolOptions {
+    /// The pool settings as sqlx pool options, for building a pool of one's own to hand to
+    /// [`PostgresLeaseStore::with_pool`](crate::PostgresLeaseStore::with_pool).
+    pub fn pool_options(&self) -> sqlx::postgres::PgPoolOptions {
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(self.pool.max_connections)
             .min_connections(self.pool.min_connections)
@@ -381,7 +386,10 @@ fn namespace(application: &str, stream: Option<&str>) -> Result<String, StoreErr
             format!("invalid {what} {value:?}: {why}"),
         ))
     };
-    for (what, value) in [("application name", Some(application)), ("stream name", stream)] {
+    for (what, value) in [
+        ("application name", Some(application)),
+        ("stream name", stream),
+    ] {
         let Some(value) = value else { continue };
         if value.is_empty() {
             return invalid(what, value, "must not be empty");
@@ -416,7 +424,10 @@ mod tests {
         let cases = [
             ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
             ("postgres://u@h/db", "postgres://u@h/db"),
-            ("postgres://h/db?password=pw&sslmode=require", "postgres://h/db?password=***&sslmode=require"),
+            (
+                "postgres://h/db?password=pw&sslmode=require",
+                "postgres://h/db?password=***&sslmode=require",
+            ),
             ("postgres://u:p@ss@h/db", "postgres://u:***@h/db"),
             ("postgres://u:pw@h", "postgres://u:***@h"),
         ];

@@ -53,7 +53,8 @@ pub(crate) fn decode(row: &PgRow) -> Result<Lease, CorruptLease> {
                 pending_sub.unwrap_or_default(),
             )
             .map_err(&corrupt)?;
-            let position = Checkpoint::from_stored(&text, sub).map_err(|e| corrupt(e.to_string()))?;
+            let position =
+                Checkpoint::from_stored(&text, sub).map_err(|e| corrupt(e.to_string()))?;
             Some(PendingCheckpoint::new(position, state))
         }
         (None, Some(_)) => {
@@ -118,7 +119,10 @@ pub(crate) fn to_bigint(what: &str, value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| {
         StoreError::new(
             StoreErrorKind::InvalidArgument,
-            format!("{what} {value} is above the largest storable value {}", i64::MAX),
+            format!(
+                "{what} {value} is above the largest storable value {}",
+                i64::MAX
+            ),
         )
     })
 }

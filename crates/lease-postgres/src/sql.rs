@@ -133,7 +133,13 @@ mod tests {
             other => panic!("{other:?}"),
         };
         let sql = Statements::new(&schema, &table);
-        for statement in [&sql.list, &sql.take, &sql.renew_many, &sql.delete, &sql.create_table] {
+        for statement in [
+            &sql.list,
+            &sql.take,
+            &sql.renew_many,
+            &sql.delete,
+            &sql.create_table,
+        ] {
             assert!(statement.contains("\"sch\".\"tab\""), "{statement}");
             assert!(!statement.contains(" sch.tab"), "{statement}");
         }

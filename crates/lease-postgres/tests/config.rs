@@ -47,7 +47,12 @@ fn hostile_table_and_schema_names_are_refused_by_build() {
             }
         }
     }
-    for (app, stream) in [("", None), ("a/b", None), ("app", Some("s/t")), ("a\0", None)] {
+    for (app, stream) in [
+        ("", None),
+        ("a/b", None),
+        ("app", Some("s/t")),
+        ("a\0", None),
+    ] {
         let mut builder = PostgresConfig::builder(url, app);
         if let Some(stream) = stream {
             builder = builder.stream(stream);
@@ -69,11 +74,17 @@ fn debug_never_shows_the_password() {
     for secret in ["hunter2", "hunter3", "hunter4"] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
-    assert!(shown.contains("db.example"), "the host is still shown: {shown}");
+    assert!(
+        shown.contains("db.example"),
+        "the host is still shown: {shown}"
+    );
 
     let builder = PostgresConfig::builder("postgres://u:hunter5@h/db", "a").password("hunter6");
     let shown = format!("{builder:?}");
-    assert!(!shown.contains("hunter5") && !shown.contains("hunter6"), "{shown}");
+    assert!(
+        !shown.contains("hunter5") && !shown.contains("hunter6"),
+        "{shown}"
+    );
 }
 
 #[tokio::test]

@@ -45,9 +45,22 @@ async fn corrupt_rows_do_not_hide_the_good_ones() {
     let good: Vec<&str> = listing.leases.iter().map(|l| l.key.as_str()).collect();
     assert_eq!(good, ["shardId-1", "shardId-3"]);
     let bad: Vec<&str> = listing.corrupt.iter().map(|c| c.raw_key.as_str()).collect();
-    assert_eq!(bad, ["shardId-0", "shardId-2", "shardId-4"], "{:?}", listing.corrupt);
-    assert!(listing.corrupt[0].reason.contains("checkpoint"), "{}", listing.corrupt[0]);
-    assert!(listing.corrupt[1].reason.contains("counter"), "{}", listing.corrupt[1]);
+    assert_eq!(
+        bad,
+        ["shardId-0", "shardId-2", "shardId-4"],
+        "{:?}",
+        listing.corrupt
+    );
+    assert!(
+        listing.corrupt[0].reason.contains("checkpoint"),
+        "{}",
+        listing.corrupt[0]
+    );
+    assert!(
+        listing.corrupt[1].reason.contains("counter"),
+        "{}",
+        listing.corrupt[1]
+    );
 
     let key = LeaseKey::new("shardId-0").unwrap_or_else(|e| panic!("{e}"));
     match store.get(&key).await {

@@ -16,12 +16,19 @@ use support::server::{PgInstance, free_port};
 
 fn checkpoint(n: u64) -> Checkpoint {
     let text = format!("49590338271490256608559692538361571095921575989136{n:06}");
-    Checkpoint::at(SequenceNumber::new(&text).unwrap_or_else(|e| panic!("{e}")), 0)
+    Checkpoint::at(
+        SequenceNumber::new(&text).unwrap_or_else(|e| panic!("{e}")),
+        0,
+    )
 }
 
 fn assert_retryable<T: std::fmt::Debug>(what: &str, outcome: Result<T, StoreError>) {
     match outcome {
-        Err(e) => assert!(e.is_retryable(), "{what} while down: not retryable: {e} ({:?})", e.kind()),
+        Err(e) => assert!(
+            e.is_retryable(),
+            "{what} while down: not retryable: {e} ({:?})",
+            e.kind()
+        ),
         Ok(value) => panic!("{what} while down: succeeded with {value:?}"),
     }
 }
@@ -69,14 +76,21 @@ async fn restart_loses_nothing() {
         .collect();
     for (i, key) in keys.iter().enumerate() {
         let lease = Lease::new(key.clone(), Checkpoint::TrimHorizon);
-        assert!(store.create_if_absent(&lease).await.is_ok_and(|r| r.is_won()));
+        assert!(
+            store
+                .create_if_absent(&lease)
+                .await
+                .is_ok_and(|r| r.is_won())
+        );
         let taken = match store.take(key, 0, &me).await {
             Ok(Race::Won(lease)) => lease,
             other => panic!("take {key}: {other:?}"),
         };
         if i % 2 == 0 {
             let update = CheckpointUpdate::commit(checkpoint(i as u64));
-            let written = store.update_checkpoint(key, &me, taken.counter, &update).await;
+            let written = store
+                .update_checkpoint(key, &me, taken.counter, &update)
+                .await;
             assert!(written.is_ok_and(|r| r.is_won()), "checkpoint {key}");
         }
     }
@@ -97,7 +111,9 @@ async fn restart_loses_nothing() {
     let update = CheckpointUpdate::commit(checkpoint(500));
     assert_retryable(
         "checkpoint",
-        store.update_checkpoint(&first.key, &me, first.counter, &update).await,
+        store
+            .update_checkpoint(&first.key, &me, first.counter, &update)
+            .await,
     );
     let extra = Lease::new(
         LeaseKey::new("shardId-new").unwrap_or_else(|e| panic!("{e}")),
@@ -110,7 +126,10 @@ async fn restart_loses_nothing() {
 
     server.start();
     let after = eventually("list", || store.list()).await;
-    assert_eq!(after, before, "every lease and checkpoint survived the restart unchanged");
+    assert_eq!(
+        after, before,
+        "every lease and checkpoint survived the restart unchanged"
+    );
 
     // The worker carries on: one renewal round and a checkpoint succeed, exactly once each.
     let outcomes = eventually("renew_many", || async {

@@ -93,7 +93,10 @@ impl PgInstance {
                 .arg("postgres:postgres")
                 .arg(&instance.dir)
                 .status();
-            assert!(status.is_ok_and(|s| s.success()), "chown of the data directory failed");
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "chown of the data directory failed"
+            );
         }
         let output = server_command(&instance.bindir, "initdb")
             .arg("-D")
@@ -118,7 +121,9 @@ impl PgInstance {
         let data = self.dir.join("data");
         let log = std::fs::File::create(self.dir.join("server.log"))
             .unwrap_or_else(|e| panic!("create server log: {e}"));
-        let log_err = log.try_clone().unwrap_or_else(|e| panic!("server log: {e}"));
+        let log_err = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("server log: {e}"));
         let child = server_command(&self.bindir, "postgres")
             .arg("-D")
             .arg(&data)
