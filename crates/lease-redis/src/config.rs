@@ -1,0 +1,214 @@
+//! Configuration: where the server is, the key prefix, timeouts and reconnects.
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::IntoConnectionInfo;
+use shardwise_lease_core::{StoreError, StoreErrorKind};
+
+use crate::prefix::KeyPrefix;
+
+const REDACTED: &str = "***";
+
+/// Everything [`RedisLeaseStore::connect`](crate::RedisLeaseStore::connect) needs. Made with
+/// [`RedisConfig::builder`]; the prefix is validated there, before anything is sent.
+///
+/// `Debug` never shows the password (neither the one in the URL nor a separate one).
+///
+/// ```
+/// use std::time::Duration;
+/// use shardwise_lease_redis::RedisConfig;
+///
+/// let config = RedisConfig::builder("redis://:s3cret@cache.internal:6379/0", "orders-app")
+///     .response_timeout(Duration::from_secs(1))
+///     .build()?;
+/// assert_eq!(config.prefix().as_str(), "orders-app");
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// # Ok::<(), shardwise_lease_core::StoreError>(())
+/// ```
+#[derive(Clone)]
+pub struct RedisConfig {
+    url: String,
+    password: Option<String>,
+    prefix: KeyPrefix,
+    connection_timeout: Duration,
+    response_timeout: Duration,
+    reconnect_attempts: usize,
+}
+
+impl RedisConfig {
+    /// Starts a configuration for the server at `url` (`redis://[user][:password]@host[:port][/db]`,
+    /// or `rediss://` for TLS with the feature `tls-rustls`) with the key prefix `prefix`
+    /// (usually the application name; see [`KeyPrefix`] for the rule).
+    pub fn builder(url: impl Into<String>, prefix: impl Into<String>) -> RedisConfigBuilder {
+        RedisConfigBuilder {
+            url: url.into(),
+            password: None,
+            prefix: prefix.into(),
+            connection_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+            reconnect_attempts: 3,
+        }
+    }
+
+    /// The prefix of every key.
+    pub fn prefix(&self) -> &KeyPrefix {
+        &self.prefix
+    }
+
+    /// How long one operation waits for its answer.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    pub(crate) fn client(&self) -> Result<redis::Client, StoreError> {
+        let config_error = |e: redis::RedisError| {
+            // The URL is shown redacted; redis' parse errors do not echo it.
+            StoreError::new(
+                StoreErrorKind::Config,
+                format!("invalid Redis URL {}: {e}", redact_url(&self.url)),
+            )
+        };
+        let mut info = self.url.as_str().into_connection_info().map_err(config_error)?;
+        if let Some(password) = &self.password {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        redis::Client::open(info).map_err(config_error)
+    }
+
+    pub(crate) fn manager_config(&self) -> redis::aio::ConnectionManagerConfig {
+        redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connection_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_number_of_retries(self.reconnect_attempts)
+            .set_max_delay(Duration::from_millis(500))
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .field("prefix", &self.prefix)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("reconnect_attempts", &self.reconnect_attempts)
+            .finish()
+    }
+}
+
+/// The URL with the password of its user part replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{user}:{REDACTED}@{host}"),
+            None => format!("{REDACTED}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    // A password may also come as a query option.
+    let tail = match tail.split_once('?') {
+        Some((path, _query)) => format!("{path}?{REDACTED}"),
+        None => tail.to_owned(),
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
+/// Builds a [`RedisConfig`]; [`RedisConfigBuilder::build`] validates every setting.
+#[derive(Clone)]
+#[must_use = "call build() to get the configuration"]
+pub struct RedisConfigBuilder {
+    url: String,
+    password: Option<String>,
+    prefix: String,
+    connection_timeout: Duration,
+    response_timeout: Duration,
+    reconnect_attempts: usize,
+}
+
+impl fmt::Debug for RedisConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfigBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConfigBuilder {
+    /// The password, when it is not in the URL (it wins over one there).
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// How long connecting may take (default 2 s).
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// How long one operation waits for its answer (default 2 s); past it the operation fails
+    /// with a retryable error.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How often the connection manager tries to reconnect after losing the connection before
+    /// the operation that noticed fails (default 3); later operations reconnect again.
+    pub fn reconnect_attempts(mut self, attempts: usize) -> Self {
+        self.reconnect_attempts = attempts;
+        self
+    }
+
+    /// Validates every setting. Errors are of kind [`StoreErrorKind::Config`].
+    pub fn build(self) -> Result<RedisConfig, StoreError> {
+        let prefix = KeyPrefix::new(&self.prefix)?;
+        if self.response_timeout.is_zero() || self.connection_timeout.is_zero() {
+            return Err(StoreError::new(
+                StoreErrorKind::Config,
+                "timeouts must be above zero",
+            ));
+        }
+        let config = RedisConfig {
+            url: self.url,
+            password: self.password,
+            prefix,
+            connection_timeout: self.connection_timeout,
+            response_timeout: self.response_timeout,
+            reconnect_attempts: self.reconnect_attempts,
+        };
+        // Parse the URL now, so a bad one is reported by `build`.
+        config.client()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_table() {
+        let cases = [
+            ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+            ("redis://user:pw@h", "redis://user:***@h"),
+            ("rediss://pw@h", "rediss://***@h"),
+            ("redis://h:6379", "redis://h:6379"),
+            ("redis://h/0?password=pw", "redis://h/0?***"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(redact_url(url), expected, "{url}");
+        }
+    }
+}
