@@ -29,6 +29,7 @@ pub(crate) mod attr {
 }
 
 /// A row of the lease table.
+#[allow(clippy::large_enum_variant)] // built and consumed at once, never stored
 pub(crate) enum Row {
     Lease(Lease),
     /// A KCL 3.5 row of another kind (leader, migration, worker metrics): never touched.

@@ -13,6 +13,10 @@ use crate::error::{Failure, classify, fault};
 use crate::item::{self, Item, Row, attr, n, s, ss};
 use crate::table::{self, TableName, TableOptions};
 
+/// Every write's condition starts here: the row is a lease (KCL 3.5 keeps other kinds of rows in
+/// the same table, which must never be touched).
+const IS_LEASE: &str = "(attribute_not_exists(entityType) OR entityType = :lease_type)";
+
 /// How many renewals of one `renew_many` call are in flight at once.
 const RENEW_CONCURRENCY: usize = 32;
 
@@ -105,14 +109,15 @@ impl DynamoDbLeaseStore {
         owner: Option<&WorkerId>,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         let (name, value) = self.key(key);
-        let mut condition = "leaseCounter = :expected".to_owned();
+        let mut condition = format!("leaseCounter = :expected AND {IS_LEASE}");
         let mut request = self
             .client
             .update_item()
             .table_name(self.table.as_str())
             .key(name, value)
             .expression_attribute_values(":expected", n(expected_counter))
-            .expression_attribute_values(":next", n(expected_counter.saturating_add(1)));
+            .expression_attribute_values(":next", n(expected_counter.saturating_add(1)))
+            .expression_attribute_values(":lease_type", s("LEASE"));
         if let Some(owner) = owner {
             condition.push_str(" AND leaseOwner = :owner");
             request = request.expression_attribute_values(":owner", s(owner.as_str()));
@@ -188,7 +193,10 @@ impl DynamoDbLeaseStore {
             .table_name(self.table.as_str())
             .key(name, value)
             .update_expression("SET leaseCounter = :next")
-            .condition_expression("leaseCounter = :expected AND leaseOwner = :owner")
+            .condition_expression(format!(
+                "leaseCounter = :expected AND leaseOwner = :owner AND {IS_LEASE}"
+            ))
+            .expression_attribute_values(":lease_type", s("LEASE"))
             .expression_attribute_values(":expected", n(expected_counter))
             .expression_attribute_values(":next", n(expected_counter.saturating_add(1)))
             .expression_attribute_values(":owner", s(owner.as_str()))
@@ -294,9 +302,10 @@ impl LeaseStore for DynamoDbLeaseStore {
                 "SET leaseOwner = :new_owner, leaseCounter = :next \
                  ADD ownerSwitchesSinceCheckpoint :one REMOVE checkpointOwner",
             )
-            .condition_expression(
-                "leaseCounter = :expected AND (attribute_not_exists(leaseOwner) OR leaseOwner <> :new_owner)",
-            )
+            .condition_expression(format!(
+                "leaseCounter = :expected AND {IS_LEASE} \
+                 AND (attribute_not_exists(leaseOwner) OR leaseOwner <> :new_owner)"
+            ))
             .expression_attribute_values(":new_owner", s(new_owner.as_str()))
             .expression_attribute_values(":one", n(1));
         if let Race::Won(lease) = self.send_update("UpdateItem (take)", switching).await? {
@@ -400,7 +409,7 @@ impl LeaseStore for DynamoDbLeaseStore {
         request = request.update_expression(expression);
         if let Some((progress, values)) = Self::not_behind(&update.checkpoint) {
             request = request.condition_expression(format!(
-                "leaseCounter = :expected AND leaseOwner = :owner AND {progress}"
+                "leaseCounter = :expected AND leaseOwner = :owner AND {IS_LEASE} AND {progress}"
             ));
             for (name, value) in values {
                 request = request.expression_attribute_values(name, value);
@@ -465,7 +474,8 @@ impl LeaseStore for DynamoDbLeaseStore {
             .delete_item()
             .table_name(self.table.as_str())
             .key(name, value)
-            .condition_expression("leaseCounter = :expected")
+            .condition_expression(format!("leaseCounter = :expected AND {IS_LEASE}"))
+            .expression_attribute_values(":lease_type", s("LEASE"))
             .expression_attribute_values(":expected", n(expected_counter));
         match request.send().await {
             Ok(_) => Ok(Race::Won(())),

@@ -1,7 +1,7 @@
 //! Shared set-up: a client for the DynamoDB endpoint in `DYNAMODB_ENDPOINT` (a local emulator
 //! such as dynalite, which `./scripts/test` starts, or real DynamoDB), and fresh tables.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,10 +19,19 @@ use shardwise_lease_dynamodb::DynamoDbLeaseStore;
 
 /// Counts the HTTP requests sent, by operation name.
 #[derive(Debug, Clone, Default)]
-pub struct CallLog(Arc<Mutex<Vec<String>>>);
+pub struct CallLog(Arc<Mutex<Vec<(String, String)>>>);
 
 impl CallLog {
+    /// The operation names sent since the last call.
     pub fn take(&self) -> Vec<String> {
+        self.take_with_bodies()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// The operation names and request bodies sent since the last call.
+    pub fn take_with_bodies(&self) -> Vec<(String, String)> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
 }
@@ -34,12 +43,18 @@ impl Intercept for CallLog {
 
     fn read_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let name = cfg.load::<Metadata>().map_or("?", |m| m.name()).to_owned();
-        self.0.lock().unwrap().push(name);
+        let body = context
+            .request()
+            .body()
+            .bytes()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        self.0.lock().unwrap().push((name, body.into_owned()));
         Ok(())
     }
 }
