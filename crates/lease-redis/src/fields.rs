@@ -71,6 +71,12 @@ pub(crate) fn decode(raw_key: &str, flat: Vec<Vec<u8>>) -> Result<Lease, Corrupt
         raw_key: raw_key.to_owned(),
         reason,
     };
+    if let [marker, kind] = flat.as_slice()
+        && marker.as_slice() == b"!type"
+    {
+        let kind = String::from_utf8_lossy(kind);
+        return Err(corrupt(format!("the key holds a {kind}, not a hash")));
+    }
     if flat.len() % 2 != 0 {
         return Err(corrupt("odd number of hash elements".to_owned()));
     }

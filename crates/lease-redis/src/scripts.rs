@@ -133,11 +133,17 @@ redis.call('ZREM', KEYS[2], ARGV[2])
 return 1
 ";
 
-/// KEYS: lease hashes. Answers each hash as a flat field/value list (empty when missing).
+/// KEYS: lease hashes. Answers each hash as a flat field/value list (empty when missing); a
+/// key holding another type answers `{'!type', <its type>}` instead of failing the whole read.
 const READ: &str = r"
 local out = {}
 for i, key in ipairs(KEYS) do
-  out[i] = redis.call('HGETALL', key)
+  local kind = redis.call('TYPE', key).ok
+  if kind == 'hash' or kind == 'none' then
+    out[i] = redis.call('HGETALL', key)
+  else
+    out[i] = {'!type', kind}
+  end
 end
 return out
 ";
