@@ -3,10 +3,14 @@
 # `services_stop` stops exactly that (by PID) and nothing else.
 #
 # Honoured when already set (then nothing is started for it): DATABASE_URL, REDIS_URL,
-# DYNAMODB_ENDPOINT. Ports of what this script starts: SHARDWISE_DYNAMODB_PORT (18000).
+# DYNAMODB_ENDPOINT, KINESIS_ENDPOINT. Ports of what this script starts:
+# SHARDWISE_DYNAMODB_PORT (18000), SHARDWISE_KINESIS_PORT (14568, plain HTTP/1.1 and h2c) and
+# SHARDWISE_KINESIS_TLS_PORT (14567, HTTP/2 over TLS with a test CA made here).
 
 SERVICES_DIR="${SERVICES_DIR:-$PWD/.emulators}"
+SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DYNALITE_VERSION="4.0.0"
+KINESIS_LOCAL_VERSION="0.6.2"
 STARTED_PIDS=()
 
 say() { printf '[services] %s\n' "$*" >&2; }
@@ -116,6 +120,66 @@ ensure_dynamodb() {
     STARTED_PIDS+=("$!")
     wait_until 30 dynalite dynamodb_answers "$port" || return 1
     export DYNAMODB_ENDPOINT="http://127.0.0.1:$port"
+}
+
+kinesis_answers() { # a real API call: ListStreams on the plain port
+    node -e '
+        const http = require("http");
+        const req = http.request({host: "127.0.0.1", port: process.argv[1], method: "POST", path: "/",
+            headers: {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Date": "20200101T000000Z", "X-Amz-Target": "Kinesis_20131202.ListStreams",
+                      "Authorization": "AWS4-HMAC-SHA256 Credential=x/20200101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=x"}},
+            res => process.exit(res.statusCode === 200 ? 0 : 1));
+        req.on("error", () => process.exit(1));
+        req.end("{}");' "$1"
+}
+
+make_test_ca() { # a throwaway CA and a server certificate for localhost / 127.0.0.1
+    local dir="$SERVICES_DIR/tls"
+    [ -s "$dir/server.json" ] && [ -s "$dir/ca.pem" ] && return 0
+    command -v openssl >/dev/null || apt_install openssl
+    mkdir -p "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=shardwise test CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$dir/server.key" \
+        -out "$dir/server.csr" 2>/dev/null
+    printf '%s\n' "basicConstraints=CA:FALSE" "extendedKeyUsage=serverAuth" \
+        "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" >"$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+        -days 3650 -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
+    openssl pkcs8 -topk8 -nocrypt -in "$dir/server.key" -out "$dir/server.pk8"
+    node -e '
+        const fs = require("fs"); const d = process.argv[1];
+        const cert = fs.readFileSync(d + "/server.pem", "utf8") + fs.readFileSync(d + "/ca.pem", "utf8");
+        fs.writeFileSync(d + "/server.json", JSON.stringify({server: {key: fs.readFileSync(d + "/server.pk8", "utf8"), cert}}));' "$dir"
+}
+
+ensure_kinesis() {
+    if [ -n "${KINESIS_ENDPOINT:-}" ]; then return 0; fi
+    local port="${SHARDWISE_KINESIS_PORT:-14568}" tls_port="${SHARDWISE_KINESIS_TLS_PORT:-14567}" bin
+    bin=$(npm_tool kinesis-local "$KINESIS_LOCAL_VERSION" kinesis-local) || return 1
+    make_test_ca
+    for p in "$port" "$tls_port"; do
+        if ! port_free "$p"; then
+            say "port $p is busy; set SHARDWISE_KINESIS_PORT / SHARDWISE_KINESIS_TLS_PORT or KINESIS_ENDPOINT"
+            return 1
+        fi
+    done
+    say "starting kinesis-local $KINESIS_LOCAL_VERSION on 127.0.0.1:$port (plain) and :$tls_port (TLS)"
+    (cd "$SERVICES_DIR" &&
+        KINESIS_MOCK_PLAIN_PORT="$port" KINESIS_MOCK_TLS_PORT="$tls_port" \
+        KINESIS_MOCK_CERT_PATH="$SERVICES_DIR/tls/server.json" \
+        CREATE_STREAM_DURATION=50ms DELETE_STREAM_DURATION=50ms SPLIT_SHARD_DURATION=50ms \
+        MERGE_SHARDS_DURATION=50ms UPDATE_SHARD_COUNT_DURATION=50ms \
+        REGISTER_STREAM_CONSUMER_DURATION=50ms DEREGISTER_STREAM_CONSUMER_DURATION=50ms \
+        SHARD_LIMIT=1000 LOG_LEVEL=WARN \
+        exec node -r "$SCRIPTS_DIR/emulators/loopback-only.cjs" "$(readlink -f "$bin")" \
+        >"$SERVICES_DIR/kinesis-local.log" 2>&1) &
+    STARTED_PIDS+=("$!")
+    wait_until 60 kinesis-local kinesis_answers "$port" || return 1
+    export KINESIS_ENDPOINT="http://127.0.0.1:$port"
+    export KINESIS_TLS_ENDPOINT="https://localhost:$tls_port"
+    export KINESIS_CA_PEM="$SERVICES_DIR/tls/ca.pem"
 }
 
 services_stop() {
