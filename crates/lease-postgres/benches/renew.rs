@@ -56,7 +56,13 @@ async fn main() {
     );
     println!(
         "{:>7} | {:<10} | {:>16} | {:>15} | {:>13} | {:>13} | {:>12}",
-        "leases", "method", "statements/round", "wire reqs/round", "median/round", "mean/round", "per lease"
+        "leases",
+        "method",
+        "statements/round",
+        "wire reqs/round",
+        "median/round",
+        "mean/round",
+        "per lease"
     );
     let mut held: Vec<(LeaseKey, u64)> = Vec::new();
     for n in [1usize, 100, 1_000] {

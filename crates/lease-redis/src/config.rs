@@ -69,7 +69,11 @@ impl RedisConfig {
                 format!("invalid Redis URL {}: {e}", redact_url(&self.url)),
             )
         };
-        let mut info = self.url.as_str().into_connection_info().map_err(config_error)?;
+        let mut info = self
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(config_error)?;
         if let Some(password) = &self.password {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);

@@ -66,6 +66,9 @@ mod tests {
     #[test]
     fn client_errors_are_not() {
         let err = RedisError::from((ErrorKind::InvalidClientConfig, "bad"));
-        assert_eq!(store_error(err, "connect", None).kind(), StoreErrorKind::Config);
+        assert_eq!(
+            store_error(err, "connect", None).kind(),
+            StoreErrorKind::Config
+        );
     }
 }

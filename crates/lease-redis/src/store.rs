@@ -256,7 +256,8 @@ impl LeaseStore for RedisLeaseStore {
 
     async fn get(&self, key: &LeaseKey) -> Result<Option<Lease>, StoreError> {
         let invocation = self.scripts.read.key(self.prefix.lease_key(key.as_str()));
-        let mut hashes: Vec<Vec<Vec<u8>>> = self.invoke(&invocation, "get lease", Some(key)).await?;
+        let mut hashes: Vec<Vec<Vec<u8>>> =
+            self.invoke(&invocation, "get lease", Some(key)).await?;
         match hashes.pop() {
             Some(flat) if !flat.is_empty() => decode(key.as_str(), flat)
                 .map(Some)
@@ -377,7 +378,10 @@ impl LeaseStore for RedisLeaseStore {
             bytes(if state.is_some() { "1" } else { "0" }),
         ];
         let what = "update checkpoint";
-        match self.write(&self.scripts.checkpoint, key, &args, what).await? {
+        match self
+            .write(&self.scripts.checkpoint, key, &args, what)
+            .await?
+        {
             Written::Won(flat) => decode(key.as_str(), flat)
                 .map(Race::Won)
                 .map_err(|c| StoreError::corrupt(c.raw_key, c.reason)),
@@ -416,6 +420,10 @@ impl LeaseStore for RedisLeaseStore {
             .arg(expected_counter)
             .arg(key.as_str());
         let deleted: i64 = self.invoke(&invocation, "delete lease", Some(key)).await?;
-        Ok(if deleted == 1 { Race::Won(()) } else { Race::Lost })
+        Ok(if deleted == 1 {
+            Race::Won(())
+        } else {
+            Race::Lost
+        })
     }
 }

@@ -34,7 +34,10 @@ fn hostile_prefixes_are_refused_by_build() {
         match RedisConfig::builder("redis://127.0.0.1:1", prefix).build() {
             Err(e) => {
                 assert_eq!(e.kind(), StoreErrorKind::Config, "{prefix:?}: {e}");
-                assert!(e.to_string().contains("invalid key prefix"), "{prefix:?}: {e}");
+                assert!(
+                    e.to_string().contains("invalid key prefix"),
+                    "{prefix:?}: {e}"
+                );
             }
             Ok(config) => panic!("{prefix:?} accepted: {config:?}"),
         }
@@ -48,11 +51,17 @@ fn debug_never_shows_the_password() {
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     let shown = format!("{config:?} {config:#?}");
-    assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("hunter3"),
+        "{shown}"
+    );
     assert!(shown.contains("cache.example"), "{shown}");
     let builder = RedisConfig::builder("redis://:hunter4@h", "app").password("hunter5");
     let shown = format!("{builder:?}");
-    assert!(!shown.contains("hunter4") && !shown.contains("hunter5"), "{shown}");
+    assert!(
+        !shown.contains("hunter4") && !shown.contains("hunter5"),
+        "{shown}"
+    );
 }
 
 #[tokio::test]

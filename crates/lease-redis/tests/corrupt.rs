@@ -61,8 +61,16 @@ async fn corrupt_hashes_do_not_hide_the_good_ones() {
     assert_eq!(good, ["shardId-1", "shardId-3"]);
     let bad: Vec<&str> = listing.corrupt.iter().map(|c| c.raw_key.as_str()).collect();
     assert_eq!(bad, ["shardId-0", "shardId-2"], "{:?}", listing.corrupt);
-    assert!(listing.corrupt[0].reason.contains("checkpoint"), "{}", listing.corrupt[0]);
-    assert!(listing.corrupt[1].reason.contains("not a hash"), "{}", listing.corrupt[1]);
+    assert!(
+        listing.corrupt[0].reason.contains("checkpoint"),
+        "{}",
+        listing.corrupt[0]
+    );
+    assert!(
+        listing.corrupt[1].reason.contains("not a hash"),
+        "{}",
+        listing.corrupt[1]
+    );
     match got {
         Err(e) => {
             assert_eq!(e.kind(), StoreErrorKind::Corrupt, "{e}");

@@ -145,11 +145,11 @@ impl PgInstance {
                 .ok()
                 .filter(|text| text.lines().nth(7).is_some_and(|s| s.trim() == "ready"))
                 .and_then(|text| text.lines().next().and_then(|l| l.trim().parse().ok()));
-            if let Some(pid) = pid {
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    self.postmaster_pid = Some(pid);
-                    return;
-                }
+            if let Some(pid) = pid
+                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            {
+                self.postmaster_pid = Some(pid);
+                return;
             }
             if Instant::now() > deadline {
                 let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();

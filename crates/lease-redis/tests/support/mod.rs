@@ -31,9 +31,12 @@ pub fn run_suffix() -> String {
 
 /// A store under a prefix of its own, named after the test.
 pub async fn prefixed_store(test: &str) -> CleanupStore {
-    let config = RedisConfig::builder(redis_url(), format!("shardwise-test:{test}:{}", run_suffix()))
-        .build()
-        .unwrap_or_else(|e| panic!("test config: {e}"));
+    let config = RedisConfig::builder(
+        redis_url(),
+        format!("shardwise-test:{test}:{}", run_suffix()),
+    )
+    .build()
+    .unwrap_or_else(|e| panic!("test config: {e}"));
     let store = RedisLeaseStore::connect(&config)
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"));
@@ -66,10 +69,11 @@ impl Drop for CleanupStore {
                 return;
             };
             runtime.block_on(async move {
-                if let Ok(store) = RedisLeaseStore::connect(&config).await {
-                    if let Err(e) = store.delete_all_leases().await {
-                        eprintln!("cleanup of {}: {e}", config.prefix());
-                    }
+                let Ok(store) = RedisLeaseStore::connect(&config).await else {
+                    return;
+                };
+                if let Err(e) = store.delete_all_leases().await {
+                    eprintln!("cleanup of {}: {e}", config.prefix());
                 }
             });
         });
