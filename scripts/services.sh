@@ -86,7 +86,7 @@ ensure_node() {
 npm_tool() { # npm_tool PACKAGE VERSION BIN: installs into $SERVICES_DIR/npm once, prints the binary path
     local package=$1 version=$2 bin=$3 prefix="$SERVICES_DIR/npm"
     if [ ! -x "$prefix/node_modules/.bin/$bin" ] ||
-        ! grep -q "\"version\": \"$version\"" "$prefix/node_modules/$package/package.json" 2>/dev/null; then
+        ! grep -Eq "\"version\": ?\"$version\"" "$prefix/node_modules/$package/package.json" 2>/dev/null; then
         ensure_node
         mkdir -p "$prefix"
         say "installing $package@$version with npm"

@@ -1,0 +1,302 @@
+//! [`KinesisApi`] on the AWS SDK client. Errors are classified with the SDK's `is_*()`
+//! predicates, never by matching message text.
+
+use std::error::Error as StdError;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::http::HttpResponse;
+use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
+use aws_sdk_kinesis::operation::get_records::GetRecordsError;
+use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError;
+use aws_sdk_kinesis::operation::list_shards::ListShardsError;
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::{self, ShardIteratorType};
+use bytes::Bytes;
+
+use crate::api::{
+    ChildShard, GetRecordsOutput, HashRange, KinesisApi, ListShardsRequest, Record, Shard,
+    ShardFilter, ShardPage, StartPosition, StreamId,
+};
+use crate::error::{KinesisError, KinesisErrorKind};
+
+/// What a modeled Kinesis error means for the reader.
+trait Classify {
+    fn kind(&self) -> Option<KinesisErrorKind>;
+}
+
+impl Classify for GetRecordsError {
+    fn kind(&self) -> Option<KinesisErrorKind> {
+        Some(if self.is_expired_iterator_exception() {
+            KinesisErrorKind::ExpiredIterator
+        } else if self.is_provisioned_throughput_exceeded_exception()
+            || self.is_kms_throttling_exception()
+        {
+            KinesisErrorKind::Throttled
+        } else if self.is_resource_not_found_exception() {
+            KinesisErrorKind::ResourceNotFound
+        } else if self.is_invalid_argument_exception() {
+            KinesisErrorKind::InvalidArgument
+        } else if self.is_access_denied_exception() || self.is_kms_access_denied_exception() {
+            KinesisErrorKind::AccessDenied
+        } else if self.is_internal_failure_exception() {
+            KinesisErrorKind::Unavailable
+        } else {
+            return None;
+        })
+    }
+}
+
+impl Classify for GetShardIteratorError {
+    fn kind(&self) -> Option<KinesisErrorKind> {
+        Some(if self.is_provisioned_throughput_exceeded_exception() {
+            KinesisErrorKind::Throttled
+        } else if self.is_resource_not_found_exception() {
+            KinesisErrorKind::ResourceNotFound
+        } else if self.is_invalid_argument_exception() {
+            KinesisErrorKind::InvalidArgument
+        } else if self.is_access_denied_exception() {
+            KinesisErrorKind::AccessDenied
+        } else if self.is_internal_failure_exception() {
+            KinesisErrorKind::Unavailable
+        } else {
+            return None;
+        })
+    }
+}
+
+impl Classify for ListShardsError {
+    fn kind(&self) -> Option<KinesisErrorKind> {
+        Some(if self.is_expired_next_token_exception() {
+            KinesisErrorKind::ExpiredNextToken
+        } else if self.is_limit_exceeded_exception() {
+            KinesisErrorKind::Throttled
+        } else if self.is_resource_in_use_exception() {
+            KinesisErrorKind::ResourceInUse
+        } else if self.is_resource_not_found_exception() {
+            KinesisErrorKind::ResourceNotFound
+        } else if self.is_invalid_argument_exception() {
+            KinesisErrorKind::InvalidArgument
+        } else if self.is_access_denied_exception() {
+            KinesisErrorKind::AccessDenied
+        } else {
+            return None;
+        })
+    }
+}
+
+fn classify<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> KinesisError
+where
+    E: Classify + StdError + Send + Sync + 'static,
+{
+    let kind = match &err {
+        SdkError::ServiceError(service) => service.err().kind().unwrap_or_else(|| {
+            // Unmodeled: a 5xx is the service failing (retryable); anything else is not ours to
+            // retry.
+            if service.raw().status().is_server_error() {
+                KinesisErrorKind::Unavailable
+            } else {
+                KinesisErrorKind::Other
+            }
+        }),
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            KinesisErrorKind::Unavailable
+        }
+        _ => KinesisErrorKind::Other,
+    };
+    let message = format!("Kinesis {operation} failed: {}", DisplayErrorContext(&err));
+    KinesisError::new(kind, message).with_source(err)
+}
+
+fn invalid(message: String) -> KinesisError {
+    KinesisError::new(KinesisErrorKind::Other, message)
+}
+
+fn hash_range(range: Option<&types::HashKeyRange>) -> Result<HashRange, KinesisError> {
+    let range = range.ok_or_else(|| invalid("shard without a hash key range".into()))?;
+    let parse = |text: &str| {
+        text.parse::<u128>()
+            .map_err(|_| invalid(format!("hash key {text:?} is not a decimal below 2^128")))
+    };
+    Ok(HashRange {
+        start: parse(range.starting_hash_key())?,
+        end: parse(range.ending_hash_key())?,
+    })
+}
+
+fn shard(s: &types::Shard) -> Result<Shard, KinesisError> {
+    let sequence = s.sequence_number_range();
+    Ok(Shard {
+        shard_id: s.shard_id().to_owned(),
+        parent_shard_id: s.parent_shard_id().map(str::to_owned),
+        adjacent_parent_shard_id: s.adjacent_parent_shard_id().map(str::to_owned),
+        hash_range: hash_range(s.hash_key_range())?,
+        starting_sequence_number: sequence
+            .map(|r| r.starting_sequence_number().to_owned())
+            .unwrap_or_default(),
+        ending_sequence_number: sequence
+            .and_then(|r| r.ending_sequence_number())
+            .map(str::to_owned),
+    })
+}
+
+fn to_datetime(t: SystemTime) -> DateTime {
+    DateTime::from(t)
+}
+
+fn to_system_time(t: &DateTime) -> Option<SystemTime> {
+    let nanos = t.subsec_nanos();
+    match u64::try_from(t.secs()) {
+        Ok(secs) => SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos)),
+        Err(_) => None,
+    }
+}
+
+fn stream_name_and_arn(stream: &StreamId) -> (Option<String>, Option<String>) {
+    match stream {
+        StreamId::Name(name) => (Some(name.clone()), None),
+        StreamId::Arn(arn) => (None, Some(arn.clone())),
+    }
+}
+
+#[async_trait]
+impl KinesisApi for Client {
+    async fn list_shards(&self, request: &ListShardsRequest) -> Result<ShardPage, KinesisError> {
+        let call = match request {
+            ListShardsRequest::First {
+                stream,
+                filter,
+                max_results,
+            } => {
+                let (name, arn) = stream_name_and_arn(stream);
+                let filter = match filter {
+                    None => None,
+                    Some(f) => {
+                        let builder = match f {
+                            ShardFilter::AtLatest => types::ShardFilter::builder()
+                                .r#type(types::ShardFilterType::AtLatest),
+                            ShardFilter::AtTrimHorizon => types::ShardFilter::builder()
+                                .r#type(types::ShardFilterType::AtTrimHorizon),
+                            ShardFilter::FromTimestamp(t) => types::ShardFilter::builder()
+                                .r#type(types::ShardFilterType::FromTimestamp)
+                                .timestamp(to_datetime(*t)),
+                            ShardFilter::AfterShardId(id) => types::ShardFilter::builder()
+                                .r#type(types::ShardFilterType::AfterShardId)
+                                .shard_id(id),
+                        };
+                        Some(
+                            builder
+                                .build()
+                                .map_err(|e| invalid(format!("invalid shard filter: {e}")))?,
+                        )
+                    }
+                };
+                self.list_shards()
+                    .set_stream_name(name)
+                    .set_stream_arn(arn)
+                    .set_shard_filter(filter)
+                    .set_max_results(max_results.map(|m| i32::try_from(m).unwrap_or(i32::MAX)))
+            }
+            ListShardsRequest::Next { token, max_results } => self
+                .list_shards()
+                .next_token(token)
+                .set_max_results(max_results.map(|m| i32::try_from(m).unwrap_or(i32::MAX))),
+        };
+        let out = call.send().await.map_err(|e| classify("ListShards", e))?;
+        let shards = out
+            .shards()
+            .iter()
+            .map(shard)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ShardPage {
+            shards,
+            next_token: out.next_token().map(str::to_owned),
+        })
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        stream: &StreamId,
+        shard_id: &str,
+        position: &StartPosition,
+    ) -> Result<String, KinesisError> {
+        let (name, arn) = stream_name_and_arn(stream);
+        let mut call = self
+            .get_shard_iterator()
+            .set_stream_name(name)
+            .set_stream_arn(arn)
+            .shard_id(shard_id);
+        call = match position {
+            StartPosition::TrimHorizon => call.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            StartPosition::Latest => call.shard_iterator_type(ShardIteratorType::Latest),
+            StartPosition::AtTimestamp(t) => call
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(to_datetime(*t)),
+            StartPosition::AtSequenceNumber(seq) => call
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(seq),
+            StartPosition::AfterSequenceNumber(seq) => call
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
+        };
+        let out = call
+            .send()
+            .await
+            .map_err(|e| classify("GetShardIterator", e))?;
+        out.shard_iterator()
+            .map(str::to_owned)
+            .ok_or_else(|| invalid("GetShardIterator returned no iterator".into()))
+    }
+
+    async fn get_records(
+        &self,
+        stream: &StreamId,
+        iterator: &str,
+        limit: u32,
+    ) -> Result<GetRecordsOutput, KinesisError> {
+        let arn = match stream {
+            StreamId::Arn(arn) => Some(arn.clone()),
+            StreamId::Name(_) => None,
+        };
+        let out = self
+            .get_records()
+            .shard_iterator(iterator)
+            .set_stream_arn(arn)
+            .limit(i32::try_from(limit).unwrap_or(10_000))
+            .send()
+            .await
+            .map_err(|e| classify("GetRecords", e))?;
+        let child_shards = match out.child_shards {
+            None => None,
+            Some(children) => Some(
+                children
+                    .iter()
+                    .map(|c| {
+                        Ok(ChildShard {
+                            shard_id: c.shard_id().to_owned(),
+                            parent_shards: c.parent_shards().to_vec(),
+                            hash_range: hash_range(c.hash_key_range())?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, KinesisError>>()?,
+            ),
+        };
+        let records = out
+            .records
+            .into_iter()
+            .map(|r| Record {
+                approximate_arrival: r.approximate_arrival_timestamp().and_then(to_system_time),
+                sequence_number: r.sequence_number,
+                partition_key: r.partition_key.unwrap_or_default(),
+                data: Bytes::from(r.data.into_inner()),
+            })
+            .collect();
+        Ok(GetRecordsOutput {
+            records,
+            next_iterator: out.next_shard_iterator,
+            millis_behind_latest: out.millis_behind_latest,
+            child_shards,
+        })
+    }
+}

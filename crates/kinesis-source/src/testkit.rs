@@ -1,0 +1,648 @@
+//! An in-memory Kinesis (feature `testkit`): streams, puts routed by hash key, split and merge,
+//! retention, sequence numbers shaped like Kinesis's, iterator expiry on the tokio clock (so a
+//! paused test clock drives it), and fault injection.
+
+// Test infrastructure: the state lives behind one lock, and a poisoned lock is still consistent
+// because every change below is applied whole.
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use tokio::time::Instant;
+
+use crate::api::{
+    ChildShard, GetRecordsOutput, HashRange, KinesisApi, ListShardsRequest, Record, Shard,
+    ShardFilter, ShardPage, StartPosition, StreamId,
+};
+use crate::error::{KinesisError, KinesisErrorKind};
+
+/// A fault to inject into the next calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The next `times` `GetRecords` calls on `shard_id` (any shard when `None`) are throttled.
+    ThrottleGetRecords {
+        /// The shard, or any.
+        shard_id: Option<String>,
+        /// How many calls.
+        times: u32,
+    },
+    /// The next `times` `GetRecords` calls fail with a retryable service error (a 5xx).
+    ServiceErrors {
+        /// How many calls.
+        times: u32,
+    },
+    /// Every iterator handed out so far is expired from now on.
+    ExpireIterators,
+    /// The next `times` `ListShards` calls with a page token fail with `ExpiredNextToken`.
+    ExpireNextTokens {
+        /// How many calls.
+        times: u32,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct StoredRecord {
+    sequence: String,
+    partition_key: String,
+    data: Bytes,
+    arrival: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+struct ShardState {
+    shard_id: String,
+    parent: Option<String>,
+    adjacent_parent: Option<String>,
+    range: HashRange,
+    records: Vec<StoredRecord>,
+    starting_sequence: String,
+    ending_sequence: Option<String>,
+    children: Vec<String>,
+}
+
+#[derive(Debug)]
+struct StreamState {
+    arn: String,
+    shards: Vec<ShardState>,
+    retention: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct IteratorState {
+    stream: String,
+    shard_id: String,
+    index: usize,
+    issued: Instant,
+}
+
+#[derive(Debug)]
+struct State {
+    streams: BTreeMap<String, StreamState>,
+    next_sequence: u128,
+    next_shard_index: u64,
+    iterators: HashMap<u64, IteratorState>,
+    next_iterator: u64,
+    expired_before: u64,
+    faults: VecDeque<Fault>,
+    get_records_calls: HashMap<String, Vec<Instant>>,
+    started: (SystemTime, Instant),
+}
+
+/// An in-memory Kinesis with the behaviour the readers depend on.
+///
+/// Time is the tokio clock: under `#[tokio::test(start_paused = true)]` iterators expire and
+/// `MillisBehindLatest` moves with virtual time.
+#[derive(Debug)]
+pub struct InMemoryKinesis {
+    state: Mutex<State>,
+    iterator_ttl: Duration,
+    page_size: usize,
+}
+
+impl Default for InMemoryKinesis {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const UNKNOWN_ITERATOR: &str = "shard iterator not recognised";
+
+impl InMemoryKinesis {
+    /// An empty Kinesis; iterators live 300 s and `ListShards` pages hold 1,000 shards, as in the
+    /// service.
+    pub fn new() -> Self {
+        Self::with_limits(Duration::from_secs(300), 1_000)
+    }
+
+    /// An empty Kinesis with another iterator lifetime and `ListShards` page size.
+    pub fn with_limits(iterator_ttl: Duration, page_size: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                streams: BTreeMap::new(),
+                next_sequence: 1,
+                next_shard_index: 0,
+                iterators: HashMap::new(),
+                next_iterator: 0,
+                expired_before: 0,
+                faults: VecDeque::new(),
+                get_records_calls: HashMap::new(),
+                started: (SystemTime::now(), Instant::now()),
+            }),
+            iterator_ttl,
+            page_size: page_size.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Creates a stream with `shards` shards splitting the hash space evenly.
+    pub fn create_stream(&self, name: &str, shards: u32) {
+        let mut state = self.lock();
+        let count = u128::from(shards.max(1));
+        let width = u128::MAX / count;
+        let mut list = Vec::new();
+        for i in 0..count {
+            let start = i * width;
+            let end = if i + 1 == count {
+                u128::MAX
+            } else {
+                (i + 1) * width - 1
+            };
+            let shard = state.new_shard(None, None, HashRange { start, end });
+            list.push(shard);
+        }
+        let arn = format!("arn:aws:kinesis:us-east-1:000000000000:stream/{name}");
+        state.streams.insert(
+            name.to_owned(),
+            StreamState {
+                arn,
+                shards: list,
+                retention: Duration::from_secs(24 * 3600),
+            },
+        );
+    }
+
+    /// Sets how long records are kept (24 h by default): `TRIM_HORIZON` starts at the oldest
+    /// record younger than that.
+    pub fn set_retention(&self, stream: &str, retention: Duration) {
+        if let Some(s) = self.lock().streams.get_mut(stream) {
+            s.retention = retention;
+        }
+    }
+
+    /// Deletes a stream: later calls on it fail with `ResourceNotFound`.
+    pub fn delete_stream(&self, stream: &str) {
+        self.lock().streams.remove(stream);
+    }
+
+    /// Puts a record routed by the MD5 of its partition key; returns (shard id, sequence number).
+    pub fn put(
+        &self,
+        stream: &str,
+        partition_key: &str,
+        data: impl Into<Bytes>,
+    ) -> Result<(String, String), KinesisError> {
+        let hash = u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into());
+        self.put_with_hash_key(stream, partition_key, hash, data)
+    }
+
+    /// Puts a record routed by an explicit hash key.
+    pub fn put_with_hash_key(
+        &self,
+        stream: &str,
+        partition_key: &str,
+        hash_key: u128,
+        data: impl Into<Bytes>,
+    ) -> Result<(String, String), KinesisError> {
+        let mut state = self.lock();
+        let sequence = state.take_sequence();
+        let arrival = state.now();
+        let stream_state = state.stream_mut(stream)?;
+        let shard = stream_state
+            .shards
+            .iter_mut()
+            .find(|s| {
+                s.ending_sequence.is_none() && s.range.start <= hash_key && hash_key <= s.range.end
+            })
+            .ok_or_else(|| {
+                KinesisError::new(KinesisErrorKind::Other, "no open shard covers the hash key")
+            })?;
+        shard.records.push(StoredRecord {
+            sequence: sequence.clone(),
+            partition_key: partition_key.to_owned(),
+            data: data.into(),
+            arrival,
+        });
+        Ok((shard.shard_id.clone(), sequence))
+    }
+
+    /// Splits an open shard at `new_starting_hash_key`; returns the two children's ids.
+    pub fn split_shard(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        new_starting_hash_key: u128,
+    ) -> Result<[String; 2], KinesisError> {
+        let mut state = self.lock();
+        let parent = state.open_shard(stream, shard_id)?.range;
+        if new_starting_hash_key <= parent.start || new_starting_hash_key > parent.end {
+            return Err(KinesisError::new(
+                KinesisErrorKind::InvalidArgument,
+                "hash key outside the shard",
+            ));
+        }
+        let ending = state.take_sequence();
+        let low = state.new_shard(
+            Some(shard_id),
+            None,
+            HashRange {
+                start: parent.start,
+                end: new_starting_hash_key - 1,
+            },
+        );
+        let high = state.new_shard(
+            Some(shard_id),
+            None,
+            HashRange {
+                start: new_starting_hash_key,
+                end: parent.end,
+            },
+        );
+        let ids = [low.shard_id.clone(), high.shard_id.clone()];
+        let stream_state = state.stream_mut(stream)?;
+        for s in stream_state
+            .shards
+            .iter_mut()
+            .filter(|s| s.shard_id == shard_id)
+        {
+            s.ending_sequence = Some(ending.clone());
+            s.children = ids.to_vec();
+        }
+        stream_state.shards.extend([low, high]);
+        Ok(ids)
+    }
+
+    /// Merges two open, adjacent shards; returns the child's id.
+    pub fn merge_shards(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        adjacent_shard_id: &str,
+    ) -> Result<String, KinesisError> {
+        let mut state = self.lock();
+        let a = state.open_shard(stream, shard_id)?.range;
+        let b = state.open_shard(stream, adjacent_shard_id)?.range;
+        let range = if a.end.checked_add(1) == Some(b.start) {
+            HashRange {
+                start: a.start,
+                end: b.end,
+            }
+        } else if b.end.checked_add(1) == Some(a.start) {
+            HashRange {
+                start: b.start,
+                end: a.end,
+            }
+        } else {
+            return Err(KinesisError::new(
+                KinesisErrorKind::InvalidArgument,
+                "shards are not adjacent",
+            ));
+        };
+        let ending = state.take_sequence();
+        let child = state.new_shard(Some(shard_id), Some(adjacent_shard_id), range);
+        let id = child.shard_id.clone();
+        let stream_state = state.stream_mut(stream)?;
+        for s in stream_state
+            .shards
+            .iter_mut()
+            .filter(|s| s.shard_id == shard_id || s.shard_id == adjacent_shard_id)
+        {
+            s.ending_sequence = Some(ending.clone());
+            s.children = vec![id.clone()];
+        }
+        stream_state.shards.push(child);
+        Ok(id)
+    }
+
+    /// Queues a fault for the next calls.
+    pub fn inject(&self, fault: Fault) {
+        let mut state = self.lock();
+        if fault == Fault::ExpireIterators {
+            state.expired_before = state.next_iterator;
+        } else {
+            state.faults.push_back(fault);
+        }
+    }
+
+    /// When each `GetRecords` call on `shard_id` was made (tokio clock).
+    pub fn get_records_calls(&self, shard_id: &str) -> Vec<Instant> {
+        self.lock()
+            .get_records_calls
+            .get(shard_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl State {
+    fn now(&self) -> SystemTime {
+        self.started.0 + (Instant::now() - self.started.1)
+    }
+
+    fn take_sequence(&mut self) -> String {
+        let n = self.next_sequence;
+        self.next_sequence += 1;
+        // 56 digits, like the service's.
+        format!("49{n:054}")
+    }
+
+    fn new_shard(
+        &mut self,
+        parent: Option<&str>,
+        adjacent: Option<&str>,
+        range: HashRange,
+    ) -> ShardState {
+        let index = self.next_shard_index;
+        self.next_shard_index += 1;
+        ShardState {
+            shard_id: format!("shardId-{index:012}"),
+            parent: parent.map(str::to_owned),
+            adjacent_parent: adjacent.map(str::to_owned),
+            range,
+            records: Vec::new(),
+            starting_sequence: self.take_sequence(),
+            ending_sequence: None,
+            children: Vec::new(),
+        }
+    }
+
+    fn stream_mut(&mut self, stream: &str) -> Result<&mut StreamState, KinesisError> {
+        self.streams
+            .get_mut(stream)
+            .ok_or_else(|| not_found(format!("stream {stream} not found")))
+    }
+
+    fn stream(&self, stream: &StreamId) -> Result<(&String, &StreamState), KinesisError> {
+        self.streams
+            .get_key_value(stream.name())
+            .filter(|(_, s)| match stream {
+                StreamId::Arn(arn) => s.arn == *arn,
+                StreamId::Name(_) => true,
+            })
+            .ok_or_else(|| not_found(format!("stream {stream} not found")))
+    }
+
+    fn open_shard(&mut self, stream: &str, shard_id: &str) -> Result<&ShardState, KinesisError> {
+        let s = self.stream_mut(stream)?;
+        s.shards
+            .iter()
+            .find(|s| s.shard_id == shard_id && s.ending_sequence.is_none())
+            .ok_or_else(|| not_found(format!("open shard {shard_id} not found")))
+    }
+}
+
+fn not_found(message: String) -> KinesisError {
+    KinesisError::new(KinesisErrorKind::ResourceNotFound, message)
+}
+
+fn describe(shard: &ShardState) -> Shard {
+    Shard {
+        shard_id: shard.shard_id.clone(),
+        parent_shard_id: shard.parent.clone(),
+        adjacent_parent_shard_id: shard.adjacent_parent.clone(),
+        hash_range: shard.range,
+        starting_sequence_number: shard.starting_sequence.clone(),
+        ending_sequence_number: shard.ending_sequence.clone(),
+    }
+}
+
+#[async_trait]
+impl KinesisApi for InMemoryKinesis {
+    async fn list_shards(&self, request: &ListShardsRequest) -> Result<ShardPage, KinesisError> {
+        let mut state = self.lock();
+        let (stream, filter, offset) = match request {
+            ListShardsRequest::First { stream, filter, .. } => {
+                (stream.name().to_owned(), filter.clone(), 0usize)
+            }
+            ListShardsRequest::Next { token, .. } => {
+                if let Some(Fault::ExpireNextTokens { times }) = state
+                    .faults
+                    .iter_mut()
+                    .find(|f| matches!(f, Fault::ExpireNextTokens { .. }))
+                {
+                    *times = times.saturating_sub(1);
+                    if *times == 0 {
+                        state
+                            .faults
+                            .retain(|f| !matches!(f, Fault::ExpireNextTokens { times: 0 }));
+                    }
+                    return Err(KinesisError::new(
+                        KinesisErrorKind::ExpiredNextToken,
+                        "injected: NextToken expired",
+                    ));
+                }
+                // token: "<stream>|<filter open only>|<offset>|<issued ms>"
+                let parts: Vec<&str> = token.split('|').collect();
+                let [name, open, offset, issued] = parts.as_slice() else {
+                    return Err(KinesisError::new(
+                        KinesisErrorKind::InvalidArgument,
+                        "bad NextToken",
+                    ));
+                };
+                let issued: u64 = issued.parse().unwrap_or(0);
+                let age = (Instant::now() - state.started.1).as_millis() as u64;
+                if age.saturating_sub(issued) > 300_000 {
+                    return Err(KinesisError::new(
+                        KinesisErrorKind::ExpiredNextToken,
+                        "NextToken expired",
+                    ));
+                }
+                let filter = (*open == "1").then_some(ShardFilter::AtLatest);
+                ((*name).to_owned(), filter, offset.parse().unwrap_or(0))
+            }
+        };
+        let (_, s) = state.stream(&StreamId::Name(stream.clone()))?;
+        let open_only = matches!(filter, Some(ShardFilter::AtLatest));
+        let after = match &filter {
+            Some(ShardFilter::AfterShardId(id)) => Some(id.clone()),
+            _ => None,
+        };
+        let all: Vec<&ShardState> = s
+            .shards
+            .iter()
+            .filter(|sh| !open_only || sh.ending_sequence.is_none())
+            .filter(|sh| after.as_ref().is_none_or(|a| sh.shard_id > *a))
+            .collect();
+        let page: Vec<Shard> = all
+            .iter()
+            .skip(offset)
+            .take(self.page_size)
+            .map(|sh| describe(sh))
+            .collect();
+        let next = offset + page.len();
+        let next_token = (next < all.len()).then(|| {
+            let issued = (Instant::now() - state.started.1).as_millis();
+            format!("{stream}|{}|{next}|{issued}", u8::from(open_only))
+        });
+        Ok(ShardPage {
+            shards: page,
+            next_token,
+        })
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        stream: &StreamId,
+        shard_id: &str,
+        position: &StartPosition,
+    ) -> Result<String, KinesisError> {
+        let mut state = self.lock();
+        let now = state.now();
+        let (name, s) = state.stream(stream)?;
+        let name = name.clone();
+        let shard = s
+            .shards
+            .iter()
+            .find(|sh| sh.shard_id == shard_id)
+            .ok_or_else(|| not_found(format!("shard {shard_id} not found")))?;
+        let horizon = now
+            .checked_sub(s.retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let records = &shard.records;
+        let find = |seq: &str| records.iter().position(|r| r.sequence == seq);
+        let index = match position {
+            StartPosition::TrimHorizon => records
+                .iter()
+                .position(|r| r.arrival >= horizon)
+                .unwrap_or(records.len()),
+            StartPosition::Latest => records.len(),
+            StartPosition::AtTimestamp(t) => records
+                .iter()
+                .position(|r| r.arrival >= *t)
+                .unwrap_or(records.len()),
+            StartPosition::AtSequenceNumber(seq) => find(seq).ok_or_else(|| {
+                KinesisError::new(
+                    KinesisErrorKind::InvalidArgument,
+                    format!("{seq} is not in {shard_id}"),
+                )
+            })?,
+            StartPosition::AfterSequenceNumber(seq) => {
+                find(seq).map(|i| i + 1).ok_or_else(|| {
+                    KinesisError::new(
+                        KinesisErrorKind::InvalidArgument,
+                        format!("{seq} is not in {shard_id}"),
+                    )
+                })?
+            }
+        };
+        let id = state.next_iterator;
+        state.next_iterator += 1;
+        state.iterators.insert(
+            id,
+            IteratorState {
+                stream: name,
+                shard_id: shard_id.to_owned(),
+                index,
+                issued: Instant::now(),
+            },
+        );
+        Ok(format!("it-{id}"))
+    }
+
+    async fn get_records(
+        &self,
+        _stream: &StreamId,
+        iterator: &str,
+        limit: u32,
+    ) -> Result<GetRecordsOutput, KinesisError> {
+        let mut state = self.lock();
+        let id: u64 = iterator
+            .strip_prefix("it-")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                KinesisError::new(KinesisErrorKind::InvalidArgument, UNKNOWN_ITERATOR)
+            })?;
+        let it = state.iterators.get(&id).cloned().ok_or_else(|| {
+            KinesisError::new(KinesisErrorKind::InvalidArgument, UNKNOWN_ITERATOR)
+        })?;
+        state
+            .get_records_calls
+            .entry(it.shard_id.clone())
+            .or_default()
+            .push(Instant::now());
+
+        if let Some(position) = state.faults.iter().position(|f| match f {
+            Fault::ThrottleGetRecords { shard_id, .. } => {
+                shard_id.as_ref().is_none_or(|s| *s == it.shard_id)
+            }
+            Fault::ServiceErrors { .. } => true,
+            Fault::ExpireIterators | Fault::ExpireNextTokens { .. } => false,
+        }) {
+            let (kind, exhausted) = match &mut state.faults[position] {
+                Fault::ThrottleGetRecords { times, .. } => {
+                    *times = times.saturating_sub(1);
+                    (KinesisErrorKind::Throttled, *times == 0)
+                }
+                Fault::ServiceErrors { times } => {
+                    *times = times.saturating_sub(1);
+                    (KinesisErrorKind::Unavailable, *times == 0)
+                }
+                Fault::ExpireIterators | Fault::ExpireNextTokens { .. } => {
+                    (KinesisErrorKind::Other, true)
+                }
+            };
+            if exhausted {
+                state.faults.remove(position);
+            }
+            return Err(KinesisError::new(kind, "injected fault"));
+        }
+        if id < state.expired_before || Instant::now() - it.issued > self.iterator_ttl {
+            return Err(KinesisError::new(
+                KinesisErrorKind::ExpiredIterator,
+                "iterator expired",
+            ));
+        }
+
+        let (_, s) = state.stream(&StreamId::Name(it.stream.clone()))?;
+        let shard = s
+            .shards
+            .iter()
+            .find(|sh| sh.shard_id == it.shard_id)
+            .ok_or_else(|| not_found(format!("shard {} not found", it.shard_id)))?;
+        let limit = usize::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
+        let end = (it.index + limit).min(shard.records.len());
+        let slice = &shard.records[it.index.min(end)..end];
+        let records: Vec<Record> = slice
+            .iter()
+            .map(|r| Record {
+                sequence_number: r.sequence.clone(),
+                partition_key: r.partition_key.clone(),
+                data: r.data.clone(),
+                approximate_arrival: Some(r.arrival),
+            })
+            .collect();
+        let millis_behind_latest = match (shard.records.last(), slice.last()) {
+            (Some(latest), Some(last)) => latest
+                .arrival
+                .duration_since(last.arrival)
+                .map_or(0, |d| d.as_millis() as i64),
+            _ => 0,
+        };
+        let at_end = end == shard.records.len() && shard.ending_sequence.is_some();
+        let child_shards = at_end.then(|| {
+            s.shards
+                .iter()
+                .filter(|c| shard.children.contains(&c.shard_id))
+                .map(|c| ChildShard {
+                    shard_id: c.shard_id.clone(),
+                    parent_shards: describe(c).parents(),
+                    hash_range: c.range,
+                })
+                .collect()
+        });
+        let next_iterator = if at_end {
+            None
+        } else {
+            let next_id = state.next_iterator;
+            state.next_iterator += 1;
+            let next = IteratorState {
+                index: end,
+                issued: Instant::now(),
+                ..it
+            };
+            state.iterators.insert(next_id, next);
+            Some(format!("it-{next_id}"))
+        };
+        Ok(GetRecordsOutput {
+            records,
+            next_iterator,
+            millis_behind_latest: Some(millis_behind_latest),
+            child_shards,
+        })
+    }
+}

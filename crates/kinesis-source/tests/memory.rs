@@ -1,0 +1,275 @@
+//! The reader scenarios against the in-memory Kinesis, plus what only it can inject: throttling,
+//! expired iterators, service errors, expired page tokens, a slow processor. Time is paused, so
+//! the 5-calls-per-second limit and the prefetch bound are checked by counting, not timing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::scenarios::{self, config, read_records};
+use common::{Memory, stream_id};
+use shardwise_kinesis_source::testkit::{Fault, InMemoryKinesis};
+use shardwise_kinesis_source::{
+    KinesisErrorKind, PollingConfig, PollingReader, StartPosition, list_all_shards,
+};
+
+fn memory() -> Memory {
+    Memory(Arc::new(InMemoryKinesis::new()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_every_record_in_order() {
+    scenarios::reads_every_record_in_order(&memory()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn split_and_merge_mid_read() {
+    scenarios::split_and_merge_mid_read(&memory()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_positions() {
+    scenarios::start_positions(&memory()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn lists_shards_across_pages() {
+    scenarios::lists_shards_across_pages(&Memory(Arc::new(InMemoryKinesis::with_limits(
+        Duration::from_secs(300),
+        2,
+    ))))
+    .await;
+}
+
+/// One shard with `n` records.
+fn busy_shard(n: usize) -> (Arc<InMemoryKinesis>, String) {
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    kinesis.create_stream("s", 1);
+    let mut shard = String::new();
+    for i in 0..n {
+        shard = kinesis
+            .put("s", &format!("k{i}"), format!("r{i}").into_bytes())
+            .unwrap()
+            .0;
+    }
+    (kinesis, shard)
+}
+
+fn reader(kinesis: &Arc<InMemoryKinesis>, shard: &str, config: PollingConfig) -> PollingReader {
+    PollingReader::start(
+        kinesis.clone(),
+        stream_id("s"),
+        shard.to_owned(),
+        StartPosition::TrimHorizon,
+        config,
+    )
+}
+
+fn sequence_numbers(records: &[shardwise_kinesis_source::Record]) -> Vec<String> {
+    records.iter().map(|r| r.sequence_number.clone()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_more_than_five_calls_per_second() {
+    let (kinesis, shard) = busy_shard(2_000);
+    let mut r = reader(
+        &kinesis,
+        &shard,
+        PollingConfig {
+            max_records: 10,
+            ..config()
+        },
+    );
+    let (records, _) = read_records(&mut r, 2_000).await;
+    assert_eq!(records.len(), 2_000);
+    let calls = kinesis.get_records_calls(&shard);
+    assert!(calls.len() >= 200, "{} calls", calls.len());
+    for window in calls.windows(6) {
+        let span = window[5] - window[0];
+        assert!(span >= Duration::from_secs(1), "6 calls within {span:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefetch_stays_bounded_while_the_processor_is_slow() {
+    let (kinesis, shard) = busy_shard(5_000);
+    let bounded = PollingConfig {
+        max_records: 100,
+        prefetch_records: 250,
+        prefetch_batches: 10,
+        ..config()
+    };
+    let mut r = reader(&kinesis, &shard, bounded);
+    // Nobody reads for a minute of virtual time.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let (buffered, _) = r.buffered();
+    assert!(buffered <= 250, "{buffered} records buffered");
+    assert!(buffered >= 200, "the reader did prefetch ({buffered})");
+    let calls_while_full = kinesis.get_records_calls(&shard).len();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        kinesis.get_records_calls(&shard).len(),
+        calls_while_full,
+        "no calls while the buffer is full"
+    );
+    // Then everything arrives, once, in order.
+    let (records, _) = read_records(&mut r, 5_000).await;
+    assert_eq!(records.len(), 5_000);
+    let seqs = sequence_numbers(&records);
+    let mut sorted = seqs.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seqs, sorted, "in order, no duplicates");
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_iterators_resume_after_the_last_record() {
+    let (kinesis, shard) = busy_shard(300);
+    let mut r = reader(
+        &kinesis,
+        &shard,
+        PollingConfig {
+            max_records: 50,
+            prefetch_records: 50,
+            ..config()
+        },
+    );
+    let (mut records, _) = read_records(&mut r, 100).await;
+    kinesis.inject(Fault::ExpireIterators);
+    let (more, _) = read_records(&mut r, 300 - records.len()).await;
+    records.extend(more);
+    assert_eq!(records.len(), 300);
+    let seqs = sequence_numbers(&records);
+    let mut unique = seqs.clone();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        300,
+        "no duplicates after the iterator expired"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_processor_slower_than_the_iterator_lifetime_loses_nothing() {
+    let (kinesis, shard) = busy_shard(400);
+    let mut r = reader(
+        &kinesis,
+        &shard,
+        PollingConfig {
+            max_records: 100,
+            prefetch_records: 100,
+            prefetch_batches: 1,
+            ..config()
+        },
+    );
+    let (mut records, _) = read_records(&mut r, 100).await;
+    // The buffer is full and the held iterator outlives its 300 s.
+    tokio::time::sleep(Duration::from_secs(400)).await;
+    let (more, _) = read_records(&mut r, 400 - records.len()).await;
+    records.extend(more);
+    let seqs = sequence_numbers(&records);
+    let mut unique = seqs.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seqs.len(), unique.len()), (400, 400));
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_backs_off_exponentially_and_recovers() {
+    let (kinesis, shard) = busy_shard(50);
+    kinesis.inject(Fault::ThrottleGetRecords {
+        shard_id: None,
+        times: 4,
+    });
+    let base = config();
+    let mut r = reader(&kinesis, &shard, base.clone());
+    let (records, _) = read_records(&mut r, 50).await;
+    assert_eq!(records.len(), 50);
+    let calls = kinesis.get_records_calls(&shard);
+    let gaps: Vec<Duration> = calls.windows(2).take(4).map(|w| w[1] - w[0]).collect();
+    for (i, gap) in gaps.iter().enumerate() {
+        let floor = (base.backoff_initial * 2u32.pow(i as u32)).min(base.backoff_max) / 2;
+        assert!(*gap >= floor, "gap {i} {gap:?} below {floor:?}");
+    }
+    assert!(gaps[3] > gaps[0], "the backoff grows: {gaps:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn service_errors_are_retried() {
+    let (kinesis, shard) = busy_shard(20);
+    kinesis.inject(Fault::ServiceErrors { times: 3 });
+    let mut r = reader(&kinesis, &shard, config());
+    let (records, _) = read_records(&mut r, 20).await;
+    assert_eq!(records.len(), 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_stream_ends_the_reader_with_its_error() {
+    let (kinesis, shard) = busy_shard(5);
+    let mut r = reader(&kinesis, &shard, config());
+    let (records, _) = read_records(&mut r, 5).await;
+    assert_eq!(records.len(), 5);
+    kinesis.delete_stream("s");
+    let err = loop {
+        match r.next_batch().await {
+            Some(Ok(batch)) => assert!(batch.records.is_empty()),
+            Some(Err(err)) => break err,
+            None => panic!("ended without the error"),
+        }
+    };
+    assert_eq!(err.kind(), KinesisErrorKind::ResourceNotFound, "{err}");
+    assert!(r.next_batch().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_page_token_restarts_the_listing() {
+    let kinesis = Arc::new(InMemoryKinesis::with_limits(Duration::from_secs(300), 2));
+    kinesis.create_stream("s", 5);
+    kinesis.inject(Fault::ExpireNextTokens { times: 2 });
+    let shards = list_all_shards(kinesis.as_ref(), &stream_id("s"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(shards.len(), 5);
+    kinesis.inject(Fault::ExpireNextTokens { times: 10 });
+    let err = list_all_shards(kinesis.as_ref(), &stream_id("s"), None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        KinesisErrorKind::ExpiredNextToken,
+        "gives up after a few restarts"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_response_waits_for_the_byte_budget() {
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    kinesis.create_stream("s", 1);
+    let mut shard = String::new();
+    for i in 0..8 {
+        shard = kinesis
+            .put("s", &format!("k{i}"), vec![7u8; 1024 * 1024])
+            .unwrap()
+            .0;
+    }
+    let mut r = reader(
+        &kinesis,
+        &shard,
+        PollingConfig {
+            max_records: 4,
+            ..config()
+        },
+    );
+    let (records, _) = read_records(&mut r, 8).await;
+    assert_eq!(records.len(), 8);
+    let calls = kinesis.get_records_calls(&shard);
+    // 4 MiB at 2 MiB/s: the second call waits about two seconds.
+    assert!(
+        calls[1] - calls[0] >= Duration::from_millis(1_900),
+        "{:?}",
+        calls[1] - calls[0]
+    );
+}
