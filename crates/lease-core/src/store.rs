@@ -81,6 +81,10 @@ pub struct LeaseListing {
 /// (the store cannot be reached, a row is corrupt, the request is invalid);
 /// [`StoreError::is_retryable`] says whether retrying helps.
 ///
+/// Counters and sub-sequence numbers are `u64` in the model, but stores may hold them as signed
+/// 64-bit integers (PostgreSQL `BIGINT`, Redis integers): values above `i64::MAX` may be refused
+/// with [`InvalidArgument`](crate::StoreErrorKind::InvalidArgument). No lease gets near that.
+///
 /// The trait is object safe: workers hold an `Arc<dyn LeaseStore>`. Conveniences built on these
 /// operations live in [`LeaseStoreExt`]. Every implementation must pass the conformance suite
 /// in [`testkit`](crate::testkit) (feature `testkit`).
@@ -89,7 +93,9 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
     /// Creates the table, schema or index the store needs, when missing. Idempotent.
     async fn create_table_if_missing(&self) -> Result<(), StoreError>;
 
-    /// Every lease, strongly consistent, paginated inside the store, sorted by key.
+    /// Every lease, sorted by key. Each row is read with strong consistency (it reflects every
+    /// write acknowledged before the read of its page); a listing that spans several pages is not
+    /// one snapshot across them. Pagination happens inside the store.
     async fn list(&self) -> Result<LeaseListing, StoreError>;
 
     /// One lease, strongly consistent; `None` when absent. A corrupt row is an error of kind
@@ -118,7 +124,8 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
     ) -> Result<Race<u64>, StoreError>;
 
     /// Renews several leases of `owner`, returning one outcome per input, in input order. A
-    /// store that can do it in one round trip must; this default renews one by one.
+    /// store that can do it in one round trip must; this default renews one by one. Callers pass
+    /// each key at most once; what a store does with a repeated key is unspecified.
     async fn renew_many(
         &self,
         owner: &WorkerId,
@@ -143,6 +150,8 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
     /// `expected_counter`. Resets the owner-switch count. A checkpoint behind the stored one is
     /// refused with an error of kind
     /// [`CheckpointRegression`](crate::StoreErrorKind::CheckpointRegression) and nothing changes.
+    /// When the owner or counter does not match, the answer is [`Race::Lost`] whatever the
+    /// position (a lost race is reported before a regression).
     async fn update_checkpoint(
         &self,
         key: &LeaseKey,
@@ -152,7 +161,8 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
     ) -> Result<Race<Lease>, StoreError>;
 
     /// Records that the shard ended and was fully processed: checkpoint `SHARD_END`, the child
-    /// shard ids, no pending checkpoint; if `owner` owns the lease at `expected_counter`.
+    /// shard ids, no pending checkpoint, owner switches reset to 0; if `owner` owns the lease at
+    /// `expected_counter`.
     async fn mark_ended(
         &self,
         key: &LeaseKey,
