@@ -10,7 +10,7 @@
 //!
 //! This crate knows nothing of AWS or databases. The backends live in `shardwise-lease-dynamodb`,
 //! `shardwise-lease-postgres` and `shardwise-lease-redis`; every backend passes the same
-//! conformance suite, [`testkit`] (feature `testkit`).
+//! conformance suite, the `testkit` module (feature `testkit`).
 
 mod balance;
 mod checkpoint;

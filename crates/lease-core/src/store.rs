@@ -87,7 +87,7 @@ pub struct LeaseListing {
 ///
 /// The trait is object safe: workers hold an `Arc<dyn LeaseStore>`. Conveniences built on these
 /// operations live in [`LeaseStoreExt`]. Every implementation must pass the conformance suite
-/// in [`testkit`](crate::testkit) (feature `testkit`).
+/// in the `testkit` module (feature `testkit`).
 #[async_trait]
 pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
     /// Creates the table, schema or index the store needs, when missing. Idempotent.
