@@ -1,0 +1,249 @@
+//! The checkpointer a processor uses to record its progress in the lease.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use shardwise_lease_core::{
+    Checkpoint, CheckpointBounds, CheckpointUpdate, ExtendedSequenceNumber, LeaseStore,
+    PendingCheckpoint, Race, SequenceNumber, ShardId, StoreError, WorkerId, validate_checkpoint,
+};
+
+use crate::grant::Grant;
+use crate::record::UserRecord;
+
+/// Why a checkpoint was refused. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// This worker no longer holds the lease (another worker took it, or it expired): the
+    /// processor must stop; the new holder continues from the last checkpoint.
+    #[error("the lease is no longer held by this worker")]
+    LeaseLost,
+    /// The position is not allowed (behind the stored checkpoint, beyond the last delivered
+    /// record, `SHARD_END` before the end, …).
+    #[error(transparent)]
+    Invalid(#[from] shardwise_lease_core::CheckpointError),
+    /// The lease store failed; [`StoreError::is_retryable`] says whether trying again may help.
+    #[error("checkpoint not stored: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What the pipeline has handed to the processor so far.
+#[derive(Debug, Default)]
+pub(crate) struct Cursor {
+    pub(crate) last_delivered: Option<ExtendedSequenceNumber>,
+    pub(crate) shard_end_reached: bool,
+    pub(crate) children: Vec<ShardId>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn LeaseStore>,
+    worker: WorkerId,
+    grant: Arc<Grant>,
+    cursor: Mutex<Cursor>,
+}
+
+/// Records a shard's progress in its lease. Cheap to clone; valid only for the grant of the
+/// lease it was made for: once the lease is lost, every call returns
+/// [`CheckpointError::LeaseLost`], even if this worker takes the lease again later.
+///
+/// Checkpoints are validated before anything is written: never behind the stored checkpoint,
+/// never beyond the last record delivered, sub-sequence aware for KPL records, `SHARD_END` only
+/// at the end of the shard.
+#[derive(Debug, Clone)]
+pub struct Checkpointer {
+    inner: Arc<Inner>,
+}
+
+/// The first phase of a two-phase checkpoint; [`PreparedCheckpoint::commit`] completes it.
+#[derive(Debug)]
+#[must_use = "a prepared checkpoint does nothing until committed"]
+pub struct PreparedCheckpoint {
+    checkpointer: Checkpointer,
+    position: Checkpoint,
+}
+
+impl PreparedCheckpoint {
+    /// The prepared position.
+    pub fn position(&self) -> &Checkpoint {
+        &self.position
+    }
+
+    /// Moves the checkpoint to the prepared position and clears the pending one.
+    pub async fn commit(self) -> Result<(), CheckpointError> {
+        self.checkpointer.write(self.position, None).await
+    }
+}
+
+impl Checkpointer {
+    pub(crate) fn new(store: Arc<dyn LeaseStore>, worker: WorkerId, grant: Arc<Grant>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                worker,
+                grant,
+                cursor: Mutex::new(Cursor::default()),
+            }),
+        }
+    }
+
+    pub(crate) fn with_cursor<T>(&self, f: impl FnOnce(&mut Cursor) -> T) -> T {
+        f(&mut self
+            .inner
+            .cursor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The shard this checkpointer writes for.
+    pub fn shard_id(&self) -> &ShardId {
+        &self.inner.grant.shard_id
+    }
+
+    /// The checkpoint currently stored in the lease.
+    pub async fn stored(&self) -> Checkpoint {
+        self.inner.grant.state.lock().await.checkpoint.clone()
+    }
+
+    /// Checkpoints everything delivered so far: the last record handed to the processor, or
+    /// `SHARD_END` once the end of the shard was delivered.
+    pub async fn checkpoint(&self) -> Result<(), CheckpointError> {
+        let target = self.with_cursor(|c| {
+            if c.shard_end_reached {
+                Some(Checkpoint::ShardEnd)
+            } else {
+                c.last_delivered.clone().map(Checkpoint::At)
+            }
+        });
+        match target {
+            Some(target) => self.write(target, None).await,
+            // Nothing delivered since the lease was taken: the stored checkpoint stands.
+            None => Ok(()),
+        }
+    }
+
+    /// Checkpoints at a record: it and everything before it are processed.
+    pub async fn checkpoint_at(&self, record: &UserRecord) -> Result<(), CheckpointError> {
+        self.write(Checkpoint::At(record.position()), None).await
+    }
+
+    /// Checkpoints at a sequence number and sub-sequence number.
+    pub async fn checkpoint_at_sequence(
+        &self,
+        sequence: SequenceNumber,
+        sub_sequence: u64,
+    ) -> Result<(), CheckpointError> {
+        self.write(Checkpoint::at(sequence, sub_sequence), None)
+            .await
+    }
+
+    /// Prepares a checkpoint at `position` (everything delivered when `None`) with optional
+    /// application state, stored beside the current checkpoint until committed. After a restart
+    /// the processor finds it in [`InitializeInput::pending_checkpoint`](crate::InitializeInput).
+    pub async fn prepare(
+        &self,
+        position: Option<ExtendedSequenceNumber>,
+        state: Option<Vec<u8>>,
+    ) -> Result<PreparedCheckpoint, CheckpointError> {
+        let position = match position {
+            Some(p) => Checkpoint::At(p),
+            None => match self.with_cursor(|c| c.last_delivered.clone()) {
+                Some(p) => Checkpoint::At(p),
+                None => {
+                    return Err(CheckpointError::Invalid(
+                        shardwise_lease_core::CheckpointError::BeyondDelivered {
+                            requested: self.stored().await,
+                            last_delivered: None,
+                        },
+                    ));
+                }
+            },
+        };
+        let pending = PendingCheckpoint::new(position.clone(), state);
+        self.write_pending(pending).await?;
+        Ok(PreparedCheckpoint {
+            checkpointer: self.clone(),
+            position,
+        })
+    }
+
+    fn check(&self, stored: &Checkpoint, target: &Checkpoint) -> Result<(), CheckpointError> {
+        self.with_cursor(|c| {
+            let bounds = CheckpointBounds {
+                stored,
+                last_delivered: c.last_delivered.as_ref(),
+                shard_end_reached: c.shard_end_reached,
+            };
+            validate_checkpoint(&bounds, target)
+        })?;
+        Ok(())
+    }
+
+    async fn write_pending(&self, pending: PendingCheckpoint) -> Result<(), CheckpointError> {
+        let grant = &self.inner.grant;
+        let mut state = grant.state.lock().await;
+        if grant.is_lost() {
+            return Err(CheckpointError::LeaseLost);
+        }
+        self.check(&state.checkpoint, &pending.position)?;
+        let update = CheckpointUpdate::prepare(state.checkpoint.clone(), pending);
+        let outcome = self
+            .inner
+            .store
+            .update_checkpoint(&grant.key, &self.inner.worker, state.counter, &update)
+            .await;
+        self.settle(&mut state, outcome)
+    }
+
+    /// Validates and writes under the grant's lock (so a renewal never races it).
+    pub(crate) async fn write(
+        &self,
+        target: Checkpoint,
+        pending: Option<PendingCheckpoint>,
+    ) -> Result<(), CheckpointError> {
+        let grant = &self.inner.grant;
+        let mut state = grant.state.lock().await;
+        if grant.is_lost() {
+            return Err(CheckpointError::LeaseLost);
+        }
+        self.check(&state.checkpoint, &target)?;
+        if target == state.checkpoint && pending.is_none() {
+            // Already stored: nothing to write (saves a store call per idle batch).
+            return Ok(());
+        }
+        let store = &self.inner.store;
+        let outcome = if target.is_shard_end() {
+            let children = self.with_cursor(|c| c.children.clone());
+            store
+                .mark_ended(&grant.key, &self.inner.worker, state.counter, &children)
+                .await
+        } else {
+            let update = CheckpointUpdate {
+                checkpoint: target,
+                pending,
+            };
+            store
+                .update_checkpoint(&grant.key, &self.inner.worker, state.counter, &update)
+                .await
+        };
+        self.settle(&mut state, outcome)
+    }
+
+    fn settle(
+        &self,
+        state: &mut crate::grant::GrantState,
+        outcome: Result<Race<shardwise_lease_core::Lease>, StoreError>,
+    ) -> Result<(), CheckpointError> {
+        match outcome? {
+            Race::Won(lease) => {
+                state.counter = lease.counter;
+                state.checkpoint = lease.checkpoint;
+                Ok(())
+            }
+            Race::Lost => {
+                self.inner.grant.lost.cancel();
+                Err(CheckpointError::LeaseLost)
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The worker's settings, with the KCL's defaults where it has one.
+
+use std::time::{Duration, SystemTime};
+
+use shardwise_kinesis_source::PollingConfig;
+
+/// Where a shard with no checkpoint yet starts. Children of a shard that split or merged always
+/// start at their trim horizon, after their parents are fully processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitialPosition {
+    /// The oldest record still retained.
+    TrimHorizon,
+    /// Only records that arrive after the worker first reads the shard (the KCL's default).
+    #[default]
+    Latest,
+    /// Records that arrived at or after the timestamp.
+    AtTimestamp(SystemTime),
+}
+
+/// Settings of a [`Consumer`](crate::Consumer). Build it through
+/// [`ConsumerBuilder`](crate::ConsumerBuilder), which validates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    /// Where shards without a checkpoint start.
+    pub initial_position: InitialPosition,
+    /// How long a lease survives without renewal before other workers may take it (KCL
+    /// `failoverTimeMillis`, 10 s). Held leases are renewed every third of it.
+    pub lease_duration: Duration,
+    /// How often the worker lists leases to take free or expired ones and balance (default
+    /// half the lease duration: a dead worker's shards move on within about 1.5 lease durations).
+    pub take_interval: Duration,
+    /// How often the worker lists shards to create missing leases and clean up finished ones.
+    pub shard_sync_interval: Duration,
+    /// How often a child shard checks whether its parents are fully processed.
+    pub parent_poll_interval: Duration,
+    /// Most leases one worker holds.
+    pub max_leases_per_worker: usize,
+    /// Most leases stolen per balancing round.
+    pub max_leases_to_steal_at_one_time: usize,
+    /// Polling reader settings.
+    pub polling: PollingConfig,
+    /// How many times a batch is handed to `process_records` before the lease is released.
+    pub max_process_attempts: u32,
+    /// Pause before the first retry of a failed batch; doubled for each further retry.
+    pub process_retry_backoff: Duration,
+    /// How long graceful shutdown waits for processors to checkpoint.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        let lease_duration = Duration::from_secs(10);
+        Self {
+            initial_position: InitialPosition::default(),
+            lease_duration,
+            take_interval: lease_duration / 2,
+            shard_sync_interval: Duration::from_secs(60),
+            parent_poll_interval: Duration::from_millis(500),
+            max_leases_per_worker: usize::MAX,
+            max_leases_to_steal_at_one_time: 1,
+            polling: PollingConfig::default(),
+            max_process_attempts: 3,
+            process_retry_backoff: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// How often held leases are renewed: a third of the lease duration (the KCL's rule).
+    pub fn renew_interval(&self) -> Duration {
+        self.lease_duration / 3
+    }
+
+    /// Checks the settings; the message names the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease_duration < Duration::from_millis(300) {
+            return Err(format!(
+                "lease_duration {:?} is below 300 ms",
+                self.lease_duration
+            ));
+        }
+        if self.take_interval.is_zero()
+            || self.shard_sync_interval.is_zero()
+            || self.parent_poll_interval.is_zero()
+        {
+            return Err(
+                "take_interval, shard_sync_interval and parent_poll_interval must be above zero"
+                    .into(),
+            );
+        }
+        if self.max_leases_per_worker == 0 {
+            return Err("max_leases_per_worker must be at least 1".into());
+        }
+        if self.max_leases_to_steal_at_one_time == 0 {
+            return Err("max_leases_to_steal_at_one_time must be at least 1".into());
+        }
+        if self.max_process_attempts == 0 {
+            return Err("max_process_attempts must be at least 1".into());
+        }
+        self.polling.validate().map_err(|e| format!("polling: {e}"))
+    }
+}

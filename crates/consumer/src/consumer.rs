@@ -1,0 +1,197 @@
+//! The public entry point: `Consumer` and its builder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardwise_kinesis_source::{KinesisApi, StreamId};
+use shardwise_lease_core::{LeaseStore, StoreError, WorkerId};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::{ConsumerConfig, InitialPosition};
+use crate::processor::ProcessorFactory;
+use crate::worker::{Context, Worker};
+
+/// What can stop a consumer from starting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumerError {
+    /// The configuration is incomplete or invalid.
+    #[error("invalid consumer configuration: {0}")]
+    Config(String),
+    /// The lease store could not be prepared (its table or schema created).
+    #[error("lease store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A worker of a consumer application: it shares the stream's shards with every other worker
+/// using the same lease store, runs a processor per shard it holds, and checkpoints.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use shardwise::{Consumer, InitialPosition, RecordBatch, processor_fn};
+/// use shardwise::lease::MemoryLeaseStore;
+/// use tokio_util::sync::CancellationToken;
+///
+/// # async fn run(kinesis: aws_sdk_kinesis::Client) -> Result<(), shardwise::ConsumerError> {
+/// let consumer = Consumer::builder()
+///     .stream("my-stream")
+///     .kinesis(Arc::new(kinesis))
+///     .lease_store(Arc::new(MemoryLeaseStore::new()))
+///     .initial_position(InitialPosition::TrimHorizon)
+///     .processor(processor_fn(|batch: RecordBatch| async move {
+///         println!("{} records from {}", batch.records.len(), batch.shard_id);
+///         Ok(())
+///     }))
+///     .build()?;
+/// let stop = CancellationToken::new();
+/// consumer.run(stop).await?;
+/// # Ok(()) }
+/// ```
+pub struct Consumer {
+    ctx: Arc<Context>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("stream", &self.ctx.stream)
+            .field("worker_id", &self.ctx.worker_id)
+            .field("config", &self.ctx.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// Starts describing a consumer.
+    pub fn builder() -> ConsumerBuilder {
+        ConsumerBuilder::default()
+    }
+
+    /// This worker's id.
+    pub fn worker_id(&self) -> &WorkerId {
+        &self.ctx.worker_id
+    }
+
+    /// Runs the worker until `cancel` fires, then shuts down gracefully: processors checkpoint
+    /// (`shutdown_requested`), leases are released so other workers take them at once.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), ConsumerError> {
+        self.ctx.store.create_table_if_missing().await?;
+        let span =
+            tracing::info_span!("worker", worker = %self.ctx.worker_id, stream = %self.ctx.stream);
+        Worker::new(self.ctx).run(cancel).instrument(span).await;
+        Ok(())
+    }
+}
+
+/// Builds a [`Consumer`]; [`ConsumerBuilder::build`] validates everything.
+#[derive(Default)]
+pub struct ConsumerBuilder {
+    stream: Option<StreamId>,
+    kinesis: Option<Arc<dyn KinesisApi>>,
+    store: Option<Arc<dyn LeaseStore>>,
+    factory: Option<Arc<dyn ProcessorFactory>>,
+    worker_id: Option<String>,
+    config: ConsumerConfig,
+}
+
+impl ConsumerBuilder {
+    /// The stream, by name or ARN.
+    pub fn stream(mut self, stream: &str) -> Self {
+        self.stream = Some(StreamId::parse(stream));
+        self
+    }
+
+    /// The Kinesis client (an `aws_sdk_kinesis::Client` in an `Arc`, or any [`KinesisApi`]).
+    pub fn kinesis(mut self, kinesis: Arc<dyn KinesisApi>) -> Self {
+        self.kinesis = Some(kinesis);
+        self
+    }
+
+    /// Where leases live. Every worker of the application uses the same store.
+    pub fn lease_store(mut self, store: Arc<dyn LeaseStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Makes a processor per shard.
+    pub fn processor(mut self, factory: impl ProcessorFactory) -> Self {
+        self.factory = Some(Arc::new(factory));
+        self
+    }
+
+    /// This worker's id (default: host name, process id and a time stamp).
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
+    /// Where shards without a checkpoint start (default `LATEST`, as in the KCL).
+    pub fn initial_position(mut self, position: InitialPosition) -> Self {
+        self.config.initial_position = position;
+        self
+    }
+
+    /// The lease duration (default 10 s); renewals every third of it.
+    pub fn lease_duration(mut self, duration: Duration) -> Self {
+        self.config.lease_duration = duration;
+        self.config.take_interval = duration / 2;
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: ConsumerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Checks everything and makes the consumer.
+    pub fn build(self) -> Result<Consumer, ConsumerError> {
+        let missing = |what: &str| ConsumerError::Config(format!("{what} is required"));
+        let stream = self.stream.ok_or_else(|| missing("stream"))?;
+        if stream.name().is_empty() {
+            return Err(ConsumerError::Config("the stream name is empty".into()));
+        }
+        let kinesis = self.kinesis.ok_or_else(|| missing("kinesis client"))?;
+        let store = self.store.ok_or_else(|| missing("lease store"))?;
+        let factory = self.factory.ok_or_else(|| missing("processor"))?;
+        self.config.validate().map_err(ConsumerError::Config)?;
+        let worker_id = match self.worker_id {
+            Some(id) => WorkerId::new(id).map_err(|e| ConsumerError::Config(e.to_string()))?,
+            None => generated_worker_id(),
+        };
+        Ok(Consumer {
+            ctx: Arc::new(Context {
+                store,
+                kinesis,
+                stream,
+                worker_id,
+                config: self.config,
+                factory,
+            }),
+        })
+    }
+}
+
+fn generated_worker_id() -> WorkerId {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let id = format!("{host}:{}:{nanos:x}", std::process::id());
+    WorkerId::new(id).unwrap_or_else(|_| {
+        // The host name held something a worker id cannot (control characters): leave it out.
+        WorkerId::new(format!("worker:{}:{nanos:x}", std::process::id()))
+            .unwrap_or_else(|_| unreachable_worker_id())
+    })
+}
+
+#[allow(clippy::expect_used)] // a fixed, valid literal
+fn unreachable_worker_id() -> WorkerId {
+    WorkerId::new("worker").expect("a valid literal")
+}

@@ -1,0 +1,51 @@
+//! Consume Amazon Kinesis Data Streams the way the Java Kinesis Client Library does: a fleet of
+//! workers shares a stream's shards through leases in a shared store, each worker runs one
+//! [`ShardProcessor`] per shard it holds, checkpoints progress, and the fleet rebalances when
+//! workers come and go or shards split and merge.
+//!
+//! - [`Consumer`]: one worker; [`Consumer::builder`] describes it, [`Consumer::run`] runs it
+//!   until a [`CancellationToken`](tokio_util::sync::CancellationToken) fires.
+//! - [`ShardProcessor`] and [`Checkpointer`]: the processor API; [`processor_fn`] for the simple
+//!   case.
+//! - Lease stores: [`lease::MemoryLeaseStore`], and behind features `dynamodb` (default),
+//!   `postgres`, `redis` the stores of their crates, re-exported under [`lease`].
+//!
+//! Guarantees: a record is handed to a processor only while its worker holds the shard's lease;
+//! checkpoints are fenced by the lease counter; a parent shard is fully processed (`SHARD_END`)
+//! before its children start; KPL aggregates are deaggregated and filtered by the shard's hash
+//! range; nothing is skipped after a failure (at-least-once delivery).
+
+mod checkpointer;
+mod config;
+mod consumer;
+mod grant;
+mod pipeline;
+mod processor;
+mod record;
+mod shard_sync;
+mod worker;
+
+pub use checkpointer::{CheckpointError, Checkpointer, PreparedCheckpoint};
+pub use config::{ConsumerConfig, InitialPosition};
+pub use consumer::{Consumer, ConsumerBuilder, ConsumerError};
+pub use processor::{
+    FnProcessorFactory, InitializeInput, ProcessorError, ProcessorFactory, ShardProcessor,
+    processor_fn,
+};
+pub use record::{RecordBatch, UserRecord};
+
+/// Kinesis access: the API seam, readers' settings, stream ids.
+pub mod kinesis {
+    pub use shardwise_kinesis_source::*;
+}
+
+/// Leases: the model, the store contract, and the stores enabled by features.
+pub mod lease {
+    pub use shardwise_lease_core::*;
+    #[cfg(feature = "dynamodb")]
+    pub use shardwise_lease_dynamodb as dynamodb;
+    #[cfg(feature = "postgres")]
+    pub use shardwise_lease_postgres as postgres;
+    #[cfg(feature = "redis")]
+    pub use shardwise_lease_redis as redis;
+}

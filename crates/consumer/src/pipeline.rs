@@ -1,0 +1,367 @@
+//! One shard's pipeline: wait for parents, initialize, process batches, shut down.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use shardwise_kinesis_source::{Batch, PollingReader, StartPosition};
+use shardwise_kpl_deagg::{Deaggregator, HashKeyRange as DeaggRange, InvalidSubRecordPolicy};
+use shardwise_lease_core::{
+    Checkpoint, HashKeyRange, Lease, LeaseKey, LeaseStore, SequenceNumber, ShardId,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::checkpointer::{CheckpointError, Checkpointer};
+use crate::config::InitialPosition;
+use crate::grant::Grant;
+use crate::processor::{InitializeInput, ProcessorError, ShardProcessor};
+use crate::record::{RecordBatch, UserRecord};
+use crate::worker::Context;
+
+/// How a pipeline ended; the coordinator decides what happens to the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PipelineEnd {
+    /// The lease was lost; nothing more to do.
+    LeaseLost,
+    /// The shard is fully processed and `SHARD_END` stored.
+    ShardEnded,
+    /// Shutdown was requested and the processor had its chance to checkpoint.
+    ShutDown,
+    /// The processor kept failing (or panicked): release the lease so it is retried.
+    Failed,
+}
+
+/// The outcome of calling the processor: its result, or a panic.
+async fn call<F>(future: F) -> Result<(), ProcessorError>
+where
+    F: std::future::Future<Output = Result<(), ProcessorError>>,
+{
+    match AssertUnwindSafe(future).catch_unwind().await {
+        Ok(result) => result,
+        Err(_) => Err("the processor panicked".into()),
+    }
+}
+
+pub(crate) async fn run(
+    ctx: Arc<Context>,
+    grant: Arc<Grant>,
+    shutdown: CancellationToken,
+) -> PipelineEnd {
+    let shard = grant.shard_id.clone();
+    let checkpointer = Checkpointer::new(ctx.store.clone(), ctx.worker_id.clone(), grant.clone());
+
+    // 1. Parents first: a child starts only after every parent's SHARD_END checkpoint.
+    loop {
+        match parents_done(ctx.store.as_ref(), &grant.parents).await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                warn!(shard = %shard, error = %e, "could not read the parent leases; retrying")
+            }
+        }
+        tokio::select! {
+            () = grant.lost.cancelled() => return PipelineEnd::LeaseLost,
+            () = shutdown.cancelled() => return PipelineEnd::ShutDown,
+            () = tokio::time::sleep(ctx.config.parent_poll_interval) => {}
+        }
+    }
+
+    // 2. Initialize.
+    let (checkpoint, pending) = {
+        let state = grant.state.lock().await;
+        (state.checkpoint.clone(), grant.pending.clone())
+    };
+    if checkpoint.is_shard_end() {
+        return PipelineEnd::ShardEnded;
+    }
+    let mut processor = ctx.factory.create(&shard);
+    let input = InitializeInput {
+        shard_id: shard.clone(),
+        checkpoint: checkpoint.clone(),
+        pending_checkpoint: pending,
+    };
+    if let Err(e) = call(processor.initialize(input)).await {
+        warn!(shard = %shard, error = %e, "processor initialize failed; releasing the lease");
+        return PipelineEnd::Failed;
+    }
+
+    // 3. Read and process.
+    let (position, resume) = match &checkpoint {
+        Checkpoint::TrimHorizon => (StartPosition::TrimHorizon, None),
+        Checkpoint::Latest => (StartPosition::Latest, None),
+        Checkpoint::AtTimestamp => match ctx.config.initial_position {
+            InitialPosition::AtTimestamp(t) => (StartPosition::AtTimestamp(t), None),
+            _ => (StartPosition::TrimHorizon, None),
+        },
+        // Start at the checkpointed record itself and skip what was processed inside it: right
+        // for plain records and for a checkpoint in the middle of a KPL aggregate.
+        Checkpoint::At(at) => (
+            StartPosition::AtSequenceNumber(at.sequence.as_str().to_owned()),
+            Some((at.sequence.clone(), at.sub_sequence)),
+        ),
+        Checkpoint::ShardEnd => return PipelineEnd::ShardEnded,
+    };
+    info!(shard = %shard, %checkpoint, token = grant.token, "shard processing starts");
+    let mut reader = PollingReader::start(
+        ctx.kinesis.clone(),
+        ctx.stream.clone(),
+        shard.as_str().to_owned(),
+        position,
+        ctx.config.polling.clone(),
+    );
+    let deaggregator = deaggregator(grant.hash_key_range);
+    let mut resume = resume;
+
+    loop {
+        let next = tokio::select! {
+            () = grant.lost.cancelled() => {
+                let _ = call(processor.lease_lost()).await;
+                info!(shard = %shard, "lease lost; processing stopped");
+                return PipelineEnd::LeaseLost;
+            }
+            () = shutdown.cancelled() => {
+                return shut_down(processor.as_mut(), &checkpointer, &shard).await;
+            }
+            next = reader.next_batch() => next,
+        };
+        let batch = match next {
+            Some(Ok(batch)) => batch,
+            Some(Err(e)) => {
+                warn!(shard = %shard, error = %e, "reading the shard failed; releasing the lease");
+                return PipelineEnd::Failed;
+            }
+            None => {
+                warn!(shard = %shard, "the reader stopped; releasing the lease");
+                return PipelineEnd::Failed;
+            }
+        };
+        let ended = batch.is_shard_end();
+        let children: Vec<ShardId> = batch
+            .child_shards
+            .iter()
+            .flatten()
+            .filter_map(|c| ShardId::new(c.shard_id.as_str()).ok())
+            .collect();
+        let millis_behind = batch.millis_behind_latest;
+        let records = match user_records(&deaggregator, batch.clone(), &mut resume) {
+            Ok(records) => records,
+            Err(e) => {
+                warn!(shard = %shard, error = %e, "a record from Kinesis could not be read; releasing the lease");
+                return PipelineEnd::Failed;
+            }
+        };
+        if !records.is_empty() {
+            let last = records.last().map(UserRecord::position);
+            checkpointer.with_cursor(|c| c.last_delivered = last);
+            let batch = RecordBatch {
+                shard_id: shard.clone(),
+                records,
+                millis_behind_latest: millis_behind,
+            };
+            match process_with_retries(
+                &ctx,
+                processor.as_mut(),
+                batch,
+                &checkpointer,
+                &grant,
+                &shutdown,
+            )
+            .await
+            {
+                Ok(()) => {}
+                Err(end) => {
+                    if end == PipelineEnd::LeaseLost {
+                        let _ = call(processor.lease_lost()).await;
+                    }
+                    return end;
+                }
+            }
+        }
+        if ended {
+            return finish_shard(
+                &ctx,
+                processor.as_mut(),
+                &checkpointer,
+                &grant,
+                &batch,
+                children,
+            )
+            .await;
+        }
+    }
+}
+
+async fn shut_down(
+    processor: &mut dyn ShardProcessor,
+    checkpointer: &Checkpointer,
+    shard: &ShardId,
+) -> PipelineEnd {
+    if let Err(e) = call(processor.shutdown_requested(checkpointer)).await {
+        warn!(shard = %shard, error = %e, "shutdown_requested failed");
+    }
+    PipelineEnd::ShutDown
+}
+
+/// Hands a batch to the processor, retrying with backoff; `Err` says how the pipeline ends.
+async fn process_with_retries(
+    ctx: &Context,
+    processor: &mut dyn ShardProcessor,
+    batch: RecordBatch,
+    checkpointer: &Checkpointer,
+    grant: &Grant,
+    shutdown: &CancellationToken,
+) -> Result<(), PipelineEnd> {
+    let mut pause = ctx.config.process_retry_backoff;
+    for attempt in 1..=ctx.config.max_process_attempts {
+        let result = call(processor.process_records(batch.clone(), checkpointer)).await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if is_lease_lost(&e) || grant.is_lost() => return Err(PipelineEnd::LeaseLost),
+            Err(e) => {
+                let panicked = e.to_string() == "the processor panicked";
+                warn!(shard = %batch.shard_id, attempt, error = %e, "process_records failed");
+                if panicked || attempt == ctx.config.max_process_attempts {
+                    return Err(PipelineEnd::Failed);
+                }
+            }
+        }
+        tokio::select! {
+            () = grant.lost.cancelled() => return Err(PipelineEnd::LeaseLost),
+            () = shutdown.cancelled() => return Err(PipelineEnd::Failed),
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = pause.saturating_mul(2);
+    }
+    Err(PipelineEnd::Failed)
+}
+
+fn is_lease_lost(e: &ProcessorError) -> bool {
+    matches!(
+        e.downcast_ref::<CheckpointError>(),
+        Some(CheckpointError::LeaseLost)
+    )
+}
+
+/// The end of a closed shard: create the children's leases, let the processor checkpoint, and
+/// write `SHARD_END` if it did not.
+async fn finish_shard(
+    ctx: &Context,
+    processor: &mut dyn ShardProcessor,
+    checkpointer: &Checkpointer,
+    grant: &Grant,
+    batch: &Batch,
+    children: Vec<ShardId>,
+) -> PipelineEnd {
+    let shard = &grant.shard_id;
+    for child in batch.child_shards.iter().flatten() {
+        if let Err(e) = crate::shard_sync::create_child_lease(ctx.store.as_ref(), child).await {
+            warn!(shard = %shard, child = %child.shard_id, error = %e, "creating a child lease failed; shard sync will retry");
+        }
+    }
+    checkpointer.with_cursor(|c| {
+        c.shard_end_reached = true;
+        c.children = children;
+    });
+    if let Err(e) = call(processor.shard_ended(checkpointer)).await {
+        if is_lease_lost(&e) || grant.is_lost() {
+            return PipelineEnd::LeaseLost;
+        }
+        warn!(shard = %shard, error = %e, "shard_ended failed; the shard will be finished again");
+        return PipelineEnd::Failed;
+    }
+    if !checkpointer.stored().await.is_shard_end() {
+        match checkpointer.checkpoint().await {
+            Ok(()) => debug!(shard = %shard, "SHARD_END written for the processor"),
+            Err(CheckpointError::LeaseLost) => return PipelineEnd::LeaseLost,
+            Err(e) => {
+                warn!(shard = %shard, error = %e, "writing SHARD_END failed; the shard will be finished again");
+                return PipelineEnd::Failed;
+            }
+        }
+    }
+    info!(shard = %shard, "shard fully processed (SHARD_END)");
+    PipelineEnd::ShardEnded
+}
+
+/// Whether every parent lease is gone or at `SHARD_END`.
+async fn parents_done(
+    store: &dyn LeaseStore,
+    parents: &[ShardId],
+) -> Result<bool, shardwise_lease_core::StoreError> {
+    for parent in parents {
+        if let Some(lease) = store.get(&LeaseKey::from(parent)).await?
+            && !lease.is_ended()
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn deaggregator(range: Option<HashKeyRange>) -> Deaggregator {
+    // Deliver every valid sub-record, and count what is dropped (never the KCL's silent loss of
+    // the rest of an aggregate).
+    let d = Deaggregator::new().with_policy(InvalidSubRecordPolicy::SkipInvalid);
+    match range.and_then(|r| DeaggRange::new(r.start(), r.end()).ok()) {
+        Some(range) => d.with_hash_key_range(range),
+        None => d,
+    }
+}
+
+/// Deaggregates a batch into user records, skipping what a checkpoint inside the first record
+/// already covers.
+fn user_records(
+    deaggregator: &Deaggregator,
+    batch: Batch,
+    resume: &mut Option<(SequenceNumber, u64)>,
+) -> Result<Vec<UserRecord>, String> {
+    let mut out = Vec::with_capacity(batch.records.len());
+    let mut parts = Vec::new();
+    for record in batch.records {
+        let sequence = SequenceNumber::new(&record.sequence_number).map_err(|e| e.to_string())?;
+        let skip_through = match resume.take() {
+            Some((at, sub)) if at == sequence => Some(sub),
+            Some(other) if sequence < other.0 => {
+                *resume = Some(other);
+                continue;
+            }
+            _ => None,
+        };
+        parts.clear();
+        let report = deaggregator
+            .deaggregate_into(
+                record.partition_key.clone(),
+                record.data.clone(),
+                skip_through,
+                &mut parts,
+            )
+            .map_err(|e| e.to_string())?;
+        if report.dropped_invalid > 0 || report.dropped_out_of_range > 0 {
+            debug!(
+                sequence = %sequence,
+                dropped_invalid = report.dropped_invalid,
+                dropped_out_of_range = report.dropped_out_of_range,
+                "KPL sub-records dropped"
+            );
+        }
+        for part in parts.drain(..) {
+            out.push(UserRecord {
+                partition_key: part.partition_key().into_owned(),
+                explicit_hash_key: part.explicit_hash_key().map(str::to_owned),
+                sub_sequence_number: part.sub_sequence_number(),
+                aggregated: part.is_aggregated(),
+                data: part.into_data(),
+                sequence_number: sequence.clone(),
+                approximate_arrival: record.approximate_arrival,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Used by the coordinator when a lease is taken.
+pub(crate) fn grant_for(lease: &Lease) -> Option<Grant> {
+    let shard = ShardId::new(lease.key.as_str().rsplit(':').next().unwrap_or_default()).ok()?;
+    Some(Grant::new(lease, shard))
+}

@@ -1,0 +1,164 @@
+//! The processor API: what an application implements to handle one shard's records.
+
+use std::future::Future;
+use std::marker::PhantomData;
+
+use async_trait::async_trait;
+use shardwise_lease_core::{Checkpoint, PendingCheckpoint, ShardId};
+
+use crate::checkpointer::Checkpointer;
+use crate::record::RecordBatch;
+
+/// The error a processor returns; any error type will do.
+pub type ProcessorError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What [`ShardProcessor::initialize`] learns about the shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitializeInput {
+    /// The shard.
+    pub shard_id: ShardId,
+    /// Where processing resumes (after this checkpoint).
+    pub checkpoint: Checkpoint,
+    /// A prepared but uncommitted checkpoint left by an earlier holder, with its state bytes.
+    pub pending_checkpoint: Option<PendingCheckpoint>,
+}
+
+/// Handles the records of one shard, from one lease grant to its end. The worker calls the
+/// methods in order, never concurrently: `initialize`, then `process_records` for each batch,
+/// then exactly one of `lease_lost`, `shard_ended` or `shutdown_requested`.
+///
+/// # Errors and panics
+///
+/// When `process_records` returns `Err` (or panics), the worker retries the same batch with
+/// backoff, up to [`ConsumerConfig::max_process_attempts`](crate::ConsumerConfig) attempts in
+/// all; then it releases the lease without checkpointing, so that a worker (perhaps this one,
+/// after [`lease_duration`](crate::ConsumerConfig)) takes it and retries from the last
+/// checkpoint. Nothing is skipped. A panic is treated as an error, and the processor instance is
+/// not used again after one.
+#[async_trait]
+pub trait ShardProcessor: Send + 'static {
+    /// Called once before any record; the default does nothing.
+    async fn initialize(&mut self, input: InitializeInput) -> Result<(), ProcessorError> {
+        let _ = input;
+        Ok(())
+    }
+
+    /// Handles a batch of user records; checkpoint through `checkpointer` when it suits.
+    async fn process_records(
+        &mut self,
+        batch: RecordBatch,
+        checkpointer: &Checkpointer,
+    ) -> Result<(), ProcessorError>;
+
+    /// The lease was lost (taken by another worker or expired): stop; checkpointing is no longer
+    /// possible. The default does nothing.
+    async fn lease_lost(&mut self) -> Result<(), ProcessorError> {
+        Ok(())
+    }
+
+    /// Every record of the closed shard was delivered. Checkpoint (`checkpointer.checkpoint()`
+    /// writes `SHARD_END`) — or not: when this returns `Ok` without having checkpointed, the
+    /// worker writes `SHARD_END` itself, so the children are never blocked. An `Err` leaves the
+    /// shard to be finished again by the next holder.
+    async fn shard_ended(&mut self, checkpointer: &Checkpointer) -> Result<(), ProcessorError> {
+        let _ = checkpointer;
+        Ok(())
+    }
+
+    /// The worker is shutting down: checkpoint what is done. The lease is released right after.
+    /// The default checkpoints everything delivered.
+    async fn shutdown_requested(
+        &mut self,
+        checkpointer: &Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+}
+
+/// Makes a processor for each shard a worker starts processing.
+pub trait ProcessorFactory: Send + Sync + 'static {
+    /// A new processor for `shard_id`.
+    fn create(&self, shard_id: &ShardId) -> Box<dyn ShardProcessor>;
+}
+
+impl<F, P> ProcessorFactory for F
+where
+    F: Fn(&ShardId) -> P + Send + Sync + 'static,
+    P: ShardProcessor,
+{
+    fn create(&self, shard_id: &ShardId) -> Box<dyn ShardProcessor> {
+        Box::new(self(shard_id))
+    }
+}
+
+/// The simple case as a closure: handle each batch, and the worker checkpoints everything
+/// delivered after each batch that returns `Ok`.
+///
+/// ```
+/// use shardwise::{RecordBatch, processor_fn};
+/// let factory = processor_fn(|batch: RecordBatch| async move {
+///     for record in &batch.records {
+///         println!("{}: {} bytes", record.partition_key, record.data.len());
+///     }
+///     Ok(())
+/// });
+/// # let _ = factory;
+/// ```
+pub fn processor_fn<F, Fut>(handle: F) -> FnProcessorFactory<F, Fut>
+where
+    F: Fn(RecordBatch) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), ProcessorError>> + Send + 'static,
+{
+    FnProcessorFactory {
+        handle,
+        _future: PhantomData,
+    }
+}
+
+/// The factory [`processor_fn`] returns.
+#[derive(Debug, Clone)]
+pub struct FnProcessorFactory<F, Fut> {
+    handle: F,
+    _future: PhantomData<fn() -> Fut>,
+}
+
+struct FnProcessor<F, Fut> {
+    handle: F,
+    _future: PhantomData<fn() -> Fut>,
+}
+
+impl<F, Fut> ProcessorFactory for FnProcessorFactory<F, Fut>
+where
+    F: Fn(RecordBatch) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), ProcessorError>> + Send + 'static,
+{
+    fn create(&self, _shard_id: &ShardId) -> Box<dyn ShardProcessor> {
+        Box::new(FnProcessor {
+            handle: self.handle.clone(),
+            _future: PhantomData,
+        })
+    }
+}
+
+#[async_trait]
+impl<F, Fut> ShardProcessor for FnProcessor<F, Fut>
+where
+    F: Fn(RecordBatch) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), ProcessorError>> + Send + 'static,
+{
+    async fn process_records(
+        &mut self,
+        batch: RecordBatch,
+        checkpointer: &Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        (self.handle)(batch).await?;
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &Checkpointer) -> Result<(), ProcessorError> {
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+}

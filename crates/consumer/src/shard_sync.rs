@@ -1,0 +1,252 @@
+//! Shard sync: a lease for every shard that needs one, and cleanup of finished leases.
+
+use std::collections::{HashMap, HashSet};
+
+use shardwise_kinesis_source::{
+    ChildShard, KinesisApi, KinesisError, Shard, StreamId, list_all_shards,
+};
+use shardwise_lease_core::{
+    Checkpoint, HashKeyRange, Lease, LeaseKey, LeaseStore, Race, ShardId, StoreError,
+};
+use tracing::{debug, info, warn};
+
+use crate::config::InitialPosition;
+
+/// A sync failed: listing shards or writing leases.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SyncError {
+    #[error("listing shards: {0}")]
+    Kinesis(#[from] KinesisError),
+    #[error("lease store: {0}")]
+    Store(#[from] StoreError),
+}
+
+fn start_checkpoint(position: InitialPosition) -> Checkpoint {
+    match position {
+        InitialPosition::TrimHorizon => Checkpoint::TrimHorizon,
+        InitialPosition::Latest => Checkpoint::Latest,
+        InitialPosition::AtTimestamp(_) => Checkpoint::AtTimestamp,
+    }
+}
+
+fn range(r: shardwise_kinesis_source::HashRange) -> Option<HashKeyRange> {
+    HashKeyRange::new(r.start, r.end).ok()
+}
+
+fn ids(names: impl IntoIterator<Item = String>) -> Vec<ShardId> {
+    names
+        .into_iter()
+        .filter_map(|n| ShardId::new(n).ok())
+        .collect()
+}
+
+/// Which shards get a lease, and where each starts.
+///
+/// - A shard whose parent has (or gets, in this same sync) a lease starts at its trim horizon:
+///   it continues its parent's data, after the parent ends.
+/// - Any other shard (a root: no parent, or its parents aged out) starts at the initial
+///   position. With `LATEST` or `AT_TIMESTAMP`, closed roots get no lease: their data is older
+///   than the position, and their children become roots of their own.
+pub(crate) fn plan_leases(
+    shards: &[Shard],
+    existing: &HashSet<LeaseKey>,
+    initial: InitialPosition,
+) -> Vec<Lease> {
+    let by_id: HashMap<&str, &Shard> = shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
+    let mut leased: HashSet<String> = existing.iter().map(|k| k.as_str().to_owned()).collect();
+    let mut planned = Vec::new();
+    // Parents before children: shard ids grow as shards are created, so id order works.
+    let mut ordered: Vec<&Shard> = shards.iter().collect();
+    ordered.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+    for shard in ordered {
+        if leased.contains(&shard.shard_id) {
+            continue;
+        }
+        let parents = shard.parents();
+        let parent_leased = parents
+            .iter()
+            .any(|p| by_id.contains_key(p.as_str()) && leased.contains(p));
+        let checkpoint = if parent_leased {
+            Checkpoint::TrimHorizon
+        } else if shard.is_closed() && initial != InitialPosition::TrimHorizon {
+            continue;
+        } else {
+            start_checkpoint(initial)
+        };
+        let Ok(key) = LeaseKey::new(shard.shard_id.as_str()) else {
+            continue;
+        };
+        let mut lease = Lease::new(key, checkpoint).with_parents(ids(parents));
+        lease.hash_key_range = range(shard.hash_range);
+        leased.insert(shard.shard_id.clone());
+        planned.push(lease);
+    }
+    planned
+}
+
+/// Lists the shards and creates the leases that are missing; deletes finished leases whose shard
+/// has aged out of the stream and whose children have all started. Returns the number created.
+pub(crate) async fn sync(
+    kinesis: &dyn KinesisApi,
+    store: &dyn LeaseStore,
+    stream: &StreamId,
+    initial: InitialPosition,
+) -> Result<usize, SyncError> {
+    let shards = list_all_shards(kinesis, stream, None, None).await?;
+    let listing = store.list().await?;
+    for corrupt in &listing.corrupt {
+        warn!(%corrupt, "a lease row cannot be read; it is left alone");
+    }
+    let existing: HashSet<LeaseKey> = listing.leases.iter().map(|l| l.key.clone()).collect();
+    let mut created = 0;
+    for lease in plan_leases(&shards, &existing, initial) {
+        if store.create_if_absent(&lease).await?.is_won() {
+            debug!(lease = %lease.key, checkpoint = %lease.checkpoint, "lease created");
+            created += 1;
+        }
+    }
+    // Cleanup: an ended lease whose shard is no longer listed (its data aged out) and whose
+    // children all have leases that started.
+    let listed: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
+    let by_key: HashMap<&str, &Lease> =
+        listing.leases.iter().map(|l| (l.key.as_str(), l)).collect();
+    for lease in listing
+        .leases
+        .iter()
+        .filter(|l| l.is_ended() && !listed.contains(l.key.as_str()))
+    {
+        let children_started = lease.child_shard_ids.iter().all(|c| {
+            by_key
+                .get(c.as_str())
+                .is_some_and(|child| !child.checkpoint.is_start())
+        });
+        if children_started && let Race::Won(()) = store.delete(&lease.key, lease.counter).await? {
+            info!(lease = %lease.key, "finished lease deleted");
+        }
+    }
+    Ok(created)
+}
+
+/// Creates a child's lease at its trim horizon, from the `ChildShards` a closed parent reported.
+pub(crate) async fn create_child_lease(
+    store: &dyn LeaseStore,
+    child: &ChildShard,
+) -> Result<bool, StoreError> {
+    let key = LeaseKey::new(child.shard_id.as_str())?;
+    let mut lease = Lease::new(key, Checkpoint::TrimHorizon)
+        .with_parents(ids(child.parent_shards.iter().cloned()));
+    lease.hash_key_range = range(child.hash_range);
+    Ok(store.create_if_absent(&lease).await?.is_won())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardwise_kinesis_source::HashRange;
+
+    fn shard(id: &str, parent: Option<&str>, adjacent: Option<&str>, closed: bool) -> Shard {
+        Shard {
+            shard_id: id.into(),
+            parent_shard_id: parent.map(Into::into),
+            adjacent_parent_shard_id: adjacent.map(Into::into),
+            hash_range: HashRange {
+                start: 0,
+                end: u128::MAX,
+            },
+            starting_sequence_number: "1".into(),
+            ending_sequence_number: closed.then(|| "9".into()),
+        }
+    }
+
+    fn plan(
+        shards: &[Shard],
+        existing: &[&str],
+        initial: InitialPosition,
+    ) -> Vec<(String, Checkpoint)> {
+        let existing: HashSet<LeaseKey> = existing
+            .iter()
+            .map(|k| LeaseKey::new(*k).unwrap())
+            .collect();
+        plan_leases(shards, &existing, initial)
+            .into_iter()
+            .map(|l| (l.key.as_str().to_owned(), l.checkpoint))
+            .collect()
+    }
+
+    #[test]
+    fn lease_planning_table() {
+        use Checkpoint::{Latest, TrimHorizon};
+        let split = [
+            shard("s0", None, None, true),
+            shard("s1", Some("s0"), None, false),
+            shard("s2", Some("s0"), None, false),
+        ];
+        let merge = [
+            shard("s0", None, None, true),
+            shard("s1", None, None, true),
+            shard("s2", Some("s0"), Some("s1"), false),
+        ];
+        type Case<'a> = (
+            &'a str,
+            &'a [Shard],
+            Vec<&'a str>,
+            InitialPosition,
+            Vec<(&'a str, Checkpoint)>,
+        );
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "open roots at LATEST",
+                &split[1..],
+                vec![],
+                InitialPosition::Latest,
+                vec![("s1", Latest), ("s2", Latest)],
+            ),
+            (
+                "TRIM_HORIZON: parent then children",
+                &split,
+                vec![],
+                InitialPosition::TrimHorizon,
+                vec![
+                    ("s0", TrimHorizon),
+                    ("s1", TrimHorizon),
+                    ("s2", TrimHorizon),
+                ],
+            ),
+            (
+                "LATEST: closed root skipped, children are roots",
+                &split,
+                vec![],
+                InitialPosition::Latest,
+                vec![("s1", Latest), ("s2", Latest)],
+            ),
+            (
+                "parent already leased: children at TRIM_HORIZON",
+                &split,
+                vec!["s0"],
+                InitialPosition::Latest,
+                vec![("s1", TrimHorizon), ("s2", TrimHorizon)],
+            ),
+            (
+                "merge child after leased parents",
+                &merge,
+                vec!["s0", "s1"],
+                InitialPosition::Latest,
+                vec![("s2", TrimHorizon)],
+            ),
+            (
+                "nothing missing",
+                &split,
+                vec!["s0", "s1", "s2"],
+                InitialPosition::TrimHorizon,
+                vec![],
+            ),
+        ];
+        for (name, shards, existing, initial, expected) in cases {
+            let expected: Vec<(String, Checkpoint)> = expected
+                .into_iter()
+                .map(|(k, c)| (k.to_owned(), c))
+                .collect();
+            assert_eq!(plan(shards, &existing, initial), expected, "{name}");
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! The worker: shard sync, lease coordination (renew, take, steal, release) and one pipeline per
+//! held shard.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use shardwise_kinesis_source::{KinesisApi, StreamId};
+use shardwise_lease_core::{
+    BalanceConfig, BalanceInput, ExpiryTracker, LeaseKey, LeaseStore, Race, WorkerId, plan_takes,
+};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::ConsumerConfig;
+use crate::grant::Grant;
+use crate::pipeline::{self, PipelineEnd};
+use crate::processor::ProcessorFactory;
+
+/// What every pipeline of a worker shares.
+pub(crate) struct Context {
+    pub(crate) store: Arc<dyn LeaseStore>,
+    pub(crate) kinesis: Arc<dyn KinesisApi>,
+    pub(crate) stream: StreamId,
+    pub(crate) worker_id: WorkerId,
+    pub(crate) config: ConsumerConfig,
+    pub(crate) factory: Arc<dyn ProcessorFactory>,
+}
+
+struct Held {
+    grant: Arc<Grant>,
+    /// Asks this pipeline to shut down gracefully.
+    stop: CancellationToken,
+}
+
+/// The lease coordinator's state.
+pub(crate) struct Worker {
+    ctx: Arc<Context>,
+    held: HashMap<LeaseKey, Held>,
+    pipelines: JoinSet<(LeaseKey, u64, PipelineEnd)>,
+    tracker: ExpiryTracker,
+    /// Leases this worker released after failures: not taken back before this time.
+    cooling: HashMap<LeaseKey, Instant>,
+}
+
+impl Worker {
+    pub(crate) fn new(ctx: Arc<Context>) -> Self {
+        Self {
+            ctx,
+            held: HashMap::new(),
+            pipelines: JoinSet::new(),
+            tracker: ExpiryTracker::new(),
+            cooling: HashMap::new(),
+        }
+    }
+
+    /// Runs until `cancel` fires, then shuts down gracefully.
+    pub(crate) async fn run(mut self, cancel: CancellationToken) {
+        let config = self.ctx.config.clone();
+        let mut next_sync = Instant::now();
+        let mut next_take = Instant::now();
+        let mut next_renew = Instant::now() + config.renew_interval();
+        loop {
+            let now = Instant::now();
+            if now >= next_sync {
+                match crate::shard_sync::sync(
+                    self.ctx.kinesis.as_ref(),
+                    self.ctx.store.as_ref(),
+                    &self.ctx.stream,
+                    config.initial_position,
+                )
+                .await
+                {
+                    Ok(created) if created > 0 => info!(created, "shard sync created leases"),
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "shard sync failed; retrying at the next interval"),
+                }
+                next_sync = now + config.shard_sync_interval;
+            }
+            if now >= next_renew {
+                self.renew().await;
+                next_renew = now + config.renew_interval();
+            }
+            if now >= next_take {
+                self.take().await;
+                next_take = now + config.take_interval;
+            }
+            let wake = next_sync.min(next_renew).min(next_take);
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep_until(wake) => {}
+                Some(done) = self.pipelines.join_next(), if !self.pipelines.is_empty() => self.reap(done).await,
+            }
+        }
+        self.shut_down().await;
+    }
+
+    /// Renews every held lease in one `renew_many`, holding each grant's lock so that no
+    /// checkpoint runs on the same counter meanwhile. A lease not renewed for a whole lease
+    /// duration is given up: other workers may already have taken it.
+    async fn renew(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut grants: Vec<Arc<Grant>> = self.held.values().map(|h| h.grant.clone()).collect();
+        grants.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut states = Vec::with_capacity(grants.len());
+        for grant in &grants {
+            states.push(grant.state.lock().await);
+        }
+        let batch: Vec<(LeaseKey, u64)> = grants
+            .iter()
+            .zip(&states)
+            .map(|(g, s)| (g.key.clone(), s.counter))
+            .collect();
+        let outcomes = self.ctx.store.renew_many(&self.ctx.worker_id, &batch).await;
+        let now = Instant::now();
+        for ((grant, state), outcome) in grants.iter().zip(states.iter_mut()).zip(outcomes) {
+            match outcome {
+                Ok(Race::Won(counter)) => {
+                    state.counter = counter;
+                    state.renewed_at = now;
+                }
+                Ok(Race::Lost) => {
+                    info!(lease = %grant.key, "lease lost at renewal");
+                    grant.lost.cancel();
+                }
+                Err(e) => {
+                    if now - state.renewed_at >= self.ctx.config.lease_duration {
+                        warn!(lease = %grant.key, error = %e, "lease not renewed for a whole lease duration; giving it up");
+                        grant.lost.cancel();
+                    } else {
+                        warn!(lease = %grant.key, error = %e, "renewal failed; retrying");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lists leases, observes counters, and takes or steals what the balancing decision says.
+    async fn take(&mut self) {
+        let listing = match self.ctx.store.list().await {
+            Ok(listing) => listing,
+            Err(e) => {
+                warn!(error = %e, "listing leases failed");
+                return;
+            }
+        };
+        let now = Instant::now();
+        self.tracker.observe_all(&listing.leases, now.into_std());
+        self.cooling.retain(|_, until| *until > now);
+        let mut expired = self
+            .tracker
+            .expired_keys(now.into_std(), self.ctx.config.lease_duration);
+        // Leases in cooldown are not offered (we just gave them up after failures).
+        expired.retain(|k| !self.cooling.contains_key(k));
+        let held: HashSet<LeaseKey> = self.held.keys().cloned().collect();
+        let leases: Vec<_> = listing
+            .leases
+            .iter()
+            .filter(|l| !self.cooling.contains_key(&l.key))
+            .cloned()
+            .collect();
+        let config = BalanceConfig {
+            max_leases_per_worker: self.ctx.config.max_leases_per_worker,
+            max_leases_to_steal_at_one_time: self.ctx.config.max_leases_to_steal_at_one_time,
+        };
+        let plan = plan_takes(BalanceInput {
+            leases: &leases,
+            expired: &expired,
+            me: &self.ctx.worker_id,
+            held: &held,
+            config: &config,
+        });
+        for candidate in plan.take.iter().chain(&plan.steal) {
+            let stolen = plan.steal.contains(candidate);
+            match self
+                .ctx
+                .store
+                .take(&candidate.key, candidate.counter, &self.ctx.worker_id)
+                .await
+            {
+                Ok(Race::Won(lease)) => {
+                    self.tracker.observe(&lease, Instant::now().into_std());
+                    let Some(grant) = pipeline::grant_for(&lease) else {
+                        warn!(lease = %lease.key, "lease key is not a shard id; releasing it");
+                        let _ = self
+                            .ctx
+                            .store
+                            .evict(&lease.key, &self.ctx.worker_id, lease.counter)
+                            .await;
+                        continue;
+                    };
+                    info!(lease = %lease.key, from = ?candidate.owner, stolen, "lease taken");
+                    self.start_pipeline(Arc::new(grant));
+                }
+                Ok(Race::Lost) => {
+                    debug!(lease = %candidate.key, "another worker took the lease first")
+                }
+                Err(e) => warn!(lease = %candidate.key, error = %e, "taking the lease failed"),
+            }
+        }
+    }
+
+    fn start_pipeline(&mut self, grant: Arc<Grant>) {
+        let stop = CancellationToken::new();
+        let key = grant.key.clone();
+        let token = grant.token;
+        let span = info_span!("shard", shard = %grant.shard_id, worker = %self.ctx.worker_id);
+        let future = pipeline::run(self.ctx.clone(), grant.clone(), stop.clone());
+        self.pipelines
+            .spawn(async move { (key, token, future.await) }.instrument(span));
+        self.held.insert(grant.key.clone(), Held { grant, stop });
+    }
+
+    /// A pipeline finished: settle its lease.
+    async fn reap(&mut self, done: Result<(LeaseKey, u64, PipelineEnd), tokio::task::JoinError>) {
+        let Ok((key, token, end)) = done else {
+            // A pipeline task cannot panic (processor panics are caught), but if it ever does,
+            // its lease is released at the next renewal failure or shutdown.
+            warn!("a shard pipeline task failed");
+            return;
+        };
+        let Some(held) = self.held.get(&key) else {
+            return;
+        };
+        if held.grant.token != token {
+            return;
+        }
+        let Some(held) = self.held.remove(&key) else {
+            return;
+        };
+        match end {
+            PipelineEnd::LeaseLost => {}
+            PipelineEnd::ShardEnded | PipelineEnd::ShutDown => self.release(&held.grant).await,
+            PipelineEnd::Failed => {
+                self.release(&held.grant).await;
+                self.cooling
+                    .insert(key, Instant::now() + self.ctx.config.lease_duration);
+            }
+        }
+    }
+
+    /// Gives a lease back (owner removed) so another worker can take it at once.
+    async fn release(&self, grant: &Grant) {
+        let state = grant.state.lock().await;
+        if grant.is_lost() {
+            return;
+        }
+        grant.lost.cancel();
+        match self
+            .ctx
+            .store
+            .evict(&grant.key, &self.ctx.worker_id, state.counter)
+            .await
+        {
+            Ok(Race::Won(_)) => debug!(lease = %grant.key, "lease released"),
+            Ok(Race::Lost) => {}
+            Err(e) => {
+                warn!(lease = %grant.key, error = %e, "releasing the lease failed; it will expire")
+            }
+        }
+    }
+
+    /// Graceful shutdown: every pipeline gets `shutdown_requested` (bounded by the shutdown
+    /// timeout), then every lease is released so other workers take it at once.
+    async fn shut_down(mut self) {
+        info!(leases = self.held.len(), "worker shutting down");
+        for held in self.held.values() {
+            held.stop.cancel();
+        }
+        let deadline = Instant::now() + self.ctx.config.shutdown_timeout;
+        while !self.pipelines.is_empty() {
+            match tokio::time::timeout_at(deadline, self.pipelines.join_next()).await {
+                Ok(Some(done)) => self.reap(done).await,
+                Ok(None) => break,
+                Err(_) => {
+                    warn!("processors did not finish within the shutdown timeout");
+                    self.pipelines.abort_all();
+                    break;
+                }
+            }
+        }
+        let remaining: Vec<Arc<Grant>> = self.held.drain().map(|(_, h)| h.grant).collect();
+        for grant in remaining {
+            self.release(&grant).await;
+        }
+        info!("worker stopped");
+    }
+}
