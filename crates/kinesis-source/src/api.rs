@@ -183,6 +183,90 @@ pub struct GetRecordsOutput {
     pub child_shards: Option<Vec<ChildShard>>,
 }
 
+/// What `DescribeStreamSummary` says about a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// The stream's name.
+    pub stream_name: String,
+    /// The stream's ARN (what the consumer calls need).
+    pub stream_arn: String,
+    /// Whether the stream can be read.
+    pub status: StreamStatus,
+    /// How many shards are open.
+    pub open_shard_count: u32,
+}
+
+/// The state of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamStatus {
+    /// Being created.
+    Creating,
+    /// Readable and writable.
+    Active,
+    /// Being resharded or reconfigured; still readable.
+    Updating,
+    /// Being deleted.
+    Deleting,
+    /// A state this crate does not know.
+    Other(String),
+}
+
+/// The state of an enhanced fan-out consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumerStatus {
+    /// Registered, not yet usable (the service refuses subscriptions).
+    Creating,
+    /// Usable.
+    Active,
+    /// Being deregistered.
+    Deleting,
+    /// A state this crate does not know.
+    Other(String),
+}
+
+/// An enhanced fan-out consumer registered on a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConsumer {
+    /// The name, unique per stream.
+    pub consumer_name: String,
+    /// The ARN that `SubscribeToShard` takes.
+    pub consumer_arn: String,
+    /// The state.
+    pub status: ConsumerStatus,
+}
+
+/// One page of `ListStreamConsumers`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsumerPage {
+    /// The consumers on this page.
+    pub consumers: Vec<StreamConsumer>,
+    /// The token for the next page; `None` on the last page.
+    pub next_token: Option<String>,
+}
+
+/// One `SubscribeToShardEvent`: the records pushed since the previous event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SubscriptionEvent {
+    /// The records, in sequence order (possibly none: the service also sends empty events).
+    pub records: Vec<Record>,
+    /// Where a new subscription continues (with `AFTER_SEQUENCE_NUMBER`) so that nothing is
+    /// lost or repeated; `None` once the shard has ended.
+    pub continuation_sequence_number: Option<String>,
+    /// How far the shard's newest record is ahead of this event, in milliseconds.
+    pub millis_behind_latest: Option<i64>,
+    /// The children, in the event that reaches the end of a closed shard.
+    pub child_shards: Option<Vec<ChildShard>>,
+}
+
+/// A live `SubscribeToShard` event stream (enhanced fan-out): Kinesis pushes events for up to
+/// five minutes, then ends the stream.
+#[async_trait]
+pub trait ShardSubscription: fmt::Debug + Send {
+    /// The next event; `None` when the stream ended (after five minutes, at the end of a closed
+    /// shard, or after an error). An error ends the subscription: the next call returns `None`.
+    async fn next_event(&mut self) -> Option<Result<SubscriptionEvent, KinesisError>>;
+}
+
 /// The narrow Kinesis API the readers use.
 ///
 /// Implemented for [`aws_sdk_kinesis::Client`] and, with feature `testkit`, by
@@ -207,4 +291,48 @@ pub trait KinesisApi: fmt::Debug + Send + Sync + 'static {
         iterator: &str,
         limit: u32,
     ) -> Result<GetRecordsOutput, KinesisError>;
+
+    /// The stream's ARN, state and open shard count.
+    async fn describe_stream_summary(
+        &self,
+        stream: &StreamId,
+    ) -> Result<StreamSummary, KinesisError>;
+
+    /// Registers an enhanced fan-out consumer named `consumer_name` on the stream. It starts in
+    /// [`ConsumerStatus::Creating`]; a name already taken gives
+    /// [`ResourceInUse`](crate::KinesisErrorKind::ResourceInUse).
+    async fn register_stream_consumer(
+        &self,
+        stream_arn: &str,
+        consumer_name: &str,
+    ) -> Result<StreamConsumer, KinesisError>;
+
+    /// The consumer named `consumer_name` on the stream; an unknown name gives
+    /// [`ResourceNotFound`](crate::KinesisErrorKind::ResourceNotFound).
+    async fn describe_stream_consumer(
+        &self,
+        stream_arn: &str,
+        consumer_name: &str,
+    ) -> Result<StreamConsumer, KinesisError>;
+
+    /// One page of the stream's consumers (`next_token` from the previous page, or `None`).
+    async fn list_stream_consumers(
+        &self,
+        stream_arn: &str,
+        next_token: Option<&str>,
+    ) -> Result<ConsumerPage, KinesisError>;
+
+    /// Starts deregistering the consumer (it goes through [`ConsumerStatus::Deleting`]).
+    async fn deregister_stream_consumer(&self, consumer_arn: &str) -> Result<(), KinesisError>;
+
+    /// Subscribes the consumer to a shard from `position` (enhanced fan-out). One subscription
+    /// per consumer and shard may be active: another gives
+    /// [`ResourceInUse`](crate::KinesisErrorKind::ResourceInUse), either here or as the first
+    /// event of the returned stream.
+    async fn subscribe_to_shard(
+        &self,
+        consumer_arn: &str,
+        shard_id: &str,
+        position: &StartPosition,
+    ) -> Result<Box<dyn ShardSubscription>, KinesisError>;
 }

@@ -13,18 +13,32 @@
 //! [`StartPosition`] and reports what it read.
 
 mod api;
+mod backoff;
+mod batch;
+mod consumer_registration;
 mod discovery;
 mod error;
+mod fanout;
 mod polling;
+mod prefetch;
+mod reader;
 mod sdk;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use api::{
-    ChildShard, GetRecordsOutput, HashRange, KinesisApi, ListShardsRequest, Record, Shard,
-    ShardFilter, ShardPage, StartPosition, StreamId,
+    ChildShard, ConsumerPage, ConsumerStatus, GetRecordsOutput, HashRange, KinesisApi,
+    ListShardsRequest, Record, Shard, ShardFilter, ShardPage, ShardSubscription, StartPosition,
+    StreamConsumer, StreamId, StreamStatus, StreamSummary, SubscriptionEvent,
+};
+pub use batch::Batch;
+pub use consumer_registration::{
+    RegistrationConfig, deregister_consumer, find_or_register_consumer, list_all_consumers,
+    stream_arn,
 };
 pub use discovery::list_all_shards;
 pub use error::{KinesisError, KinesisErrorKind};
-pub use polling::{Batch, PollingConfig, PollingReader};
+pub use fanout::{FanOutConfig, FanOutReader};
+pub use polling::{PollingConfig, PollingReader};
+pub use reader::ShardReader;

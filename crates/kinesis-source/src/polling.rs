@@ -1,15 +1,17 @@
 //! The polling reader: one background task per shard calling `GetRecords` within the service's
 //! limits, a bounded prefetch queue, and recovery from expired iterators and throttling.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::api::{ChildShard, KinesisApi, Record, StartPosition, StreamId};
+use crate::api::{KinesisApi, StartPosition, StreamId};
+use crate::backoff::Backoff;
+use crate::batch::Batch;
 use crate::error::{KinesisError, KinesisErrorKind};
+use crate::prefetch::{self, PrefetchLimits, PrefetchReceiver, PrefetchSender};
 
 /// Settings of the polling reader. The defaults follow the KCL's and the service's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,78 +82,6 @@ impl PollingConfig {
     }
 }
 
-/// Records read from a shard in one call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batch {
-    /// The records, in sequence order (possibly none: a caught-up shard).
-    pub records: Vec<Record>,
-    /// How far behind the shard's newest record this batch is.
-    pub millis_behind_latest: Option<i64>,
-    /// Set on the last batch of a closed shard: the shards it was split or merged into.
-    pub child_shards: Option<Vec<ChildShard>>,
-}
-
-impl Batch {
-    /// Whether this is the last batch of a closed shard.
-    pub fn is_shard_end(&self) -> bool {
-        self.child_shards.is_some()
-    }
-
-    /// The sequence number to resume after (the last record's), if the batch has records.
-    pub fn resume_after(&self) -> Option<&str> {
-        self.records.last().map(|r| r.sequence_number.as_str())
-    }
-
-    fn bytes(&self) -> usize {
-        self.records
-            .iter()
-            .map(|r| r.data.len() + r.partition_key.len())
-            .sum()
-    }
-}
-
-/// Records and bytes waiting in the prefetch queue.
-#[derive(Debug, Default)]
-struct Buffered {
-    records: usize,
-    bytes: usize,
-}
-
-#[derive(Debug)]
-struct Budget {
-    buffered: Mutex<Buffered>,
-    room: Notify,
-}
-
-impl Budget {
-    fn add(&self, records: usize, bytes: usize) {
-        let mut b = self.buffered.lock().unwrap_or_else(PoisonError::into_inner);
-        b.records += records;
-        b.bytes += bytes;
-    }
-
-    fn remove(&self, records: usize, bytes: usize) {
-        {
-            let mut b = self.buffered.lock().unwrap_or_else(PoisonError::into_inner);
-            b.records = b.records.saturating_sub(records);
-            b.bytes = b.bytes.saturating_sub(bytes);
-        }
-        self.room.notify_one();
-    }
-
-    /// Room for more records: how many may be fetched now, or `None` when full.
-    fn room(&self, config: &PollingConfig) -> Option<usize> {
-        let b = self.buffered.lock().unwrap_or_else(PoisonError::into_inner);
-        (b.records < config.prefetch_records && b.bytes < config.prefetch_bytes)
-            .then(|| config.prefetch_records - b.records)
-    }
-
-    fn snapshot(&self) -> (usize, usize) {
-        let b = self.buffered.lock().unwrap_or_else(PoisonError::into_inner);
-        (b.records, b.bytes)
-    }
-}
-
 /// Reads one shard by polling, ahead of the processor within the prefetch bounds.
 ///
 /// A background task calls `GetRecords` at most once per `min_time_between_reads`, pauses when
@@ -160,10 +90,8 @@ impl Budget {
 /// last record it fetched, so nothing is lost or repeated. Dropping the reader stops the task.
 #[derive(Debug)]
 pub struct PollingReader {
-    batches: mpsc::Receiver<Result<Batch, KinesisError>>,
-    budget: Arc<Budget>,
+    batches: PrefetchReceiver,
     task: JoinHandle<()>,
-    finished: bool,
 }
 
 impl PollingReader {
@@ -175,52 +103,33 @@ impl PollingReader {
         position: StartPosition,
         config: PollingConfig,
     ) -> Self {
-        let budget = Arc::new(Budget {
-            buffered: Mutex::new(Buffered::default()),
-            room: Notify::new(),
+        let (tx, batches) = prefetch::channel(PrefetchLimits {
+            records: config.prefetch_records,
+            bytes: config.prefetch_bytes,
+            batches: config.prefetch_batches,
         });
-        let (tx, batches) = mpsc::channel(config.prefetch_batches.max(1));
         let fetcher = Fetcher {
             api,
             stream,
-            jitter: Jitter::seeded(&shard_id),
+            backoff: Backoff::seeded(&shard_id, config.backoff_initial, config.backoff_max),
             shard_id,
             start: position,
             config,
-            budget: budget.clone(),
             tx,
         };
         let task = tokio::spawn(fetcher.run());
-        Self {
-            batches,
-            budget,
-            task,
-            finished: false,
-        }
+        Self { batches, task }
     }
 
     /// The next batch; `None` after the last batch of a closed shard, or after an error that
     /// retrying cannot fix (which is returned once, before the `None`).
     pub async fn next_batch(&mut self) -> Option<Result<Batch, KinesisError>> {
-        if self.finished {
-            return None;
-        }
-        let item = self.batches.recv().await;
-        match &item {
-            Some(Ok(batch)) => {
-                self.budget.remove(batch.records.len(), batch.bytes());
-                if batch.is_shard_end() {
-                    self.finished = true;
-                }
-            }
-            Some(Err(_)) | None => self.finished = true,
-        }
-        item
+        self.batches.next_batch().await
     }
 
     /// Records and bytes fetched but not yet handed out.
     pub fn buffered(&self) -> (usize, usize) {
-        self.budget.snapshot()
+        self.batches.buffered()
     }
 }
 
@@ -236,9 +145,8 @@ struct Fetcher {
     shard_id: String,
     start: StartPosition,
     config: PollingConfig,
-    budget: Arc<Budget>,
-    tx: mpsc::Sender<Result<Batch, KinesisError>>,
-    jitter: Jitter,
+    tx: PrefetchSender,
+    backoff: Backoff,
 }
 
 impl Fetcher {
@@ -246,15 +154,9 @@ impl Fetcher {
         let mut iterator: Option<String> = None;
         let mut last_fetched: Option<String> = None;
         let mut next_call = Instant::now();
-        let mut backoff = self.config.backoff_initial;
         loop {
-            let room = loop {
-                if let Some(room) = self.budget.room(&self.config) {
-                    break room;
-                }
-                // Woken when the processor takes a batch.
-                self.budget.room.notified().await;
-            };
+            // Waits while the prefetch queue is full; woken when the processor takes a batch.
+            let room = self.tx.room().await;
             tokio::time::sleep_until(next_call).await;
             let started = Instant::now();
 
@@ -271,7 +173,7 @@ impl Fetcher {
                         .await
                     {
                         Ok(it) => it,
-                        Err(err) => match self.on_error(err, &mut backoff, started).await {
+                        Err(err) => match self.on_error(err, started).await {
                             Some(at) => {
                                 next_call = at;
                                 continue;
@@ -288,7 +190,7 @@ impl Fetcher {
                 .max(1);
             match self.api.get_records(&self.stream, &current, limit).await {
                 Ok(out) => {
-                    backoff = self.config.backoff_initial;
+                    self.backoff.reset();
                     let batch = Batch {
                         records: out.records,
                         millis_behind_latest: out.millis_behind_latest,
@@ -306,11 +208,10 @@ impl Fetcher {
                     if batch.records.is_empty() && !ended {
                         // An empty batch only carries "caught up"; never wait for room to hand
                         // it over, so the iterator keeps being refreshed.
-                        let _ = self.tx.try_send(Ok(batch));
+                        self.tx.offer_empty(batch);
                         continue;
                     }
-                    self.budget.add(batch.records.len(), batch.bytes());
-                    if self.tx.send(Ok(batch)).await.is_err() || ended {
+                    if !self.tx.send(batch).await || ended {
                         return;
                     }
                 }
@@ -321,7 +222,7 @@ impl Fetcher {
                 }
                 Err(err) => {
                     iterator = Some(current);
-                    match self.on_error(err, &mut backoff, started).await {
+                    match self.on_error(err, started).await {
                         Some(at) => next_call = at,
                         None => return,
                     }
@@ -344,12 +245,7 @@ impl Fetcher {
     }
 
     /// A retryable error: when to try again. Any other: hand it to the processor and stop.
-    async fn on_error(
-        &mut self,
-        err: KinesisError,
-        backoff: &mut Duration,
-        started: Instant,
-    ) -> Option<Instant> {
+    async fn on_error(&mut self, err: KinesisError, started: Instant) -> Option<Instant> {
         if err.is_retryable() {
             let floor = if err.kind() == KinesisErrorKind::ResourceInUse {
                 Duration::from_secs(5)
@@ -357,55 +253,20 @@ impl Fetcher {
                 Duration::ZERO
             };
             let pause = self
-                .jitter
-                .apply(*backoff)
+                .backoff
+                .next_pause()
                 .max(floor)
                 .max(self.config.min_time_between_reads);
-            *backoff = (*backoff * 2).min(self.config.backoff_max);
             return Some(started + pause);
         }
-        let _ = self.tx.send(Err(err)).await;
+        self.tx.fail(err).await;
         None
-    }
-}
-
-/// Deterministic jitter: a pause drawn from [d/2, d] by xorshift, seeded per shard so that
-/// shards backing off together spread out.
-#[derive(Debug)]
-struct Jitter(u64);
-
-impl Jitter {
-    fn seeded(seed: &str) -> Self {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in seed.bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        Self(hash | 1)
-    }
-
-    fn apply(&mut self, d: Duration) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let fraction = (self.0 % 1_000) as f64 / 1_000.0;
-        d.mul_f64(0.5 + fraction / 2.0)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jitter_stays_within_half_to_full() {
-        let mut j = Jitter::seeded("shardId-000000000001");
-        let d = Duration::from_millis(1_000);
-        for _ in 0..1_000 {
-            let p = j.apply(d);
-            assert!(p >= d / 2 && p <= d, "{p:?}");
-        }
-    }
 
     #[test]
     fn config_validation() {

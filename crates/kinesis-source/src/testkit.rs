@@ -1,11 +1,12 @@
 //! An in-memory Kinesis (feature `testkit`): streams, puts routed by hash key, split and merge,
 //! retention, sequence numbers shaped like Kinesis's, iterator expiry on the tokio clock (so a
-//! paused test clock drives it), and fault injection.
+//! paused test clock drives it), enhanced fan-out consumers and subscriptions, and fault
+//! injection.
 
 // Test infrastructure: the state lives behind one lock, and a poisoned lock is still consistent
 // because every change below is applied whole.
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -14,8 +15,9 @@ use md5::{Digest, Md5};
 use tokio::time::Instant;
 
 use crate::api::{
-    ChildShard, GetRecordsOutput, HashRange, KinesisApi, ListShardsRequest, Record, Shard,
-    ShardFilter, ShardPage, StartPosition, StreamId,
+    ChildShard, ConsumerPage, ConsumerStatus, GetRecordsOutput, HashRange, KinesisApi,
+    ListShardsRequest, Record, Shard, ShardFilter, ShardPage, ShardSubscription, StartPosition,
+    StreamConsumer, StreamId, StreamStatus, StreamSummary, SubscriptionEvent,
 };
 use crate::error::{KinesisError, KinesisErrorKind};
 
@@ -40,6 +42,23 @@ pub enum Fault {
     ExpireNextTokens {
         /// How many calls.
         times: u32,
+    },
+    /// Every subscription active now on `shard_id` (any shard when `None`) breaks, as when the
+    /// connection drops: its next event is a retryable error, then the stream ends.
+    DropSubscriptions {
+        /// The shard, or any.
+        shard_id: Option<String>,
+    },
+    /// The next `times` `SubscribeToShard` calls fail with an error of `kind`: from the call
+    /// itself, or (`in_stream`) as the first message of the event stream, the way kinesis-local
+    /// reports a second concurrent subscription.
+    FailSubscribe {
+        /// The error's class.
+        kind: KinesisErrorKind,
+        /// How many calls.
+        times: u32,
+        /// Whether the error arrives inside the event stream rather than from the call.
+        in_stream: bool,
     },
 }
 
@@ -79,6 +98,15 @@ struct IteratorState {
 }
 
 #[derive(Debug)]
+struct ConsumerState {
+    name: String,
+    stream: String,
+    stream_arn: String,
+    registered: Instant,
+    deregistered: Option<Instant>,
+}
+
+#[derive(Debug)]
 struct State {
     streams: BTreeMap<String, StreamState>,
     next_sequence: u128,
@@ -89,6 +117,24 @@ struct State {
     faults: VecDeque<Fault>,
     get_records_calls: HashMap<String, Vec<Instant>>,
     started: (SystemTime, Instant),
+    /// By consumer ARN.
+    consumers: BTreeMap<String, ConsumerState>,
+    next_consumer: u64,
+    consumer_transition: Duration,
+    /// The active subscription of each (consumer ARN, shard id).
+    subscriptions: HashMap<(String, String), u64>,
+    next_subscription: u64,
+    dropped_subscriptions: HashSet<u64>,
+    subscribe_calls: HashMap<String, Vec<SubscribeCall>>,
+}
+
+/// A `SubscribeToShard` call as the in-memory Kinesis saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeCall {
+    /// When (tokio clock).
+    pub at: Instant,
+    /// The starting position asked for.
+    pub position: StartPosition,
 }
 
 /// An in-memory Kinesis with the behaviour the readers depend on.
@@ -97,7 +143,8 @@ struct State {
 /// `MillisBehindLatest` moves with virtual time.
 #[derive(Debug)]
 pub struct InMemoryKinesis {
-    state: Mutex<State>,
+    // Shared with the live subscriptions.
+    state: Arc<Mutex<State>>,
     iterator_ttl: Duration,
     page_size: usize,
 }
@@ -120,7 +167,7 @@ impl InMemoryKinesis {
     /// An empty Kinesis with another iterator lifetime and `ListShards` page size.
     pub fn with_limits(iterator_ttl: Duration, page_size: usize) -> Self {
         Self {
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 streams: BTreeMap::new(),
                 next_sequence: 1,
                 next_shard_index: 0,
@@ -130,14 +177,41 @@ impl InMemoryKinesis {
                 faults: VecDeque::new(),
                 get_records_calls: HashMap::new(),
                 started: (SystemTime::now(), Instant::now()),
-            }),
+                consumers: BTreeMap::new(),
+                next_consumer: 1,
+                consumer_transition: Duration::from_secs(1),
+                subscriptions: HashMap::new(),
+                next_subscription: 0,
+                dropped_subscriptions: HashSet::new(),
+                subscribe_calls: HashMap::new(),
+            })),
             iterator_ttl,
             page_size: page_size.max(1),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
+    }
+
+    /// Sets how long a consumer stays CREATING after registration and DELETING after
+    /// deregistration (1 s by default; the service takes several seconds).
+    pub fn set_consumer_transition(&self, transition: Duration) {
+        self.lock().consumer_transition = transition;
+    }
+
+    /// Every `SubscribeToShard` call on `shard_id`, refused ones included.
+    pub fn subscribe_calls(&self, shard_id: &str) -> Vec<SubscribeCall> {
+        self.lock()
+            .subscribe_calls
+            .get(shard_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// How many subscriptions are active now.
+    pub fn active_subscriptions(&self) -> usize {
+        self.lock().subscriptions.len()
     }
 
     /// Creates a stream with `shards` shards splitting the hash space evenly.
@@ -312,10 +386,18 @@ impl InMemoryKinesis {
     /// Queues a fault for the next calls.
     pub fn inject(&self, fault: Fault) {
         let mut state = self.lock();
-        if fault == Fault::ExpireIterators {
-            state.expired_before = state.next_iterator;
-        } else {
-            state.faults.push_back(fault);
+        match fault {
+            Fault::ExpireIterators => state.expired_before = state.next_iterator,
+            Fault::DropSubscriptions { shard_id } => {
+                let dropped: Vec<u64> = state
+                    .subscriptions
+                    .iter()
+                    .filter(|((_, shard), _)| shard_id.as_ref().is_none_or(|s| s == shard))
+                    .map(|(_, id)| *id)
+                    .collect();
+                state.dropped_subscriptions.extend(dropped);
+            }
+            fault => state.faults.push_back(fault),
         }
     }
 
@@ -330,6 +412,68 @@ impl InMemoryKinesis {
 }
 
 impl State {
+    /// A consumer's state now; `None` once it is gone (deregistered and past DELETING).
+    fn consumer_status(&self, consumer: &ConsumerState) -> Option<ConsumerStatus> {
+        let now = Instant::now();
+        match consumer.deregistered {
+            Some(at) if now - at >= self.consumer_transition => None,
+            Some(_) => Some(ConsumerStatus::Deleting),
+            None if now - consumer.registered >= self.consumer_transition => {
+                Some(ConsumerStatus::Active)
+            }
+            None => Some(ConsumerStatus::Creating),
+        }
+    }
+
+    /// The consumer with this ARN, if it exists (in any state).
+    fn consumer(&self, arn: &str) -> Option<(&ConsumerState, ConsumerStatus)> {
+        let consumer = self.consumers.get(arn)?;
+        Some((consumer, self.consumer_status(consumer)?))
+    }
+
+    fn describe_consumer(&self, arn: &str) -> Option<StreamConsumer> {
+        let (consumer, status) = self.consumer(arn)?;
+        Some(StreamConsumer {
+            consumer_name: consumer.name.clone(),
+            consumer_arn: arn.to_owned(),
+            status,
+        })
+    }
+
+    /// The ARNs of the stream's consumers that still exist, in registration order.
+    fn consumers_of(&self, stream_arn: &str) -> Vec<String> {
+        let mut found: Vec<(Instant, String)> = self
+            .consumers
+            .iter()
+            .filter(|(arn, c)| c.stream_arn == stream_arn && self.consumer(arn).is_some())
+            .map(|(arn, c)| (c.registered, arn.clone()))
+            .collect();
+        found.sort();
+        found.into_iter().map(|(_, arn)| arn).collect()
+    }
+
+    /// Takes the next `FailSubscribe` fault, if one is queued.
+    fn take_subscribe_fault(&mut self) -> Option<(KinesisErrorKind, bool)> {
+        let position = self
+            .faults
+            .iter()
+            .position(|f| matches!(f, Fault::FailSubscribe { .. }))?;
+        let Fault::FailSubscribe {
+            kind,
+            times,
+            in_stream,
+        } = &mut self.faults[position]
+        else {
+            return None;
+        };
+        *times = times.saturating_sub(1);
+        let taken = (*kind, *in_stream);
+        if *times == 0 {
+            self.faults.remove(position);
+        }
+        Some(taken)
+    }
+
     fn now(&self) -> SystemTime {
         self.started.0 + (Instant::now() - self.started.1)
     }
@@ -384,6 +528,50 @@ impl State {
             .find(|s| s.shard_id == shard_id && s.ending_sequence.is_none())
             .ok_or_else(|| not_found(format!("open shard {shard_id} not found")))
     }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Where reading `shard` from `position` starts: an index into its records.
+fn start_index(
+    shard: &ShardState,
+    retention: Duration,
+    now: SystemTime,
+    position: &StartPosition,
+) -> Result<usize, KinesisError> {
+    let horizon = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+    let records = &shard.records;
+    let find = |seq: &str| records.iter().position(|r| r.sequence == seq);
+    let not_in_shard = |seq: &str| {
+        KinesisError::new(
+            KinesisErrorKind::InvalidArgument,
+            format!("{seq} is not in {}", shard.shard_id),
+        )
+    };
+    Ok(match position {
+        StartPosition::TrimHorizon => records
+            .iter()
+            .position(|r| r.arrival >= horizon)
+            .unwrap_or(records.len()),
+        StartPosition::Latest => records.len(),
+        StartPosition::AtTimestamp(t) => records
+            .iter()
+            .position(|r| r.arrival >= *t)
+            .unwrap_or(records.len()),
+        // The shard's starting sequence number comes back as the continuation of a subscription
+        // that has delivered nothing yet: it stands before the first record.
+        StartPosition::AtSequenceNumber(seq) | StartPosition::AfterSequenceNumber(seq)
+            if *seq == shard.starting_sequence =>
+        {
+            0
+        }
+        StartPosition::AtSequenceNumber(seq) => find(seq).ok_or_else(|| not_in_shard(seq))?,
+        StartPosition::AfterSequenceNumber(seq) => {
+            find(seq).map(|i| i + 1).ok_or_else(|| not_in_shard(seq))?
+        }
+    })
 }
 
 fn not_found(message: String) -> KinesisError {
@@ -490,36 +678,7 @@ impl KinesisApi for InMemoryKinesis {
             .iter()
             .find(|sh| sh.shard_id == shard_id)
             .ok_or_else(|| not_found(format!("shard {shard_id} not found")))?;
-        let horizon = now
-            .checked_sub(s.retention)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let records = &shard.records;
-        let find = |seq: &str| records.iter().position(|r| r.sequence == seq);
-        let index = match position {
-            StartPosition::TrimHorizon => records
-                .iter()
-                .position(|r| r.arrival >= horizon)
-                .unwrap_or(records.len()),
-            StartPosition::Latest => records.len(),
-            StartPosition::AtTimestamp(t) => records
-                .iter()
-                .position(|r| r.arrival >= *t)
-                .unwrap_or(records.len()),
-            StartPosition::AtSequenceNumber(seq) => find(seq).ok_or_else(|| {
-                KinesisError::new(
-                    KinesisErrorKind::InvalidArgument,
-                    format!("{seq} is not in {shard_id}"),
-                )
-            })?,
-            StartPosition::AfterSequenceNumber(seq) => {
-                find(seq).map(|i| i + 1).ok_or_else(|| {
-                    KinesisError::new(
-                        KinesisErrorKind::InvalidArgument,
-                        format!("{seq} is not in {shard_id}"),
-                    )
-                })?
-            }
-        };
+        let index = start_index(shard, s.retention, now, position)?;
         let id = state.next_iterator;
         state.next_iterator += 1;
         state.iterators.insert(
@@ -561,7 +720,10 @@ impl KinesisApi for InMemoryKinesis {
                 shard_id.as_ref().is_none_or(|s| *s == it.shard_id)
             }
             Fault::ServiceErrors { .. } => true,
-            Fault::ExpireIterators | Fault::ExpireNextTokens { .. } => false,
+            Fault::ExpireIterators
+            | Fault::ExpireNextTokens { .. }
+            | Fault::DropSubscriptions { .. }
+            | Fault::FailSubscribe { .. } => false,
         }) {
             let (kind, exhausted) = match &mut state.faults[position] {
                 Fault::ThrottleGetRecords { times, .. } => {
@@ -572,9 +734,10 @@ impl KinesisApi for InMemoryKinesis {
                     *times = times.saturating_sub(1);
                     (KinesisErrorKind::Unavailable, *times == 0)
                 }
-                Fault::ExpireIterators | Fault::ExpireNextTokens { .. } => {
-                    (KinesisErrorKind::Other, true)
-                }
+                Fault::ExpireIterators
+                | Fault::ExpireNextTokens { .. }
+                | Fault::DropSubscriptions { .. }
+                | Fault::FailSubscribe { .. } => (KinesisErrorKind::Other, true),
             };
             if exhausted {
                 state.faults.remove(position);
@@ -644,5 +807,335 @@ impl KinesisApi for InMemoryKinesis {
             millis_behind_latest: Some(millis_behind_latest),
             child_shards,
         })
+    }
+    async fn describe_stream_summary(
+        &self,
+        stream: &StreamId,
+    ) -> Result<StreamSummary, KinesisError> {
+        let state = self.lock();
+        let (name, s) = state.stream(stream)?;
+        Ok(StreamSummary {
+            stream_name: name.clone(),
+            stream_arn: s.arn.clone(),
+            status: StreamStatus::Active,
+            open_shard_count: u32::try_from(
+                s.shards
+                    .iter()
+                    .filter(|sh| sh.ending_sequence.is_none())
+                    .count(),
+            )
+            .unwrap_or(u32::MAX),
+        })
+    }
+
+    async fn register_stream_consumer(
+        &self,
+        stream_arn: &str,
+        consumer_name: &str,
+    ) -> Result<StreamConsumer, KinesisError> {
+        let mut state = self.lock();
+        let (stream, _) = state.stream(&StreamId::Arn(stream_arn.to_owned()))?;
+        let stream = stream.clone();
+        let taken = state.consumers_of(stream_arn).into_iter().any(|arn| {
+            state
+                .consumers
+                .get(&arn)
+                .is_some_and(|c| c.name == consumer_name)
+        });
+        if taken {
+            return Err(KinesisError::new(
+                KinesisErrorKind::ResourceInUse,
+                format!("consumer {consumer_name} already exists on {stream_arn}"),
+            ));
+        }
+        let n = state.next_consumer;
+        state.next_consumer += 1;
+        let arn = format!("{stream_arn}/consumer/{consumer_name}:{n}");
+        state.consumers.insert(
+            arn.clone(),
+            ConsumerState {
+                name: consumer_name.to_owned(),
+                stream,
+                stream_arn: stream_arn.to_owned(),
+                registered: Instant::now(),
+                deregistered: None,
+            },
+        );
+        Ok(StreamConsumer {
+            consumer_name: consumer_name.to_owned(),
+            consumer_arn: arn,
+            status: ConsumerStatus::Creating,
+        })
+    }
+
+    async fn describe_stream_consumer(
+        &self,
+        stream_arn: &str,
+        consumer_name: &str,
+    ) -> Result<StreamConsumer, KinesisError> {
+        let state = self.lock();
+        state.stream(&StreamId::Arn(stream_arn.to_owned()))?;
+        state
+            .consumers_of(stream_arn)
+            .iter()
+            .filter_map(|arn| state.describe_consumer(arn))
+            .find(|c| c.consumer_name == consumer_name)
+            .ok_or_else(|| not_found(format!("consumer {consumer_name} not found")))
+    }
+
+    async fn list_stream_consumers(
+        &self,
+        stream_arn: &str,
+        next_token: Option<&str>,
+    ) -> Result<ConsumerPage, KinesisError> {
+        let state = self.lock();
+        state.stream(&StreamId::Arn(stream_arn.to_owned()))?;
+        let offset = match next_token {
+            None => 0,
+            Some(token) => token.parse::<usize>().map_err(|_| {
+                KinesisError::new(KinesisErrorKind::InvalidArgument, "bad NextToken")
+            })?,
+        };
+        let all = state.consumers_of(stream_arn);
+        let consumers: Vec<StreamConsumer> = all
+            .iter()
+            .skip(offset)
+            .take(self.page_size)
+            .filter_map(|arn| state.describe_consumer(arn))
+            .collect();
+        let next = offset + self.page_size;
+        Ok(ConsumerPage {
+            consumers,
+            next_token: (next < all.len()).then(|| next.to_string()),
+        })
+    }
+
+    async fn deregister_stream_consumer(&self, consumer_arn: &str) -> Result<(), KinesisError> {
+        let mut state = self.lock();
+        if state.consumer(consumer_arn).is_none() {
+            return Err(not_found(format!("consumer {consumer_arn} not found")));
+        }
+        if let Some(c) = state.consumers.get_mut(consumer_arn) {
+            c.deregistered.get_or_insert_with(Instant::now);
+        }
+        Ok(())
+    }
+
+    async fn subscribe_to_shard(
+        &self,
+        consumer_arn: &str,
+        shard_id: &str,
+        position: &StartPosition,
+    ) -> Result<Box<dyn ShardSubscription>, KinesisError> {
+        let mut state = self.lock();
+        state
+            .subscribe_calls
+            .entry(shard_id.to_owned())
+            .or_default()
+            .push(SubscribeCall {
+                at: Instant::now(),
+                position: position.clone(),
+            });
+        let stream = match state.consumer(consumer_arn) {
+            None => return Err(not_found(format!("consumer {consumer_arn} not found"))),
+            Some((_, status)) if status != ConsumerStatus::Active => {
+                return Err(KinesisError::new(
+                    KinesisErrorKind::ResourceInUse,
+                    format!("consumer {consumer_arn} is {status:?}, not ACTIVE"),
+                ));
+            }
+            Some((consumer, _)) => consumer.stream.clone(),
+        };
+        if let Some((kind, in_stream)) = state.take_subscribe_fault() {
+            let err = KinesisError::new(kind, "injected: SubscribeToShard failed");
+            return if in_stream {
+                Ok(Box::new(RefusedSubscription(Some(err))))
+            } else {
+                Err(err)
+            };
+        }
+        let now = state.now();
+        let (_, s) = state.stream(&StreamId::Name(stream.clone()))?;
+        let shard = s
+            .shards
+            .iter()
+            .find(|sh| sh.shard_id == shard_id)
+            .ok_or_else(|| not_found(format!("shard {shard_id} not found")))?;
+        let index = start_index(shard, s.retention, now, position)?;
+        let key = (consumer_arn.to_owned(), shard_id.to_owned());
+        if state.subscriptions.contains_key(&key) {
+            return Err(KinesisError::new(
+                KinesisErrorKind::ResourceInUse,
+                format!("{consumer_arn} already has a subscription to {shard_id}"),
+            ));
+        }
+        let id = state.next_subscription;
+        state.next_subscription += 1;
+        state.subscriptions.insert(key.clone(), id);
+        Ok(Box::new(MemorySubscription {
+            state: self.state.clone(),
+            id,
+            key,
+            stream,
+            index,
+            expires: Instant::now() + SUBSCRIPTION_LIFETIME,
+            next_heartbeat: Instant::now(),
+            ended: false,
+        }))
+    }
+}
+
+/// How long the service keeps a subscription open.
+const SUBSCRIPTION_LIFETIME: Duration = Duration::from_secs(300);
+
+/// How often an idle subscription still gets an (empty) event, as kinesis-local does.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Most records in one event.
+const MAX_EVENT_RECORDS: usize = 10_000;
+
+/// A subscription refused inside its event stream: one error, then the end.
+#[derive(Debug)]
+struct RefusedSubscription(Option<KinesisError>);
+
+#[async_trait]
+impl ShardSubscription for RefusedSubscription {
+    async fn next_event(&mut self) -> Option<Result<SubscriptionEvent, KinesisError>> {
+        self.0.take().map(Err)
+    }
+}
+
+/// A live in-memory subscription: pushes new records as they arrive (an empty event each second
+/// when there are none), the children at the end of a closed shard, and ends after five minutes
+/// of the tokio clock.
+#[derive(Debug)]
+struct MemorySubscription {
+    state: Arc<Mutex<State>>,
+    id: u64,
+    /// (consumer ARN, shard id).
+    key: (String, String),
+    stream: String,
+    /// The next record to push.
+    index: usize,
+    expires: Instant,
+    next_heartbeat: Instant,
+    ended: bool,
+}
+
+impl MemorySubscription {
+    fn release(&mut self, state: &mut State) {
+        self.ended = true;
+        state.dropped_subscriptions.remove(&self.id);
+        if state.subscriptions.get(&self.key) == Some(&self.id) {
+            state.subscriptions.remove(&self.key);
+        }
+    }
+
+    /// The next event if there is one to send now.
+    fn poll_event(&mut self) -> Option<Option<Result<SubscriptionEvent, KinesisError>>> {
+        let state_arc = self.state.clone();
+        let mut state = lock(&state_arc);
+        let now = Instant::now();
+        if self.ended {
+            return Some(None);
+        }
+        if state.dropped_subscriptions.contains(&self.id) {
+            self.release(&mut state);
+            return Some(Some(Err(KinesisError::new(
+                KinesisErrorKind::Unavailable,
+                "injected: subscription dropped",
+            ))));
+        }
+        if now >= self.expires {
+            self.release(&mut state);
+            return Some(None);
+        }
+        let found = state
+            .stream(&StreamId::Name(self.stream.clone()))
+            .and_then(|(_, s)| {
+                let shard = s
+                    .shards
+                    .iter()
+                    .find(|sh| sh.shard_id == self.key.1)
+                    .ok_or_else(|| not_found(format!("shard {} not found", self.key.1)))?;
+                Ok((s, shard))
+            });
+        let (s, shard) = match found {
+            Ok(found) => found,
+            Err(err) => {
+                self.release(&mut state);
+                return Some(Some(Err(err)));
+            }
+        };
+        let end = (self.index + MAX_EVENT_RECORDS).min(shard.records.len());
+        let slice = &shard.records[self.index.min(end)..end];
+        let at_end = end == shard.records.len() && shard.ending_sequence.is_some();
+        if slice.is_empty() && !at_end && now < self.next_heartbeat {
+            return None;
+        }
+        let records: Vec<Record> = slice
+            .iter()
+            .map(|r| Record {
+                sequence_number: r.sequence.clone(),
+                partition_key: r.partition_key.clone(),
+                data: r.data.clone(),
+                approximate_arrival: Some(r.arrival),
+            })
+            .collect();
+        let last_sent = end.checked_sub(1).and_then(|i| shard.records.get(i));
+        let millis_behind_latest = match (shard.records.last(), last_sent) {
+            (Some(latest), Some(last)) => latest
+                .arrival
+                .duration_since(last.arrival)
+                .map_or(0, |d| d.as_millis() as i64),
+            _ => 0,
+        };
+        let child_shards = at_end.then(|| {
+            s.shards
+                .iter()
+                .filter(|c| shard.children.contains(&c.shard_id))
+                .map(|c| ChildShard {
+                    shard_id: c.shard_id.clone(),
+                    parent_shards: describe(c).parents(),
+                    hash_range: c.range,
+                })
+                .collect()
+        });
+        let continuation = (!at_end).then(|| {
+            last_sent.map_or_else(|| shard.starting_sequence.clone(), |r| r.sequence.clone())
+        });
+        self.index = end;
+        self.next_heartbeat = now + HEARTBEAT;
+        if at_end {
+            self.release(&mut state);
+        }
+        Some(Some(Ok(SubscriptionEvent {
+            records,
+            continuation_sequence_number: continuation,
+            millis_behind_latest: Some(millis_behind_latest),
+            child_shards,
+        })))
+    }
+}
+
+#[async_trait]
+impl ShardSubscription for MemorySubscription {
+    async fn next_event(&mut self) -> Option<Result<SubscriptionEvent, KinesisError>> {
+        loop {
+            if let Some(event) = self.poll_event() {
+                return event;
+            }
+            tokio::time::sleep_until(self.next_heartbeat.min(self.expires)).await;
+        }
+    }
+}
+
+impl Drop for MemorySubscription {
+    fn drop(&mut self) {
+        if !self.ended {
+            let state = self.state.clone();
+            let mut state = lock(&state);
+            self.release(&mut state);
+        }
     }
 }

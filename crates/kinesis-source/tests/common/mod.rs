@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod counting;
+pub mod fanout;
 pub mod scenarios;
 
 use std::sync::Arc;
@@ -70,6 +72,42 @@ pub fn emulator() -> Emulator {
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "static"))
         .endpoint_url(endpoint)
+        .build();
+    Emulator(Client::from_conf(config))
+}
+
+/// The emulator over HTTP/2 with TLS (ALPN h2), the way enhanced fan-out runs in production:
+/// `KINESIS_TLS_ENDPOINT` (e.g. `https://localhost:14567`) trusted through the test CA in
+/// `KINESIS_CA_PEM`.
+pub fn emulator_tls() -> Emulator {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+    let (Ok(endpoint), Ok(ca)) = (
+        std::env::var("KINESIS_TLS_ENDPOINT"),
+        std::env::var("KINESIS_CA_PEM"),
+    ) else {
+        panic!(
+            "KINESIS_TLS_ENDPOINT and KINESIS_CA_PEM are not set: run ./scripts/test, which \
+             starts kinesis-local with a TLS port and a test CA"
+        )
+    };
+    let pem = std::fs::read(&ca).unwrap_or_else(|e| panic!("reading {ca}: {e}"));
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(
+            TlsContext::builder()
+                .with_trust_store(TrustStore::empty().with_pem_certificate(pem))
+                .build()
+                .unwrap(),
+        )
+        .build_https();
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+        .endpoint_url(endpoint)
+        .http_client(http)
         .build();
     Emulator(Client::from_conf(config))
 }

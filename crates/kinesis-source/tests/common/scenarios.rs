@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shardwise_kinesis_source::{
-    Batch, PollingConfig, PollingReader, Record, ShardFilter, StartPosition, list_all_shards,
+    Batch, FanOutReader, KinesisError, PollingConfig, PollingReader, Record, ShardFilter,
+    ShardReader, StartPosition, list_all_shards,
 };
 
 use super::{Harness, stream_id};
@@ -18,8 +19,32 @@ pub fn config() -> PollingConfig {
     }
 }
 
+/// Any of the readers.
+#[allow(async_fn_in_trait)]
+pub trait Reads {
+    async fn next_batch(&mut self) -> Option<Result<Batch, KinesisError>>;
+}
+
+impl Reads for PollingReader {
+    async fn next_batch(&mut self) -> Option<Result<Batch, KinesisError>> {
+        PollingReader::next_batch(self).await
+    }
+}
+
+impl Reads for FanOutReader {
+    async fn next_batch(&mut self) -> Option<Result<Batch, KinesisError>> {
+        FanOutReader::next_batch(self).await
+    }
+}
+
+impl Reads for ShardReader {
+    async fn next_batch(&mut self) -> Option<Result<Batch, KinesisError>> {
+        ShardReader::next_batch(self).await
+    }
+}
+
 /// Reads until `want` records arrived (or the shard ended), failing after a bound.
-pub async fn read_records(reader: &mut PollingReader, want: usize) -> (Vec<Record>, Option<Batch>) {
+pub async fn read_records(reader: &mut impl Reads, want: usize) -> (Vec<Record>, Option<Batch>) {
     let mut records = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {

@@ -1,0 +1,160 @@
+//! The bounded queue between a reader's background task and the processor: at most so many
+//! batches, records and bytes fetched ahead (exceeded by at most one response), so a slow
+//! processor never makes memory grow.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::batch::Batch;
+use crate::error::KinesisError;
+
+/// How far a reader may read ahead of the processor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PrefetchLimits {
+    pub(crate) records: usize,
+    pub(crate) bytes: usize,
+    pub(crate) batches: usize,
+}
+
+/// Records and bytes waiting in the queue.
+#[derive(Debug, Default)]
+struct Buffered {
+    records: usize,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct Budget {
+    limits: PrefetchLimits,
+    buffered: Mutex<Buffered>,
+    room: Notify,
+}
+
+impl Budget {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buffered> {
+        // Two counters updated together: a poisoned lock still holds consistent values.
+        self.buffered.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add(&self, records: usize, bytes: usize) {
+        let mut b = self.lock();
+        b.records += records;
+        b.bytes += bytes;
+    }
+
+    fn remove(&self, records: usize, bytes: usize) {
+        {
+            let mut b = self.lock();
+            b.records = b.records.saturating_sub(records);
+            b.bytes = b.bytes.saturating_sub(bytes);
+        }
+        self.room.notify_one();
+    }
+
+    /// How many records may be fetched now, or `None` when the queue is full.
+    fn room(&self) -> Option<usize> {
+        let b = self.lock();
+        (b.records < self.limits.records && b.bytes < self.limits.bytes)
+            .then(|| self.limits.records - b.records)
+    }
+
+    fn snapshot(&self) -> (usize, usize) {
+        let b = self.lock();
+        (b.records, b.bytes)
+    }
+}
+
+/// A new queue bounded by `limits`.
+pub(crate) fn channel(limits: PrefetchLimits) -> (PrefetchSender, PrefetchReceiver) {
+    let budget = Arc::new(Budget {
+        limits,
+        buffered: Mutex::new(Buffered::default()),
+        room: Notify::new(),
+    });
+    let (tx, rx) = mpsc::channel(limits.batches.max(1));
+    (
+        PrefetchSender {
+            tx,
+            budget: budget.clone(),
+        },
+        PrefetchReceiver {
+            rx,
+            budget,
+            finished: false,
+        },
+    )
+}
+
+/// The background task's end.
+#[derive(Debug)]
+pub(crate) struct PrefetchSender {
+    tx: mpsc::Sender<Result<Batch, KinesisError>>,
+    budget: Arc<Budget>,
+}
+
+impl PrefetchSender {
+    /// Waits until the queue has room; returns how many records may be fetched.
+    pub(crate) async fn room(&self) -> usize {
+        loop {
+            // Register for the wake-up before looking, so a batch taken in between is not
+            // missed.
+            let notified = self.budget.room.notified();
+            if let Some(room) = self.budget.room() {
+                return room;
+            }
+            notified.await;
+        }
+    }
+
+    /// Queues a batch, waiting for a free slot; `false` once the reader is gone.
+    pub(crate) async fn send(&self, batch: Batch) -> bool {
+        self.budget.add(batch.records.len(), batch.bytes());
+        self.tx.send(Ok(batch)).await.is_ok()
+    }
+
+    /// Queues a batch without records (only "caught up" and the lag) if a slot is free, never
+    /// waiting: the task goes on reading meanwhile.
+    pub(crate) fn offer_empty(&self, batch: Batch) {
+        let _ = self.tx.try_send(Ok(batch));
+    }
+
+    /// Hands an error that retrying cannot fix to the processor.
+    pub(crate) async fn fail(&self, err: KinesisError) {
+        let _ = self.tx.send(Err(err)).await;
+    }
+}
+
+/// The processor's end.
+#[derive(Debug)]
+pub(crate) struct PrefetchReceiver {
+    rx: mpsc::Receiver<Result<Batch, KinesisError>>,
+    budget: Arc<Budget>,
+    finished: bool,
+}
+
+impl PrefetchReceiver {
+    /// The next batch; `None` after the last batch of a closed shard, or after an error (which
+    /// is returned once, before the `None`).
+    pub(crate) async fn next_batch(&mut self) -> Option<Result<Batch, KinesisError>> {
+        if self.finished {
+            return None;
+        }
+        let item = self.rx.recv().await;
+        match &item {
+            Some(Ok(batch)) => {
+                self.budget.remove(batch.records.len(), batch.bytes());
+                if batch.is_shard_end() {
+                    self.finished = true;
+                }
+            }
+            Some(Err(_)) | None => self.finished = true,
+        }
+        item
+    }
+
+    /// Records and bytes fetched but not yet handed out.
+    pub(crate) fn buffered(&self) -> (usize, usize) {
+        self.budget.snapshot()
+    }
+}
