@@ -151,6 +151,10 @@ pub(crate) async fn run(
                 return PipelineEnd::Failed;
             }
         };
+        if grant.is_lost() {
+            let _ = call(processor.lease_lost()).await;
+            return PipelineEnd::LeaseLost;
+        }
         if !records.is_empty() {
             let last = records.last().map(UserRecord::position);
             checkpointer.with_cursor(|c| c.last_delivered = last);

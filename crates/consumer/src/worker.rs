@@ -42,6 +42,10 @@ pub(crate) struct Worker {
     tracker: ExpiryTracker,
     /// Leases this worker released after failures: not taken back before this time.
     cooling: HashMap<LeaseKey, Instant>,
+    /// Take rounds done. The first round only takes free or expired leases: a worker that just
+    /// started does not steal from workers that may have just started too (their first batch
+    /// would be replayed).
+    rounds: u64,
 }
 
 impl Worker {
@@ -52,6 +56,7 @@ impl Worker {
             pipelines: JoinSet::new(),
             tracker: ExpiryTracker::new(),
             cooling: HashMap::new(),
+            rounds: 0,
         }
     }
 
@@ -148,6 +153,18 @@ impl Worker {
             }
         };
         let now = Instant::now();
+        // A held lease that the listing shows with another owner was stolen (we took every
+        // held lease before this listing was read): stop its processing now rather than at the
+        // next renewal, to keep the window for replays short.
+        for lease in &listing.leases {
+            if let Some(held) = self.held.get(&lease.key)
+                && !lease.is_owned_by(&self.ctx.worker_id)
+                && !held.grant.is_lost()
+            {
+                info!(lease = %lease.key, owner = ?lease.owner, "lease taken by another worker");
+                held.grant.lost.cancel();
+            }
+        }
         self.tracker.observe_all(&listing.leases, now.into_std());
         self.cooling.retain(|_, until| *until > now);
         let mut expired = self
@@ -166,13 +183,17 @@ impl Worker {
             max_leases_per_worker: self.ctx.config.max_leases_per_worker,
             max_leases_to_steal_at_one_time: self.ctx.config.max_leases_to_steal_at_one_time,
         };
-        let plan = plan_takes(BalanceInput {
+        let mut plan = plan_takes(BalanceInput {
             leases: &leases,
             expired: &expired,
             me: &self.ctx.worker_id,
             held: &held,
             config: &config,
         });
+        self.rounds += 1;
+        if self.rounds == 1 {
+            plan.steal.clear();
+        }
         for candidate in plan.take.iter().chain(&plan.steal) {
             let stolen = plan.steal.contains(candidate);
             match self

@@ -1,6 +1,4 @@
-//! A recording processor and helpers shared by the worker tests.
-
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+//! A processor that records what it sees, and helpers to wait and inspect leases.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -82,6 +80,8 @@ pub enum Behaviour {
     FailsFirst(usize),
     /// Panic on the first call of process_records on each shard, then behave.
     PanicsOnce,
+    /// Checkpoint at the middle record of each batch only (never everything).
+    CheckpointsMiddle,
 }
 
 pub struct RecordingProcessor {
@@ -137,8 +137,14 @@ impl ShardProcessor for RecordingProcessor {
                 });
             }
         }
-        if self.behaviour != Behaviour::NeverCheckpoints {
-            checkpointer.checkpoint().await?;
+        match self.behaviour {
+            Behaviour::NeverCheckpoints => {}
+            Behaviour::CheckpointsMiddle => {
+                checkpointer
+                    .checkpoint_at(&batch.records[batch.records.len() / 2])
+                    .await?
+            }
+            _ => checkpointer.checkpoint().await?,
         }
         Ok(())
     }

@@ -1,0 +1,98 @@
+//! Every scenario on the in-memory Kinesis and lease store, under a paused clock; then the
+//! fleet at scale (100 shards, 10 workers).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardwise::lease::MemoryLeaseStore;
+use shardwise_tests::{Behaviour, Fleet, Memory, scenarios};
+
+fn fleet(name: &str) -> Fleet {
+    Fleet::new(
+        Arc::new(Memory::new(name)),
+        Arc::new(MemoryLeaseStore::new()),
+        Duration::from_secs(10),
+        Duration::from_secs(900),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_worker_every_record_once() {
+    scenarios::one_worker_every_record_once(&mut fleet("s"), 400).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn fleet_balances_and_rebalances() {
+    scenarios::fleet_balances_and_rebalances(&mut fleet("s"), 240).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn killed_worker_shards_move_on() {
+    scenarios::killed_worker_shards_move_on(&mut fleet("s"), 120).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_shutdown_hands_over() {
+    let handover = scenarios::graceful_shutdown_hands_over(&mut fleet("s"), 60).await;
+    assert!(handover < Duration::from_secs(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn split_and_merge_parents_first() {
+    scenarios::split_and_merge_parents_first(&mut fleet("s"), 100).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn faulty_processors_lose_nothing() {
+    for behaviour in [
+        Behaviour::FailsFirst(2),
+        Behaviour::FailsFirst(5),
+        Behaviour::PanicsOnce,
+        Behaviour::NeverCheckpoints,
+    ] {
+        scenarios::faulty_processors_lose_nothing(&mut fleet("s"), behaviour, 50).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_resumes_inside_an_aggregate() {
+    scenarios::restart_resumes_inside_an_aggregate(&mut fleet("s")).await;
+}
+
+/// 100 shards, 10 workers: a fair split (10 each), every record once, then a worker killed and
+/// its shards spread over the others.
+#[tokio::test(start_paused = true)]
+async fn a_hundred_shards_and_ten_workers() {
+    let mut fleet = fleet("big");
+    fleet.driver.create(100).await;
+    let workers: Vec<String> = (0..10).map(|i| format!("w{i}")).collect();
+    for w in &workers {
+        fleet.start(w, Behaviour::Checkpointing);
+    }
+    fleet
+        .wait_holdings("10 leases each", |h| {
+            h.len() == 10 && h.values().all(|&n| n == 10)
+        })
+        .await;
+    fleet.driver.put(0..5_000, 500).await;
+    fleet.wait_records(5_000).await;
+    assert_eq!(
+        fleet.recorder.coverage(5_000),
+        (5_000, 0),
+        "balanced before the data: nothing replayed"
+    );
+    fleet.kill("w0");
+    fleet
+        .wait_holdings("w0's leases spread", |h| {
+            !h.contains_key("w0")
+                && h.values().sum::<usize>() == 100
+                && h.values().all(|&n| (11..=12).contains(&n))
+        })
+        .await;
+    fleet.driver.put(5_000..10_000, 500).await;
+    fleet.wait_records(10_000).await;
+    fleet.stop_all().await;
+    assert_eq!(fleet.recorder.coverage(10_000).0, 10_000);
+}
