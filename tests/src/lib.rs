@@ -13,6 +13,7 @@
 pub mod drivers;
 pub mod recorder;
 pub mod scenarios;
+pub mod stores;
 
 pub use drivers::{Emulator, Memory, StreamDriver};
 pub use recorder::{Behaviour, Recorder, factory, wait_for};
