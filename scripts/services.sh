@@ -3,7 +3,8 @@
 # `services_stop` stops exactly that (by PID) and nothing else.
 #
 # Honoured when already set (then nothing is started for it): DATABASE_URL, REDIS_URL,
-# DYNAMODB_ENDPOINT, KINESIS_ENDPOINT. Ports of what this script starts:
+# DYNAMODB_ENDPOINT, KINESIS_ENDPOINT, CLOUDWATCH_ENDPOINT. Ports of what this script starts:
+# SHARDWISE_CLOUDWATCH_PORT (15917, moto's server),
 # SHARDWISE_DYNAMODB_PORT (18000), SHARDWISE_KINESIS_PORT (14568, plain HTTP/1.1 and h2c) and
 # SHARDWISE_KINESIS_TLS_PORT (14567, HTTP/2 over TLS with a test CA made here).
 
@@ -11,6 +12,7 @@ SERVICES_DIR="${SERVICES_DIR:-$PWD/.emulators}"
 SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DYNALITE_VERSION="4.0.0"
 KINESIS_LOCAL_VERSION="0.6.2"
+MOTO_VERSION="5.2.5"
 STARTED_PIDS=()
 
 say() { printf '[services] %s\n' "$*" >&2; }
@@ -180,6 +182,33 @@ ensure_kinesis() {
     export KINESIS_ENDPOINT="http://127.0.0.1:$port"
     export KINESIS_TLS_ENDPOINT="https://localhost:$tls_port"
     export KINESIS_CA_PEM="$SERVICES_DIR/tls/ca.pem"
+}
+
+moto_answers() { # moto's own API answers once the server is up
+    node -e '
+        const http = require("http");
+        http.get({host: "127.0.0.1", port: process.argv[1], path: "/moto-api/"},
+            res => process.exit(res.statusCode === 200 ? 0 : 1)).on("error", () => process.exit(1));' "$1"
+}
+
+ensure_cloudwatch() { # moto's server speaks the CloudWatch API (PutMetricData, GetMetricData)
+    if [ -n "${CLOUDWATCH_ENDPOINT:-}" ]; then return 0; fi
+    local port="${SHARDWISE_CLOUDWATCH_PORT:-15917}" venv="$SERVICES_DIR/moto-venv"
+    if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/pip" show moto 2>/dev/null | grep -q "^Version: $MOTO_VERSION$"; then
+        command -v python3 >/dev/null || apt_install python3 python3-venv
+        say "installing moto[server]==$MOTO_VERSION into $venv"
+        python3 -m venv "$venv" || { apt_install python3-venv && python3 -m venv "$venv"; }
+        "$venv/bin/pip" install -q "moto[server]==$MOTO_VERSION" >/dev/null
+    fi
+    if ! port_free "$port"; then
+        say "port $port is busy; set SHARDWISE_CLOUDWATCH_PORT or CLOUDWATCH_ENDPOINT"
+        return 1
+    fi
+    say "starting moto $MOTO_VERSION (CloudWatch) on 127.0.0.1:$port"
+    "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$SERVICES_DIR/moto.log" 2>&1 &
+    STARTED_PIDS+=("$!")
+    wait_until 60 moto moto_answers "$port" || return 1
+    export CLOUDWATCH_ENDPOINT="http://127.0.0.1:$port"
 }
 
 services_stop() {
