@@ -12,7 +12,9 @@ use shardwise::lease::redis::{RedisConfig, RedisLeaseStore};
 use crate::drivers::unique;
 
 fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run ./scripts/test, which starts the servers"))
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run ./scripts/test, which starts the servers")
+    })
 }
 
 /// A DynamoDB lease table of its own.
@@ -24,14 +26,17 @@ pub async fn dynamodb(test: &str) -> Arc<dyn LeaseStore> {
         .endpoint_url(env("DYNAMODB_ENDPOINT"))
         .build();
     let table = unique(test).replace('_', "-");
-    let store = DynamoDbLeaseStore::new(aws_sdk_dynamodb::Client::from_conf(config), table).unwrap();
+    let store =
+        DynamoDbLeaseStore::new(aws_sdk_dynamodb::Client::from_conf(config), table).unwrap();
     store.create_table_if_missing().await.unwrap();
     Arc::new(store)
 }
 
 /// A PostgreSQL namespace of its own.
 pub async fn postgres(test: &str) -> Arc<dyn LeaseStore> {
-    let config = PostgresConfig::builder(env("DATABASE_URL"), unique(test)).build().unwrap();
+    let config = PostgresConfig::builder(env("DATABASE_URL"), unique(test))
+        .build()
+        .unwrap();
     let store = PostgresLeaseStore::connect(&config).await.unwrap();
     store.create_table_if_missing().await.unwrap();
     Arc::new(store)
@@ -39,7 +44,9 @@ pub async fn postgres(test: &str) -> Arc<dyn LeaseStore> {
 
 /// A Redis key prefix of its own.
 pub async fn redis(test: &str) -> Arc<dyn LeaseStore> {
-    let config = RedisConfig::builder(env("REDIS_URL"), unique(test)).build().unwrap();
+    let config = RedisConfig::builder(env("REDIS_URL"), unique(test))
+        .build()
+        .unwrap();
     let store = RedisLeaseStore::connect(&config).await.unwrap();
     store.create_table_if_missing().await.unwrap();
     Arc::new(store)

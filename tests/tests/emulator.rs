@@ -20,43 +20,80 @@ fn fleet(test: &str, store: Arc<dyn LeaseStore>) -> Fleet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_worker_every_record_once_dynamodb() {
-    scenarios::one_worker_every_record_once(&mut fleet("once-ddb", stores::dynamodb("once").await), 200).await;
+    scenarios::one_worker_every_record_once(
+        &mut fleet("once-ddb", stores::dynamodb("once").await),
+        200,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_worker_every_record_once_postgres() {
-    scenarios::one_worker_every_record_once(&mut fleet("once-pg", stores::postgres("once").await), 200).await;
+    scenarios::one_worker_every_record_once(
+        &mut fleet("once-pg", stores::postgres("once").await),
+        200,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_balances_and_rebalances_dynamodb() {
-    scenarios::fleet_balances_and_rebalances(&mut fleet("balance-ddb", stores::dynamodb("balance").await), 120).await;
+    scenarios::fleet_balances_and_rebalances(
+        &mut fleet("balance-ddb", stores::dynamodb("balance").await),
+        120,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_shards_move_on_redis() {
-    scenarios::killed_worker_shards_move_on(&mut fleet("killed-redis", stores::redis("killed").await), 120).await;
+    scenarios::killed_worker_shards_move_on(
+        &mut fleet("killed-redis", stores::redis("killed").await),
+        120,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_hands_over_dynamodb() {
-    let handover = scenarios::graceful_shutdown_hands_over(&mut fleet("graceful-ddb", stores::dynamodb("graceful").await), 60).await;
+    let handover = scenarios::graceful_shutdown_hands_over(
+        &mut fleet("graceful-ddb", stores::dynamodb("graceful").await),
+        60,
+    )
+    .await;
     println!("graceful handover with DynamoDB leases: {handover:?} (lease duration {LEASE:?})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_and_merge_parents_first_postgres() {
-    scenarios::split_and_merge_parents_first(&mut fleet("reshard-pg", stores::postgres("reshard").await), 60).await;
+    scenarios::split_and_merge_parents_first(
+        &mut fleet("reshard-pg", stores::postgres("reshard").await),
+        60,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faulty_processors_lose_nothing_dynamodb() {
-    for behaviour in [Behaviour::FailsFirst(2), Behaviour::PanicsOnce, Behaviour::NeverCheckpoints] {
-        scenarios::faulty_processors_lose_nothing(&mut fleet("faulty-ddb", stores::dynamodb("faulty").await), behaviour, 30).await;
+    for behaviour in [
+        Behaviour::FailsFirst(2),
+        Behaviour::PanicsOnce,
+        Behaviour::NeverCheckpoints,
+    ] {
+        scenarios::faulty_processors_lose_nothing(
+            &mut fleet("faulty-ddb", stores::dynamodb("faulty").await),
+            behaviour,
+            30,
+        )
+        .await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_resumes_inside_an_aggregate_redis() {
-    scenarios::restart_resumes_inside_an_aggregate(&mut fleet("restart-redis", stores::redis("restart").await)).await;
+    scenarios::restart_resumes_inside_an_aggregate(&mut fleet(
+        "restart-redis",
+        stores::redis("restart").await,
+    ))
+    .await;
 }
