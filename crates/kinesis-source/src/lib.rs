@@ -3,15 +3,42 @@
 //!
 //! - [`KinesisApi`]: the handful of Kinesis calls the readers make, implemented for
 //!   [`aws_sdk_kinesis::Client`] and (feature `testkit`) by an in-memory Kinesis with puts,
-//!   split, merge, retention, virtual time and fault injection.
+//!   split, merge, retention, fan-out consumers and subscriptions, virtual time and fault
+//!   injection.
 //! - [`list_all_shards`]: every shard of a stream, across pages.
 //! - [`PollingReader`]: `GetRecords` within the service's limits (5 calls/s and 2 MiB/s per
 //!   shard), bounded prefetch, expired-iterator recovery, throttling backoff with jitter, and the
 //!   child shards at the end of a closed shard.
+//! - Enhanced fan-out: [`find_or_register_consumer`] (waits until the consumer is ACTIVE),
+//!   [`deregister_consumer`], and [`FanOutReader`]: a `SubscribeToShard` event stream over
+//!   HTTP/2, resubscribed after the continuation sequence number before the service's
+//!   five-minute limit or when it breaks, `ResourceInUse` retried after about five seconds,
+//!   the same bounded prefetch, and the child shards at the end of a closed shard.
+//! - [`ShardReader`]: either reader behind one type; both hand out [`Batch`]es the same way.
 //!
 //! This crate knows nothing of leases or checkpoints: a reader starts from a
 //! [`StartPosition`] and reports what it read.
-
+//!
+//! # Performance
+//!
+//! `cargo bench -p shardwise-kinesis-source --bench polling` (with `KINESIS_ENDPOINT` set for
+//! the emulator rows) reads 100-byte records with the polling reader from TRIM_HORIZON, every
+//! shard at once, on a 2-core machine shared with other builds (two runs, low–high):
+//!
+//! | Kinesis | shards | records | records/s | CPU per record |
+//! | --- | --- | --- | --- | --- |
+//! | in memory, paused clock (reader overhead) | 1 | 400,000 | 6.3–8.8 million | 0.11–0.16 µs |
+//! | in memory, paused clock (reader overhead) | 16 | 400,000 | 4.4–6.0 million | 0.16–0.23 µs |
+//! | kinesis-local 0.6.2, plain HTTP | 1 | 2,000 | 10,000–18,600 | 2.1–2.8 µs |
+//! | kinesis-local 0.6.2, plain HTTP | 16 | 2,000 | 3,200–4,700 | 11.3–11.7 µs |
+//!
+//! In memory, the service's pacing costs no wall time (the clock is paused): the figures are
+//! the reader's own cost plus the in-memory Kinesis copying records out. With the real limits
+//! the same 400,000 records take 19.9 s of (virtual) time on one shard, where the 2 MiB/s
+//! read budget dominates, and 1 s on 16. Against the emulator, one shard is a single 2,000-record
+//! `GetRecords`; with 16 shards each reader makes its own calls (125 records each), so HTTP and
+//! JSON work per record grows. CPU is the run time of all the process's threads
+//! (`/proc/self/task/*/schedstat`), the SDK included.
 mod api;
 mod backoff;
 mod batch;
