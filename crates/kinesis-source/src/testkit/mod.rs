@@ -17,9 +17,13 @@ use tokio::time::Instant;
 use crate::api::{
     ChildShard, ConsumerPage, ConsumerStatus, GetRecordsOutput, HashRange, KinesisApi,
     ListShardsRequest, Record, Shard, ShardFilter, ShardPage, ShardSubscription, StartPosition,
-    StreamConsumer, StreamId, StreamStatus, StreamSummary, SubscriptionEvent,
+    StreamConsumer, StreamId, StreamStatus, StreamSummary,
 };
 use crate::error::{KinesisError, KinesisErrorKind};
+
+mod subscription;
+
+use subscription::{MemorySubscription, RefusedSubscription, SUBSCRIPTION_LIFETIME};
 
 /// A fault to inject into the next calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -982,160 +986,5 @@ impl KinesisApi for InMemoryKinesis {
             next_heartbeat: Instant::now(),
             ended: false,
         }))
-    }
-}
-
-/// How long the service keeps a subscription open.
-const SUBSCRIPTION_LIFETIME: Duration = Duration::from_secs(300);
-
-/// How often an idle subscription still gets an (empty) event, as kinesis-local does.
-const HEARTBEAT: Duration = Duration::from_secs(1);
-
-/// Most records in one event.
-const MAX_EVENT_RECORDS: usize = 10_000;
-
-/// A subscription refused inside its event stream: one error, then the end.
-#[derive(Debug)]
-struct RefusedSubscription(Option<KinesisError>);
-
-#[async_trait]
-impl ShardSubscription for RefusedSubscription {
-    async fn next_event(&mut self) -> Option<Result<SubscriptionEvent, KinesisError>> {
-        self.0.take().map(Err)
-    }
-}
-
-/// A live in-memory subscription: pushes new records as they arrive (an empty event each second
-/// when there are none), the children at the end of a closed shard, and ends after five minutes
-/// of the tokio clock.
-#[derive(Debug)]
-struct MemorySubscription {
-    state: Arc<Mutex<State>>,
-    id: u64,
-    /// (consumer ARN, shard id).
-    key: (String, String),
-    stream: String,
-    /// The next record to push.
-    index: usize,
-    expires: Instant,
-    next_heartbeat: Instant,
-    ended: bool,
-}
-
-impl MemorySubscription {
-    fn release(&mut self, state: &mut State) {
-        self.ended = true;
-        state.dropped_subscriptions.remove(&self.id);
-        if state.subscriptions.get(&self.key) == Some(&self.id) {
-            state.subscriptions.remove(&self.key);
-        }
-    }
-
-    /// The next event if there is one to send now.
-    fn poll_event(&mut self) -> Option<Option<Result<SubscriptionEvent, KinesisError>>> {
-        let state_arc = self.state.clone();
-        let mut state = lock(&state_arc);
-        let now = Instant::now();
-        if self.ended {
-            return Some(None);
-        }
-        if state.dropped_subscriptions.contains(&self.id) {
-            self.release(&mut state);
-            return Some(Some(Err(KinesisError::new(
-                KinesisErrorKind::Unavailable,
-                "injected: subscription dropped",
-            ))));
-        }
-        if now >= self.expires {
-            self.release(&mut state);
-            return Some(None);
-        }
-        let found = state
-            .stream(&StreamId::Name(self.stream.clone()))
-            .and_then(|(_, s)| {
-                let shard = s
-                    .shards
-                    .iter()
-                    .find(|sh| sh.shard_id == self.key.1)
-                    .ok_or_else(|| not_found(format!("shard {} not found", self.key.1)))?;
-                Ok((s, shard))
-            });
-        let (s, shard) = match found {
-            Ok(found) => found,
-            Err(err) => {
-                self.release(&mut state);
-                return Some(Some(Err(err)));
-            }
-        };
-        let end = (self.index + MAX_EVENT_RECORDS).min(shard.records.len());
-        let slice = &shard.records[self.index.min(end)..end];
-        let at_end = end == shard.records.len() && shard.ending_sequence.is_some();
-        if slice.is_empty() && !at_end && now < self.next_heartbeat {
-            return None;
-        }
-        let records: Vec<Record> = slice
-            .iter()
-            .map(|r| Record {
-                sequence_number: r.sequence.clone(),
-                partition_key: r.partition_key.clone(),
-                data: r.data.clone(),
-                approximate_arrival: Some(r.arrival),
-            })
-            .collect();
-        let last_sent = end.checked_sub(1).and_then(|i| shard.records.get(i));
-        let millis_behind_latest = match (shard.records.last(), last_sent) {
-            (Some(latest), Some(last)) => latest
-                .arrival
-                .duration_since(last.arrival)
-                .map_or(0, |d| d.as_millis() as i64),
-            _ => 0,
-        };
-        let child_shards = at_end.then(|| {
-            s.shards
-                .iter()
-                .filter(|c| shard.children.contains(&c.shard_id))
-                .map(|c| ChildShard {
-                    shard_id: c.shard_id.clone(),
-                    parent_shards: describe(c).parents(),
-                    hash_range: c.range,
-                })
-                .collect()
-        });
-        let continuation = (!at_end).then(|| {
-            last_sent.map_or_else(|| shard.starting_sequence.clone(), |r| r.sequence.clone())
-        });
-        self.index = end;
-        self.next_heartbeat = now + HEARTBEAT;
-        if at_end {
-            self.release(&mut state);
-        }
-        Some(Some(Ok(SubscriptionEvent {
-            records,
-            continuation_sequence_number: continuation,
-            millis_behind_latest: Some(millis_behind_latest),
-            child_shards,
-        })))
-    }
-}
-
-#[async_trait]
-impl ShardSubscription for MemorySubscription {
-    async fn next_event(&mut self) -> Option<Result<SubscriptionEvent, KinesisError>> {
-        loop {
-            if let Some(event) = self.poll_event() {
-                return event;
-            }
-            tokio::time::sleep_until(self.next_heartbeat.min(self.expires)).await;
-        }
-    }
-}
-
-impl Drop for MemorySubscription {
-    fn drop(&mut self) {
-        if !self.ended {
-            let state = self.state.clone();
-            let mut state = lock(&state);
-            self.release(&mut state);
-        }
     }
 }
