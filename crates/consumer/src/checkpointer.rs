@@ -41,6 +41,7 @@ struct Inner {
     worker: WorkerId,
     grant: Arc<Grant>,
     cursor: Mutex<Cursor>,
+    metrics: shardwise_metrics::ShardMetrics,
 }
 
 /// Records a shard's progress in its lease. Cheap to clone; valid only for the grant of the
@@ -76,13 +77,19 @@ impl PreparedCheckpoint {
 }
 
 impl Checkpointer {
-    pub(crate) fn new(store: Arc<dyn LeaseStore>, worker: WorkerId, grant: Arc<Grant>) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn LeaseStore>,
+        worker: WorkerId,
+        grant: Arc<Grant>,
+        metrics: shardwise_metrics::ShardMetrics,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 worker,
                 grant,
                 cursor: Mutex::new(Cursor::default()),
+                metrics,
             }),
         }
     }
@@ -234,13 +241,17 @@ impl Checkpointer {
         state: &mut crate::grant::GrantState,
         outcome: Result<Race<shardwise_lease_core::Lease>, StoreError>,
     ) -> Result<(), CheckpointError> {
-        match outcome? {
+        let outcome =
+            outcome.inspect_err(|_| self.inner.metrics.checkpoint_failures.increment(1))?;
+        match outcome {
             Race::Won(lease) => {
+                self.inner.metrics.checkpoint_writes.increment(1);
                 state.counter = lease.counter;
                 state.checkpoint = lease.checkpoint;
                 Ok(())
             }
             Race::Lost => {
+                self.inner.metrics.checkpoint_failures.increment(1);
                 self.inner.grant.lost.cancel();
                 Err(CheckpointError::LeaseLost)
             }

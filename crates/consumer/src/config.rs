@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use shardwise_kinesis_source::PollingConfig;
+use shardwise_metrics::MetricsLevel;
 
 /// Where a shard with no checkpoint yet starts. Children of a shard that split or merged always
 /// start at their trim horizon, after their parents are fully processed.
@@ -45,6 +46,10 @@ pub struct ConsumerConfig {
     pub process_retry_backoff: Duration,
     /// How long graceful shutdown waits for processors to checkpoint.
     pub shutdown_timeout: Duration,
+    /// Prefix of the metric names in Prometheus (`shardwise_records_processed_total`, …).
+    pub metrics_prefix: String,
+    /// Which labels metrics carry: per shard (`Detailed`), per worker (`Summary`), none.
+    pub metrics_level: MetricsLevel,
 }
 
 impl Default for ConsumerConfig {
@@ -62,6 +67,8 @@ impl Default for ConsumerConfig {
             max_process_attempts: 3,
             process_retry_backoff: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
+            metrics_prefix: shardwise_metrics::DEFAULT_PREFIX.to_owned(),
+            metrics_level: MetricsLevel::default(),
         }
     }
 }
@@ -98,6 +105,8 @@ impl ConsumerConfig {
         if self.max_process_attempts == 0 {
             return Err("max_process_attempts must be at least 1".into());
         }
+        shardwise_metrics::MetricNames::new(&self.metrics_prefix)
+            .map_err(|e| format!("metrics_prefix: {e}"))?;
         self.polling.validate().map_err(|e| format!("polling: {e}"))
     }
 }

@@ -160,6 +160,9 @@ impl ConsumerBuilder {
             Some(id) => WorkerId::new(id).map_err(|e| ConsumerError::Config(e.to_string()))?,
             None => generated_worker_id(),
         };
+        let metric_names = shardwise_metrics::MetricNames::new(&self.config.metrics_prefix)
+            .map_err(|e| ConsumerError::Config(format!("metrics_prefix: {e}")))?;
+        shardwise_metrics::describe(&metric_names);
         Ok(Consumer {
             ctx: Arc::new(Context {
                 store,
@@ -168,6 +171,7 @@ impl ConsumerBuilder {
                 worker_id,
                 config: self.config,
                 factory,
+                metric_names,
             }),
         })
     }

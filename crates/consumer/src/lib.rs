@@ -39,6 +39,12 @@ pub mod kinesis {
     pub use shardwise_kinesis_source::*;
 }
 
+/// Metric names, levels and (behind features `prometheus`, `cloudwatch`) exporters. The worker
+/// emits through the `metrics` facade and never installs a recorder: the application does.
+pub mod metrics {
+    pub use shardwise_metrics::*;
+}
+
 /// Leases: the model, the store contract, and the stores enabled by features.
 pub mod lease {
     pub use shardwise_lease_core::*;

@@ -49,7 +49,19 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) -> PipelineEnd {
     let shard = grant.shard_id.clone();
-    let checkpointer = Checkpointer::new(ctx.store.clone(), ctx.worker_id.clone(), grant.clone());
+    let metrics = shardwise_metrics::ShardMetrics::register(
+        &ctx.metric_names,
+        ctx.config.metrics_level,
+        ctx.stream.name(),
+        shard.as_str(),
+        ctx.worker_id.as_str(),
+    );
+    let checkpointer = Checkpointer::new(
+        ctx.store.clone(),
+        ctx.worker_id.clone(),
+        grant.clone(),
+        metrics.clone(),
+    );
 
     // 1. Parents first: a child starts only after every parent's SHARD_END checkpoint.
     loop {
@@ -81,7 +93,12 @@ pub(crate) async fn run(
         checkpoint: checkpoint.clone(),
         pending_checkpoint: pending,
     };
-    if let Err(e) = call(processor.initialize(input)).await {
+    let started = tokio::time::Instant::now();
+    let initialized = call(processor.initialize(input)).await;
+    metrics
+        .initialize_time
+        .record(started.elapsed().as_secs_f64() * 1_000.0);
+    if let Err(e) = initialized {
         warn!(shard = %shard, error = %e, "processor initialize failed; releasing the lease");
         return PipelineEnd::Failed;
     }
@@ -121,7 +138,10 @@ pub(crate) async fn run(
                 return PipelineEnd::LeaseLost;
             }
             () = shutdown.cancelled() => {
-                return shut_down(processor.as_mut(), &checkpointer, &shard).await;
+                let started = tokio::time::Instant::now();
+                let end = shut_down(processor.as_mut(), &checkpointer, &shard).await;
+                metrics.shutdown_time.record(started.elapsed().as_secs_f64() * 1_000.0);
+                return end;
             }
             next = reader.next_batch() => next,
         };
@@ -144,7 +164,10 @@ pub(crate) async fn run(
             .filter_map(|c| ShardId::new(c.shard_id.as_str()).ok())
             .collect();
         let millis_behind = batch.millis_behind_latest;
-        let records = match user_records(&deaggregator, batch.clone(), &mut resume) {
+        if let Some(behind) = millis_behind {
+            metrics.millis_behind_latest.set(behind as f64);
+        }
+        let records = match user_records(&deaggregator, batch.clone(), &mut resume, &metrics) {
             Ok(records) => records,
             Err(e) => {
                 warn!(shard = %shard, error = %e, "a record from Kinesis could not be read; releasing the lease");
@@ -158,6 +181,8 @@ pub(crate) async fn run(
         if !records.is_empty() {
             let last = records.last().map(UserRecord::position);
             checkpointer.with_cursor(|c| c.last_delivered = last);
+            let count = records.len() as u64;
+            let bytes = records.iter().map(|r| r.data.len() as u64).sum::<u64>();
             let batch = RecordBatch {
                 shard_id: shard.clone(),
                 records,
@@ -170,10 +195,14 @@ pub(crate) async fn run(
                 &checkpointer,
                 &grant,
                 &shutdown,
+                &metrics,
             )
             .await
             {
-                Ok(()) => {}
+                Ok(()) => {
+                    metrics.records_processed.increment(count);
+                    metrics.data_bytes_processed.increment(bytes);
+                }
                 Err(end) => {
                     if end == PipelineEnd::LeaseLost {
                         let _ = call(processor.lease_lost()).await;
@@ -215,10 +244,18 @@ async fn process_with_retries(
     checkpointer: &Checkpointer,
     grant: &Grant,
     shutdown: &CancellationToken,
+    metrics: &shardwise_metrics::ShardMetrics,
 ) -> Result<(), PipelineEnd> {
     let mut pause = ctx.config.process_retry_backoff;
     for attempt in 1..=ctx.config.max_process_attempts {
+        let started = tokio::time::Instant::now();
         let result = call(processor.process_records(batch.clone(), checkpointer)).await;
+        metrics
+            .process_records_time
+            .record(started.elapsed().as_secs_f64() * 1_000.0);
+        if result.is_err() {
+            metrics.processor_failures.increment(1);
+        }
         match result {
             Ok(()) => return Ok(()),
             Err(e) if is_lease_lost(&e) || grant.is_lost() => return Err(PipelineEnd::LeaseLost),
@@ -319,6 +356,7 @@ fn user_records(
     deaggregator: &Deaggregator,
     batch: Batch,
     resume: &mut Option<(SequenceNumber, u64)>,
+    metrics: &shardwise_metrics::ShardMetrics,
 ) -> Result<Vec<UserRecord>, String> {
     let mut out = Vec::with_capacity(batch.records.len());
     let mut parts = Vec::new();
@@ -341,7 +379,14 @@ fn user_records(
                 &mut parts,
             )
             .map_err(|e| e.to_string())?;
-        if report.dropped_invalid > 0 || report.dropped_out_of_range > 0 {
+        if report.framing == shardwise_kpl_deagg::Framing::Aggregated {
+            metrics
+                .kpl_records_deaggregated
+                .increment(report.delivered as u64);
+        }
+        let dropped = (report.dropped_invalid + report.dropped_out_of_range) as u64;
+        metrics.kpl_records_dropped.increment(dropped);
+        if dropped > 0 {
             debug!(
                 sequence = %sequence,
                 dropped_invalid = report.dropped_invalid,

@@ -26,6 +26,36 @@ pub(crate) struct Context {
     pub(crate) worker_id: WorkerId,
     pub(crate) config: ConsumerConfig,
     pub(crate) factory: Arc<dyn ProcessorFactory>,
+    pub(crate) metric_names: shardwise_metrics::MetricNames,
+}
+
+/// The worker's own metrics.
+struct Metrics {
+    leases: shardwise_metrics::WorkerMetrics,
+    renew: shardwise_metrics::LeaseStoreMetrics,
+    list: shardwise_metrics::LeaseStoreMetrics,
+    take: shardwise_metrics::LeaseStoreMetrics,
+}
+
+impl Metrics {
+    fn new(ctx: &Context) -> Self {
+        use shardwise_metrics::{LeaseStoreMetrics, WorkerMetrics, operation};
+        let (names, level, worker) = (
+            &ctx.metric_names,
+            ctx.config.metrics_level,
+            ctx.worker_id.as_str(),
+        );
+        Self {
+            leases: WorkerMetrics::register(names, level, worker),
+            renew: LeaseStoreMetrics::register(names, level, worker, operation::RENEW_LEASES),
+            list: LeaseStoreMetrics::register(names, level, worker, operation::LIST_LEASES),
+            take: LeaseStoreMetrics::register(names, level, worker, operation::TAKE_LEASE),
+        }
+    }
+}
+
+fn millis(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1_000.0
 }
 
 struct Held {
@@ -42,6 +72,7 @@ pub(crate) struct Worker {
     tracker: ExpiryTracker,
     /// Leases this worker released after failures: not taken back before this time.
     cooling: HashMap<LeaseKey, Instant>,
+    metrics: Metrics,
     /// Take rounds done. The first round only takes free or expired leases: a worker that just
     /// started does not steal from workers that may have just started too (their first batch
     /// would be replayed).
@@ -51,6 +82,7 @@ pub(crate) struct Worker {
 impl Worker {
     pub(crate) fn new(ctx: Arc<Context>) -> Self {
         Self {
+            metrics: Metrics::new(&ctx),
             ctx,
             held: HashMap::new(),
             pipelines: JoinSet::new(),
@@ -119,7 +151,9 @@ impl Worker {
             .zip(&states)
             .map(|(g, s)| (g.key.clone(), s.counter))
             .collect();
+        let started = Instant::now();
         let outcomes = self.ctx.store.renew_many(&self.ctx.worker_id, &batch).await;
+        self.metrics.renew.time.record(millis(started));
         let now = Instant::now();
         for ((grant, state), outcome) in grants.iter().zip(states.iter_mut()).zip(outcomes) {
             match outcome {
@@ -132,6 +166,7 @@ impl Worker {
                     grant.lost.cancel();
                 }
                 Err(e) => {
+                    self.metrics.renew.failures.increment(1);
                     if now - state.renewed_at >= self.ctx.config.lease_duration {
                         warn!(lease = %grant.key, error = %e, "lease not renewed for a whole lease duration; giving it up");
                         grant.lost.cancel();
@@ -145,9 +180,13 @@ impl Worker {
 
     /// Lists leases, observes counters, and takes or steals what the balancing decision says.
     async fn take(&mut self) {
-        let listing = match self.ctx.store.list().await {
+        let started = Instant::now();
+        let listed = self.ctx.store.list().await;
+        self.metrics.list.time.record(millis(started));
+        let listing = match listed {
             Ok(listing) => listing,
             Err(e) => {
+                self.metrics.list.failures.increment(1);
                 warn!(error = %e, "listing leases failed");
                 return;
             }
@@ -194,15 +233,30 @@ impl Worker {
         if self.rounds == 1 {
             plan.steal.clear();
         }
+        self.metrics
+            .leases
+            .total_leases
+            .set(plan.total_leases as f64);
+        self.metrics.leases.num_workers.set(plan.workers as f64);
+        self.metrics
+            .leases
+            .expired_leases
+            .set(plan.available as f64);
         for candidate in plan.take.iter().chain(&plan.steal) {
             let stolen = plan.steal.contains(candidate);
-            match self
+            let started = Instant::now();
+            let taken = self
                 .ctx
                 .store
                 .take(&candidate.key, candidate.counter, &self.ctx.worker_id)
-                .await
-            {
+                .await;
+            self.metrics.take.time.record(millis(started));
+            match taken {
                 Ok(Race::Won(lease)) => {
+                    self.metrics.leases.taken_leases.increment(1);
+                    if stolen {
+                        self.metrics.leases.stolen_leases.increment(1);
+                    }
                     self.tracker.observe(&lease, Instant::now().into_std());
                     let Some(grant) = pipeline::grant_for(&lease) else {
                         warn!(lease = %lease.key, "lease key is not a shard id; releasing it");
@@ -219,7 +273,10 @@ impl Worker {
                 Ok(Race::Lost) => {
                     debug!(lease = %candidate.key, "another worker took the lease first")
                 }
-                Err(e) => warn!(lease = %candidate.key, error = %e, "taking the lease failed"),
+                Err(e) => {
+                    self.metrics.take.failures.increment(1);
+                    warn!(lease = %candidate.key, error = %e, "taking the lease failed");
+                }
             }
         }
     }
@@ -233,6 +290,10 @@ impl Worker {
         self.pipelines
             .spawn(async move { (key, token, future.await) }.instrument(span));
         self.held.insert(grant.key.clone(), Held { grant, stop });
+        self.metrics
+            .leases
+            .current_leases
+            .set(self.held.len() as f64);
     }
 
     /// A pipeline finished: settle its lease.
@@ -252,8 +313,12 @@ impl Worker {
         let Some(held) = self.held.remove(&key) else {
             return;
         };
+        self.metrics
+            .leases
+            .current_leases
+            .set(self.held.len() as f64);
         match end {
-            PipelineEnd::LeaseLost => {}
+            PipelineEnd::LeaseLost => self.metrics.leases.lost_leases.increment(1),
             PipelineEnd::ShardEnded | PipelineEnd::ShutDown => self.release(&held.grant).await,
             PipelineEnd::Failed => {
                 self.release(&held.grant).await;

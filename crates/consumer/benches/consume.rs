@@ -1,0 +1,192 @@
+//! Consumption benchmark: prints figures, decides nothing.
+//!
+//! - Library overhead: the whole worker (leases in memory, polling reader, deaggregation,
+//!   checkpoint after each batch) on the in-memory Kinesis: 200,000 records of 100 B from 4
+//!   shards, and 100,000 records of 1,000 B from 16 shards. Wall time, records/s, CPU seconds
+//!   (user + system, from /proc/self/stat) and peak RSS (VmHWM).
+//! - Time to first record from a cold start with an empty lease table, against the Kinesis
+//!   emulator at `KINESIS_ENDPOINT` with leases in the DynamoDB emulator at `DYNAMODB_ENDPOINT`
+//!   (skipped when those are not set).
+//!
+//! Run: `cargo bench -p shardwise --features testkit --bench consume`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use shardwise::kinesis::testkit::InMemoryKinesis;
+use shardwise::kinesis::{KinesisApi, PollingConfig};
+use shardwise::lease::{LeaseStore, MemoryLeaseStore};
+use shardwise::{Consumer, ConsumerConfig, InitialPosition, RecordBatch, processor_fn};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+fn cpu_seconds() -> f64 {
+    // Fields 14 and 15 of /proc/self/stat: user and system time in clock ticks (100 per second
+    // on Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Runs one worker until `total` records were processed; returns the wall time.
+async fn consume(
+    kinesis: Arc<dyn KinesisApi>,
+    store: Arc<dyn LeaseStore>,
+    stream: &str,
+    total: usize,
+) -> Duration {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(Notify::new());
+    let config = ConsumerConfig {
+        initial_position: InitialPosition::TrimHorizon,
+        polling: PollingConfig {
+            idle_time_between_reads: Duration::from_millis(200),
+            ..PollingConfig::default()
+        },
+        ..ConsumerConfig::default()
+    };
+    let (counter, finished) = (seen.clone(), done.clone());
+    let consumer = Consumer::builder()
+        .stream(stream)
+        .kinesis(kinesis)
+        .lease_store(store)
+        .worker_id("bench")
+        .config(config)
+        .processor(processor_fn(move |batch: RecordBatch| {
+            let (counter, finished) = (counter.clone(), finished.clone());
+            async move {
+                if counter.fetch_add(batch.records.len(), Ordering::SeqCst) + batch.records.len()
+                    >= total
+                {
+                    finished.notify_one();
+                }
+                Ok(())
+            }
+        }))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(consumer.run(stop.clone()));
+    done.notified().await;
+    let elapsed = started.elapsed();
+    stop.cancel();
+    let _ = task.await;
+    elapsed
+}
+
+async fn in_memory(label: &str, shards: u32, records: usize, size: usize) {
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    kinesis.create_stream("bench", shards);
+    let payload = vec![b'x'; size];
+    for i in 0..records {
+        let _ = kinesis.put("bench", &format!("key-{}", i % 1_000), payload.clone());
+    }
+    let cpu_before = cpu_seconds();
+    let wall = consume(kinesis, Arc::new(MemoryLeaseStore::new()), "bench", records).await;
+    let cpu = cpu_seconds() - cpu_before;
+    println!(
+        "{label}: {records} records of {size} B from {shards} shards: {:.2} s wall, {:.0} records/s, {:.2} CPU-s ({:.0} records per CPU-s), peak RSS {:.0} MB (process, includes the in-memory stream)",
+        wall.as_secs_f64(),
+        records as f64 / wall.as_secs_f64(),
+        cpu,
+        records as f64 / cpu.max(0.01),
+        peak_rss_mb()
+    );
+}
+
+async fn first_record_on_emulators() {
+    let (Ok(kinesis_endpoint), Ok(dynamodb_endpoint)) = (
+        std::env::var("KINESIS_ENDPOINT"),
+        std::env::var("DYNAMODB_ENDPOINT"),
+    ) else {
+        println!(
+            "time to first record: skipped (set KINESIS_ENDPOINT and DYNAMODB_ENDPOINT, or run under ./scripts/test's services)"
+        );
+        return;
+    };
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        aws_sdk_kinesis::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+            .endpoint_url(kinesis_endpoint)
+            .build(),
+    );
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test", "test", None, None, "static",
+            ))
+            .endpoint_url(dynamodb_endpoint)
+            .build(),
+    );
+    let name = format!("bench-first-{}", std::process::id());
+    let _ = kinesis
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(4)
+        .send()
+        .await;
+    loop {
+        let active = kinesis
+            .describe_stream_summary()
+            .stream_name(&name)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| {
+                o.stream_description_summary()
+                    .map(|s| *s.stream_status() == aws_sdk_kinesis::types::StreamStatus::Active)
+            });
+        if active == Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..4 {
+        let _ = kinesis
+            .put_record()
+            .stream_name(&name)
+            .partition_key(format!("k{i}"))
+            .data(aws_sdk_kinesis::primitives::Blob::new(b"hello".to_vec()))
+            .send()
+            .await;
+    }
+    let store = shardwise::lease::dynamodb::DynamoDbLeaseStore::new(dynamodb, name.clone())
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Cold start: the table does not exist yet; the worker creates it.
+    let wall = consume(Arc::new(kinesis), Arc::new(store), &name, 1).await;
+    println!(
+        "time to first record, cold start (lease table created by the worker), emulators: {:.0} ms",
+        wall.as_secs_f64() * 1_000.0
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    in_memory("in memory W1", 4, 200_000, 100).await;
+    in_memory("in memory W2", 16, 100_000, 1_000).await;
+    first_record_on_emulators().await;
+}
