@@ -113,6 +113,43 @@ impl Emulator {
         }
     }
 
+    /// A driver speaking HTTP/2 over TLS to the emulator's TLS port (`KINESIS_TLS_ENDPOINT`),
+    /// trusting the test CA in `KINESIS_CA_PEM`: the transport enhanced fan-out needs.
+    pub fn new_tls(test: &str) -> Self {
+        use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+        let (Ok(endpoint), Ok(ca)) = (
+            std::env::var("KINESIS_TLS_ENDPOINT"),
+            std::env::var("KINESIS_CA_PEM"),
+        ) else {
+            panic!(
+                "KINESIS_TLS_ENDPOINT and KINESIS_CA_PEM are not set: run ./scripts/test, which starts kinesis-local with TLS"
+            )
+        };
+        let pem = std::fs::read(&ca).unwrap_or_else(|e| panic!("reading {ca}: {e}"));
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .tls_context(
+                TlsContext::builder()
+                    .with_trust_store(TrustStore::empty().with_pem_certificate(pem))
+                    .build()
+                    .unwrap(),
+            )
+            .build_https();
+        let config = aws_sdk_kinesis::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+            .endpoint_url(endpoint)
+            .http_client(http)
+            .build();
+        Self {
+            client: Client::from_conf(config),
+            name: unique(test),
+        }
+    }
+
     async fn wait_active(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {

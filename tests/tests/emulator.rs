@@ -36,6 +36,20 @@ async fn one_worker_every_record_once_postgres() {
     .await;
 }
 
+/// Enhanced fan-out over HTTP/2 with TLS against the emulator (which sends no ChildShards in
+/// fan-out events: shard ends by fan-out are covered in memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_every_record_once_by_fan_out_dynamodb() {
+    let mut fleet = Fleet::new(
+        Arc::new(Emulator::new_tls("fanout-ddb")),
+        stores::dynamodb("fanout").await,
+        LEASE,
+        PATIENCE,
+    );
+    fleet.config.retrieval = shardwise::Retrieval::fan_out();
+    scenarios::one_worker_every_record_once(&mut fleet, 100).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_balances_and_rebalances_dynamodb() {
     scenarios::fleet_balances_and_rebalances(

@@ -24,6 +24,43 @@ async fn one_worker_every_record_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn one_worker_every_record_once_by_fan_out() {
+    let memory = Arc::new(Memory::new("s"));
+    let mut fleet = Fleet::new(
+        memory.clone(),
+        Arc::new(MemoryLeaseStore::new()),
+        Duration::from_secs(10),
+        Duration::from_secs(900),
+    );
+    fleet.config.retrieval = shardwise::Retrieval::fan_out();
+    scenarios::one_worker_every_record_once(&mut fleet, 400).await;
+    let shards: Vec<String> = fleet
+        .driver
+        .shards()
+        .await
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    for shard in shards {
+        assert!(
+            !memory.kinesis.subscribe_calls(&shard).is_empty(),
+            "{shard} was read by SubscribeToShard"
+        );
+        assert!(
+            memory.kinesis.get_records_calls(&shard).is_empty(),
+            "{shard} was not polled"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn split_and_merge_parents_first_by_fan_out() {
+    let mut fleet = fleet("s");
+    fleet.config.retrieval = shardwise::Retrieval::fan_out();
+    scenarios::split_and_merge_parents_first(&mut fleet, 100).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn fleet_balances_and_rebalances() {
     scenarios::fleet_balances_and_rebalances(&mut fleet("s"), 240).await;
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use shardwise::kinesis::testkit::InMemoryKinesis;
 use shardwise::kinesis::{KinesisApi, PollingConfig};
 use shardwise::lease::{LeaseStore, MemoryLeaseStore};
-use shardwise::{Consumer, ConsumerConfig, InitialPosition, RecordBatch, processor_fn};
+use shardwise::{Consumer, ConsumerConfig, InitialPosition, RecordBatch, Retrieval, processor_fn};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -57,10 +57,10 @@ async fn consume(
     let done = Arc::new(Notify::new());
     let config = ConsumerConfig {
         initial_position: InitialPosition::TrimHorizon,
-        polling: PollingConfig {
+        retrieval: Retrieval::Polling(PollingConfig {
             idle_time_between_reads: Duration::from_millis(200),
             ..PollingConfig::default()
-        },
+        }),
         ..ConsumerConfig::default()
     };
     let (counter, finished) = (seen.clone(), done.clone());

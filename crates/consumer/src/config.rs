@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use shardwise_kinesis_source::PollingConfig;
+use shardwise_kinesis_source::{FanOutConfig, PollingConfig};
 use shardwise_metrics::MetricsLevel;
 
 /// Where a shard with no checkpoint yet starts. Children of a shard that split or merged always
@@ -16,6 +16,40 @@ pub enum InitialPosition {
     Latest,
     /// Records that arrived at or after the timestamp.
     AtTimestamp(SystemTime),
+}
+
+/// How records are read from Kinesis. The KCL silently defaults to fan-out (which registers a
+/// consumer and is billed per consumer-shard hour); here the choice is explicit, and polling is
+/// the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retrieval {
+    /// `GetRecords` polling, sharing each shard's 5 calls/s and 2 MiB/s with other consumers.
+    Polling(PollingConfig),
+    /// Enhanced fan-out: a registered stream consumer (found or registered at start, and waited
+    /// for until ACTIVE) and `SubscribeToShard` over HTTP/2, 2 MiB/s per shard for this
+    /// application alone.
+    FanOut {
+        /// The stream consumer's name (default: the application name).
+        consumer_name: Option<String>,
+        /// Reader settings.
+        config: FanOutConfig,
+    },
+}
+
+impl Default for Retrieval {
+    fn default() -> Self {
+        Self::Polling(PollingConfig::default())
+    }
+}
+
+impl Retrieval {
+    /// Enhanced fan-out with the default settings and the application name as consumer name.
+    pub fn fan_out() -> Self {
+        Self::FanOut {
+            consumer_name: None,
+            config: FanOutConfig::default(),
+        }
+    }
 }
 
 /// Settings of a [`Consumer`](crate::Consumer). Build it through
@@ -38,8 +72,8 @@ pub struct ConsumerConfig {
     pub max_leases_per_worker: usize,
     /// Most leases stolen per balancing round.
     pub max_leases_to_steal_at_one_time: usize,
-    /// Polling reader settings.
-    pub polling: PollingConfig,
+    /// How records are read (polling by default).
+    pub retrieval: Retrieval,
     /// How many times a batch is handed to `process_records` before the lease is released.
     pub max_process_attempts: u32,
     /// Pause before the first retry of a failed batch; doubled for each further retry.
@@ -63,7 +97,7 @@ impl Default for ConsumerConfig {
             parent_poll_interval: Duration::from_millis(500),
             max_leases_per_worker: usize::MAX,
             max_leases_to_steal_at_one_time: 1,
-            polling: PollingConfig::default(),
+            retrieval: Retrieval::default(),
             max_process_attempts: 3,
             process_retry_backoff: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
@@ -107,6 +141,20 @@ impl ConsumerConfig {
         }
         shardwise_metrics::MetricNames::new(&self.metrics_prefix)
             .map_err(|e| format!("metrics_prefix: {e}"))?;
-        self.polling.validate().map_err(|e| format!("polling: {e}"))
+        match &self.retrieval {
+            Retrieval::Polling(polling) => polling.validate().map_err(|e| format!("polling: {e}")),
+            Retrieval::FanOut {
+                consumer_name,
+                config,
+            } => {
+                if consumer_name
+                    .as_deref()
+                    .is_some_and(|n| n.is_empty() || n.len() > 128)
+                {
+                    return Err("fan-out consumer_name must be 1 to 128 characters".into());
+                }
+                config.validate().map_err(|e| format!("fan-out: {e}"))
+            }
+        }
     }
 }

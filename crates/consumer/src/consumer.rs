@@ -8,7 +8,7 @@ use shardwise_lease_core::{LeaseStore, StoreError, WorkerId};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::{ConsumerConfig, InitialPosition};
+use crate::config::{ConsumerConfig, InitialPosition, Retrieval};
 use crate::processor::ProcessorFactory;
 use crate::worker::{Context, Worker};
 
@@ -22,6 +22,10 @@ pub enum ConsumerError {
     /// The lease store could not be prepared (its table or schema created).
     #[error("lease store: {0}")]
     Store(#[from] StoreError),
+    /// Kinesis refused what the worker needs to start (the fan-out consumer could not be found
+    /// or registered, the stream does not exist).
+    #[error("kinesis: {0}")]
+    Kinesis(#[from] shardwise_kinesis_source::KinesisError),
 }
 
 /// A worker of a consumer application: it shares the stream's shards with every other worker
@@ -77,6 +81,20 @@ impl Consumer {
     /// (`shutdown_requested`), leases are released so other workers take them at once.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), ConsumerError> {
         self.ctx.store.create_table_if_missing().await?;
+        if let Retrieval::FanOut { consumer_name, .. } = &self.ctx.config.retrieval {
+            let name = consumer_name
+                .clone()
+                .unwrap_or_else(|| self.ctx.application.clone());
+            let consumer = shardwise_kinesis_source::find_or_register_consumer(
+                self.ctx.kinesis.as_ref(),
+                &self.ctx.stream,
+                &name,
+                &shardwise_kinesis_source::RegistrationConfig::default(),
+            )
+            .await?;
+            tracing::info!(consumer = %consumer.consumer_arn, "reading by enhanced fan-out");
+            let _ = self.ctx.consumer_arn.set(consumer.consumer_arn);
+        }
         let span =
             tracing::info_span!("worker", worker = %self.ctx.worker_id, stream = %self.ctx.stream);
         Worker::new(self.ctx).run(cancel).instrument(span).await;
@@ -87,6 +105,7 @@ impl Consumer {
 /// Builds a [`Consumer`]; [`ConsumerBuilder::build`] validates everything.
 #[derive(Default)]
 pub struct ConsumerBuilder {
+    application: Option<String>,
     stream: Option<StreamId>,
     kinesis: Option<Arc<dyn KinesisApi>>,
     store: Option<Arc<dyn LeaseStore>>,
@@ -96,6 +115,19 @@ pub struct ConsumerBuilder {
 }
 
 impl ConsumerBuilder {
+    /// The application's name: the default fan-out consumer name, and a label in logs
+    /// (default `shardwise`). Workers of one application share one lease store.
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application = Some(name.into());
+        self
+    }
+
+    /// How records are read: [`Retrieval::Polling`] (the default) or [`Retrieval::fan_out`].
+    pub fn retrieval(mut self, retrieval: Retrieval) -> Self {
+        self.config.retrieval = retrieval;
+        self
+    }
+
     /// The stream, by name or ARN.
     pub fn stream(mut self, stream: &str) -> Self {
         self.stream = Some(StreamId::parse(stream));
@@ -172,6 +204,8 @@ impl ConsumerBuilder {
                 config: self.config,
                 factory,
                 metric_names,
+                application: self.application.unwrap_or_else(|| "shardwise".to_owned()),
+                consumer_arn: std::sync::OnceLock::new(),
             }),
         })
     }

@@ -26,7 +26,7 @@ mod shard_sync;
 mod worker;
 
 pub use checkpointer::{CheckpointError, Checkpointer, PreparedCheckpoint};
-pub use config::{ConsumerConfig, InitialPosition};
+pub use config::{ConsumerConfig, InitialPosition, Retrieval};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerError};
 pub use processor::{
     FnProcessorFactory, InitializeInput, ProcessorError, ProcessorFactory, ShardProcessor,

@@ -4,7 +4,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use shardwise_kinesis_source::{Batch, PollingReader, StartPosition};
+use shardwise_kinesis_source::{Batch, FanOutReader, PollingReader, ShardReader, StartPosition};
 use shardwise_kpl_deagg::{Deaggregator, HashKeyRange as DeaggRange, InvalidSubRecordPolicy};
 use shardwise_lease_core::{
     Checkpoint, HashKeyRange, Lease, LeaseKey, LeaseStore, SequenceNumber, ShardId,
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::checkpointer::{CheckpointError, Checkpointer};
-use crate::config::InitialPosition;
+use crate::config::{InitialPosition, Retrieval};
 use crate::grant::Grant;
 use crate::processor::{InitializeInput, ProcessorError, ShardProcessor};
 use crate::record::{RecordBatch, UserRecord};
@@ -120,13 +120,26 @@ pub(crate) async fn run(
         Checkpoint::ShardEnd => return PipelineEnd::ShardEnded,
     };
     info!(shard = %shard, %checkpoint, token = grant.token, "shard processing starts");
-    let mut reader = PollingReader::start(
-        ctx.kinesis.clone(),
-        ctx.stream.clone(),
-        shard.as_str().to_owned(),
-        position,
-        ctx.config.polling.clone(),
-    );
+    let mut reader = match (&ctx.config.retrieval, ctx.consumer_arn.get()) {
+        (Retrieval::FanOut { config, .. }, Some(arn)) => ShardReader::FanOut(FanOutReader::start(
+            ctx.kinesis.clone(),
+            arn.clone(),
+            shard.as_str().to_owned(),
+            position,
+            config.clone(),
+        )),
+        (Retrieval::Polling(polling), _) => ShardReader::Polling(PollingReader::start(
+            ctx.kinesis.clone(),
+            ctx.stream.clone(),
+            shard.as_str().to_owned(),
+            position,
+            polling.clone(),
+        )),
+        (Retrieval::FanOut { .. }, None) => {
+            warn!(shard = %shard, "fan-out without a registered consumer; releasing the lease");
+            return PipelineEnd::Failed;
+        }
+    };
     let deaggregator = deaggregator(grant.hash_key_range);
     let mut resume = resume;
 

@@ -27,6 +27,9 @@ pub(crate) struct Context {
     pub(crate) config: ConsumerConfig,
     pub(crate) factory: Arc<dyn ProcessorFactory>,
     pub(crate) metric_names: shardwise_metrics::MetricNames,
+    pub(crate) application: String,
+    /// The stream consumer's ARN, when reading by enhanced fan-out (set once at start).
+    pub(crate) consumer_arn: std::sync::OnceLock<String>,
 }
 
 /// The worker's own metrics.
