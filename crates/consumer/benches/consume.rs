@@ -8,7 +8,10 @@
 //!   emulator at `KINESIS_ENDPOINT` with leases in the DynamoDB emulator at `DYNAMODB_ENDPOINT`
 //!   (skipped when those are not set).
 //!
-//! Run: `cargo bench -p shardwise --features testkit --bench consume`
+//! - With `SHARDWISE_BENCH_EMULATOR_WORKLOADS=1`, the same two workloads against the emulators
+//!   (the stream is loaded first, which takes minutes; only the consumption is measured).
+//!
+//! Run: `cargo bench -p shardwise --features testkit,dynamodb --bench consume`
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -184,9 +187,117 @@ async fn first_record_on_emulators() {
     );
 }
 
+fn emulator_clients() -> Option<(aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client)> {
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+    let (Ok(kinesis_endpoint), Ok(dynamodb_endpoint)) = (
+        std::env::var("KINESIS_ENDPOINT"),
+        std::env::var("DYNAMODB_ENDPOINT"),
+    ) else {
+        return None;
+    };
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        aws_sdk_kinesis::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+            .endpoint_url(kinesis_endpoint)
+            .build(),
+    );
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test", "test", None, None, "static",
+            ))
+            .endpoint_url(dynamodb_endpoint)
+            .build(),
+    );
+    Some((kinesis, dynamodb))
+}
+
+/// The workloads against the emulators: load the stream (not measured), then consume
+/// with DynamoDB leases from TRIM_HORIZON until every record was seen, measuring this process's
+/// CPU time and peak RSS over the consumption only.
+async fn emulator_workload(label: &str, shards: i32, records: usize, size: usize) {
+    let Some((kinesis, dynamodb)) = emulator_clients() else {
+        return;
+    };
+    let name = format!("bench-{}-{}", label.replace(' ', "-"), std::process::id());
+    let _ = kinesis
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(shards)
+        .send()
+        .await;
+    loop {
+        let active = kinesis
+            .describe_stream_summary()
+            .stream_name(&name)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| {
+                o.stream_description_summary()
+                    .map(|s| *s.stream_status() == aws_sdk_kinesis::types::StreamStatus::Active)
+            });
+        if active == Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let loading = Instant::now();
+    let payload = vec![b'x'; size];
+    let ids: Vec<usize> = (0..records).collect();
+    for chunk in ids.chunks(500) {
+        let entries: Vec<_> = chunk
+            .iter()
+            .filter_map(|i| {
+                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                    .partition_key(format!("key-{i}"))
+                    .data(aws_sdk_kinesis::primitives::Blob::new(payload.clone()))
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let _ = kinesis
+            .put_records()
+            .stream_name(&name)
+            .set_records(Some(entries))
+            .send()
+            .await;
+    }
+    println!(
+        "{label}: loaded {records} records of {size} B into {shards} shards in {:.0} s (not measured)",
+        loading.elapsed().as_secs_f64()
+    );
+    // Reset the peak RSS so it covers the consumption only (Linux: "5" clears VmHWM).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let store = shardwise::lease::dynamodb::DynamoDbLeaseStore::new(dynamodb, name.clone())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cpu_before = cpu_seconds();
+    let wall = consume(Arc::new(kinesis), Arc::new(store), &name, records).await;
+    let cpu = cpu_seconds() - cpu_before;
+    println!(
+        "{label}: consumed {records} records of {size} B from {shards} shards (DynamoDB leases): {:.1} s wall, {:.0} records/s, {:.2} CPU-s, peak RSS {:.0} MB",
+        wall.as_secs_f64(),
+        records as f64 / wall.as_secs_f64(),
+        cpu,
+        peak_rss_mb()
+    );
+}
+
 #[tokio::main]
 async fn main() {
     in_memory("in memory W1", 4, 200_000, 100).await;
     in_memory("in memory W2", 16, 100_000, 1_000).await;
     first_record_on_emulators().await;
+    if std::env::var("SHARDWISE_BENCH_EMULATOR_WORKLOADS").is_ok() {
+        emulator_workload("emulator W1", 4, 200_000, 100).await;
+        emulator_workload("emulator W2", 16, 100_000, 1_000).await;
+    } else {
+        println!(
+            "emulator workloads: skipped (set SHARDWISE_BENCH_EMULATOR_WORKLOADS=1; loading takes minutes)"
+        );
+    }
 }
