@@ -74,6 +74,11 @@ async fn records_leases_and_lag_are_reported() {
         "every shard caught up: {lag:?}"
     );
     assert!(sum_counter("shardwise_checkpoint_writes_total") >= 4);
+    assert!(
+        sum_counter("shardwise_get_records_success_total") >= 4,
+        "GetRecords calls counted"
+    );
+    assert_eq!(sum_counter("shardwise_get_records_failures_total"), 0);
     let shard_labels: Vec<String> = snapshot
         .iter()
         .filter(|(k, ..)| k.key().name() == "shardwise_records_processed_total")

@@ -158,6 +158,7 @@ pub(crate) async fn run(
             }
             next = reader.next_batch() => next,
         };
+        report_reader(&reader, &metrics);
         let batch = match next {
             Some(Ok(batch)) => batch,
             Some(Err(e)) => {
@@ -288,6 +289,34 @@ async fn process_with_retries(
         pause = pause.saturating_mul(2);
     }
     Err(PipelineEnd::Failed)
+}
+
+/// Turns the reader's call counters into the `GetRecords` or `SubscribeToShard` metrics.
+fn report_reader(reader: &ShardReader, metrics: &shardwise_metrics::ShardMetrics) {
+    let counts = reader.stats().take();
+    let (success, failures, throttled, time) = match reader {
+        ShardReader::Polling(_) => (
+            &metrics.get_records_success,
+            &metrics.get_records_failures,
+            &metrics.get_records_throttled,
+            &metrics.get_records_time,
+        ),
+        ShardReader::FanOut(_) => (
+            &metrics.subscribe_success,
+            &metrics.subscribe_failures,
+            &metrics.subscribe_throttled,
+            &metrics.subscribe_time,
+        ),
+    };
+    success.increment(counts.successes);
+    failures.increment(counts.failures);
+    throttled.increment(counts.throttles);
+    metrics
+        .expired_iterators
+        .increment(counts.expired_iterators);
+    for latency in counts.latencies_ms {
+        time.record(latency);
+    }
 }
 
 fn is_lease_lost(e: &ProcessorError) -> bool {

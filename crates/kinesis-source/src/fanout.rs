@@ -13,6 +13,7 @@ use crate::backoff::Backoff;
 use crate::batch::Batch;
 use crate::error::{KinesisError, KinesisErrorKind};
 use crate::prefetch::{self, PrefetchLimits, PrefetchReceiver, PrefetchSender};
+use crate::stats::ReaderStats;
 
 /// The service accepts one `SubscribeToShard` call per second per consumer and shard.
 const MIN_TIME_BETWEEN_SUBSCRIBES: Duration = Duration::from_secs(1);
@@ -120,6 +121,7 @@ impl FanOutConfig {
 pub struct FanOutReader {
     batches: PrefetchReceiver,
     task: JoinHandle<()>,
+    stats: ReaderStats,
 }
 
 impl FanOutReader {
@@ -132,6 +134,7 @@ impl FanOutReader {
         position: StartPosition,
         config: FanOutConfig,
     ) -> Self {
+        let stats = ReaderStats::default();
         let (tx, batches) = prefetch::channel(PrefetchLimits {
             records: config.prefetch_records,
             bytes: config.prefetch_bytes,
@@ -147,9 +150,14 @@ impl FanOutReader {
             tx,
             resume_after: None,
             last_record: None,
+            stats: stats.clone(),
         };
         let task = tokio::spawn(subscriber.run());
-        Self { batches, task }
+        Self {
+            batches,
+            task,
+            stats,
+        }
     }
 
     /// The next batch; `None` after the last batch of a closed shard, or after an error that
@@ -161,6 +169,11 @@ impl FanOutReader {
     /// Records and bytes received but not yet handed out.
     pub fn buffered(&self) -> (usize, usize) {
         self.batches.buffered()
+    }
+
+    /// The reader's `SubscribeToShard` counters.
+    pub fn stats(&self) -> &ReaderStats {
+        &self.stats
     }
 }
 
@@ -192,6 +205,7 @@ struct Subscriber {
     resume_after: Option<String>,
     /// The last record handed over, to drop any record a new subscription sends again.
     last_record: Option<String>,
+    stats: ReaderStats,
 }
 
 impl Subscriber {
@@ -211,8 +225,15 @@ impl Subscriber {
                 .subscribe_to_shard(&self.consumer_arn, &self.shard_id, &position)
                 .await
             {
-                Ok(subscription) => self.drain(subscription, started).await,
-                Err(err) => Ended::Failed(err),
+                Ok(subscription) => {
+                    self.stats.success(started.elapsed());
+                    self.drain(subscription, started).await
+                }
+                Err(err) => {
+                    self.stats
+                        .failure(err.kind() == KinesisErrorKind::Throttled, started.elapsed());
+                    Ended::Failed(err)
+                }
             };
             let pause = match ended {
                 Ended::Cleanly => Duration::ZERO,

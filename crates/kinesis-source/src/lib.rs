@@ -50,6 +50,7 @@ mod polling;
 mod prefetch;
 mod reader;
 mod sdk;
+mod stats;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -69,3 +70,4 @@ pub use error::{KinesisError, KinesisErrorKind};
 pub use fanout::{FanOutConfig, FanOutReader};
 pub use polling::{PollingConfig, PollingReader};
 pub use reader::ShardReader;
+pub use stats::{ReaderCounts, ReaderStats};

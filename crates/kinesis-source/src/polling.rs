@@ -12,6 +12,7 @@ use crate::backoff::Backoff;
 use crate::batch::Batch;
 use crate::error::{KinesisError, KinesisErrorKind};
 use crate::prefetch::{self, PrefetchLimits, PrefetchReceiver, PrefetchSender};
+use crate::stats::ReaderStats;
 
 /// Settings of the polling reader. The defaults follow the KCL's and the service's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +93,7 @@ impl PollingConfig {
 pub struct PollingReader {
     batches: PrefetchReceiver,
     task: JoinHandle<()>,
+    stats: ReaderStats,
 }
 
 impl PollingReader {
@@ -103,6 +105,7 @@ impl PollingReader {
         position: StartPosition,
         config: PollingConfig,
     ) -> Self {
+        let stats = ReaderStats::default();
         let (tx, batches) = prefetch::channel(PrefetchLimits {
             records: config.prefetch_records,
             bytes: config.prefetch_bytes,
@@ -116,9 +119,14 @@ impl PollingReader {
             start: position,
             config,
             tx,
+            stats: stats.clone(),
         };
         let task = tokio::spawn(fetcher.run());
-        Self { batches, task }
+        Self {
+            batches,
+            task,
+            stats,
+        }
     }
 
     /// The next batch; `None` after the last batch of a closed shard, or after an error that
@@ -130,6 +138,11 @@ impl PollingReader {
     /// Records and bytes fetched but not yet handed out.
     pub fn buffered(&self) -> (usize, usize) {
         self.batches.buffered()
+    }
+
+    /// The reader's `GetRecords` counters.
+    pub fn stats(&self) -> &ReaderStats {
+        &self.stats
     }
 }
 
@@ -147,6 +160,7 @@ struct Fetcher {
     config: PollingConfig,
     tx: PrefetchSender,
     backoff: Backoff,
+    stats: ReaderStats,
 }
 
 impl Fetcher {
@@ -188,7 +202,18 @@ impl Fetcher {
                 .unwrap_or(u32::MAX)
                 .min(self.config.max_records)
                 .max(1);
-            match self.api.get_records(&self.stream, &current, limit).await {
+            let called = Instant::now();
+            let result = self.api.get_records(&self.stream, &current, limit).await;
+            match &result {
+                Ok(_) => self.stats.success(called.elapsed()),
+                Err(e) if e.kind() == KinesisErrorKind::ExpiredIterator => {
+                    self.stats.expired_iterator()
+                }
+                Err(e) => self
+                    .stats
+                    .failure(e.kind() == KinesisErrorKind::Throttled, called.elapsed()),
+            }
+            match result {
                 Ok(out) => {
                     self.backoff.reset();
                     let batch = Batch {

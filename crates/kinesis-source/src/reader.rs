@@ -5,6 +5,7 @@ use crate::batch::Batch;
 use crate::error::KinesisError;
 use crate::fanout::FanOutReader;
 use crate::polling::PollingReader;
+use crate::stats::ReaderStats;
 
 /// A shard reader: polling or enhanced fan-out, with the same outward behaviour.
 #[derive(Debug)]
@@ -30,6 +31,14 @@ impl ShardReader {
         match self {
             Self::Polling(reader) => reader.buffered(),
             Self::FanOut(reader) => reader.buffered(),
+        }
+    }
+
+    /// The reader's call counters (`GetRecords` or `SubscribeToShard`).
+    pub fn stats(&self) -> &ReaderStats {
+        match self {
+            Self::Polling(reader) => reader.stats(),
+            Self::FanOut(reader) => reader.stats(),
         }
     }
 }
