@@ -1,8 +1,7 @@
-//! The shardwise demo: no AWS account, no set-up. An in-process Kinesis and lease store, a
-//! stream of 4 shards, records (some KPL-aggregated), three workers sharing the shards, a split
-//! mid-run, a worker stopped, and a final count of records produced and processed.
-//!
-//! Run: `cargo run -p shardwise --features testkit --example demo`
+//! `shardwise demo`: no AWS account, no set-up. An in-process Kinesis and lease store (the
+//! facade's `testkit`), a stream of 4 shards, records (some KPL-aggregated), three workers
+//! sharing the shards, a split mid-run, a worker stopped gracefully, and a final count of
+//! records produced and processed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::error::Error;
@@ -14,6 +13,8 @@ use shardwise::lease::{LeaseStore, MemoryLeaseStore};
 use shardwise::{Consumer, ConsumerConfig, InitialPosition, RecordBatch, processor_fn};
 use shardwise_kpl_deagg::{Aggregator, AggregatorConfig};
 use tokio_util::sync::CancellationToken;
+
+use crate::error::{CliError, with_causes};
 
 const STREAM: &str = "demo-orders";
 
@@ -75,8 +76,14 @@ async fn holdings(store: &dyn LeaseStore) -> Result<String, Box<dyn Error>> {
         .join("  "))
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+/// Runs the demo, printing what happens on stdout.
+pub(crate) async fn run() -> Result<(), CliError> {
+    demo()
+        .await
+        .map_err(|e| CliError::failure(format!("demo: {}", with_causes(e.as_ref()))))
+}
+
+async fn demo() -> Result<(), Box<dyn Error>> {
     let kinesis = Arc::new(InMemoryKinesis::new());
     kinesis.create_stream(STREAM, 4);
     let store = Arc::new(MemoryLeaseStore::new());
@@ -199,15 +206,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
         seen.len(),
         processed.lock().map_err(|_| "lock poisoned")?.len()
     );
-    if std::env::var("DEMO_DEBUG").is_ok() {
-        let all = processed.lock().map_err(|_| "lock poisoned")?.clone();
-        let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
-        for d in &all {
-            *counts.entry(d).or_default() += 1;
-        }
-        let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(12).collect();
-        println!("dups: {dups:?}");
-    }
     if missing > 0 {
         return Err(format!("{missing} records were not processed").into());
     }

@@ -1,0 +1,266 @@
+//! `--leases URL`: which lease store, chosen by the URL's scheme, and opening it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use shardwise::lease::dynamodb::DynamoDbLeaseStore;
+use shardwise::lease::postgres::{PostgresConfig, PostgresLeaseStore};
+use shardwise::lease::redis::{RedisConfig, RedisLeaseStore};
+use shardwise::lease::{LeaseStore, MemoryLeaseStore};
+
+use crate::aws::AwsArgs;
+use crate::error::CliError;
+
+/// The schemes `--leases` accepts, for messages.
+const SCHEMES: &str =
+    "dynamodb://TABLE, postgres://…, postgresql://…, redis://…, rediss://…, memory://";
+
+/// The flags that name an application's leases.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct StoreArgs {
+    /// The application name: workers with the same name share the stream's shards. It is the
+    /// PostgreSQL namespace, the Redis key prefix, and the DynamoDB table when the URL names
+    /// none.
+    #[arg(long, value_name = "APP", value_parser = parse_app)]
+    pub(crate) app: String,
+    /// Where the leases live: dynamodb://TABLE, postgres://USER@HOST/DB (or postgresql://),
+    /// redis://HOST:PORT (or rediss://), or memory:// (this process only).
+    #[arg(long, value_name = "URL", value_parser = LeaseUrl::parse)]
+    pub(crate) leases: LeaseUrl,
+}
+
+impl StoreArgs {
+    /// Opens the store (see [`LeaseUrl::open`]).
+    pub(crate) async fn open(&self, aws: &AwsArgs) -> Result<Arc<dyn LeaseStore>, CliError> {
+        self.leases.open(&self.app, aws).await
+    }
+
+    /// Refuses memory:// for the commands that inspect or change another process's leases.
+    pub(crate) fn shared_store(&self) -> Result<(), CliError> {
+        if self.leases.is_memory() {
+            return Err(CliError::usage(
+                "memory:// leases live inside one `shardwise consume` process and cannot be \
+                 inspected or changed from another; use a shared store",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parse_app(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("the application name must not be empty".into());
+    }
+    if text.chars().any(char::is_control) {
+        return Err("the application name must not contain control characters".into());
+    }
+    Ok(text.to_owned())
+}
+
+/// A lease store named by a URL.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum LeaseUrl {
+    /// A DynamoDB table (KCL layout); the table is the application's name when left empty.
+    DynamoDb { table: Option<String> },
+    /// A PostgreSQL server; the application is the namespace.
+    Postgres { url: String },
+    /// A Redis server; the application is the key prefix.
+    Redis { url: String },
+    /// Leases in this process only.
+    Memory,
+}
+
+impl LeaseUrl {
+    /// Reads `--leases`.
+    pub(crate) fn parse(text: &str) -> Result<Self, CliError> {
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return Err(CliError::usage(format!(
+                "--leases {:?} is not a URL; expected one of {SCHEMES}",
+                redact(text)
+            )));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "dynamodb" => {
+                let table = rest.trim_end_matches('/');
+                if table.contains('/') || table.contains('?') {
+                    return Err(CliError::usage(format!(
+                        "--leases {text:?}: a DynamoDB lease URL is dynamodb://TABLE"
+                    )));
+                }
+                Ok(Self::DynamoDb {
+                    table: (!table.is_empty()).then(|| table.to_owned()),
+                })
+            }
+            "postgres" | "postgresql" => Ok(Self::Postgres {
+                url: text.to_owned(),
+            }),
+            "redis" | "rediss" => Ok(Self::Redis {
+                url: text.to_owned(),
+            }),
+            "memory" if rest.trim_end_matches('/').is_empty() => Ok(Self::Memory),
+            "memory" => Err(CliError::usage(format!(
+                "--leases {text:?}: the in-memory lease store is just memory://"
+            ))),
+            other => Err(CliError::usage(format!(
+                "--leases: unknown scheme {other:?}; expected one of {SCHEMES}"
+            ))),
+        }
+    }
+
+    /// Whether the store lives inside one process (nothing to inspect from outside).
+    pub(crate) fn is_memory(&self) -> bool {
+        matches!(self, Self::Memory)
+    }
+
+    /// Opens the store of application `app`. Nothing is created yet and, for PostgreSQL and
+    /// Redis, nothing is contacted: the first operation finds out whether the server is there.
+    pub(crate) async fn open(
+        &self,
+        app: &str,
+        aws: &AwsArgs,
+    ) -> Result<Arc<dyn LeaseStore>, CliError> {
+        let store: Arc<dyn LeaseStore> = match self {
+            Self::DynamoDb { table } => {
+                let client = aws.dynamodb_client().await?;
+                let table = table.as_deref().unwrap_or(app);
+                Arc::new(
+                    DynamoDbLeaseStore::new(client, table)
+                        .map_err(|e| CliError::store("--leases", &e))?,
+                )
+            }
+            Self::Postgres { url } => {
+                let config = PostgresConfig::builder(url.as_str(), app)
+                    .build()
+                    .map_err(|e| CliError::store("--leases", &e))?;
+                Arc::new(
+                    PostgresLeaseStore::connect(&config)
+                        .await
+                        .map_err(|e| CliError::store("--leases", &e))?,
+                )
+            }
+            Self::Redis { url } => {
+                let config = RedisConfig::builder(url.as_str(), app)
+                    .build()
+                    .map_err(|e| CliError::store("--leases", &e))?;
+                Arc::new(
+                    RedisLeaseStore::connect(&config)
+                        .await
+                        .map_err(|e| CliError::store("--leases", &e))?,
+                )
+            }
+            Self::Memory => Arc::new(MemoryLeaseStore::new()),
+        };
+        Ok(store)
+    }
+}
+
+/// Shows the store without any password.
+impl fmt::Display for LeaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::DynamoDb { table: Some(table) } => write!(f, "dynamodb://{table}"),
+            Self::DynamoDb { table: None } => f.write_str("dynamodb://"),
+            Self::Postgres { url } | Self::Redis { url } => f.write_str(&redact(url)),
+            Self::Memory => f.write_str("memory://"),
+        }
+    }
+}
+
+impl fmt::Debug for LeaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`; anything else unchanged.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes() {
+        let cases: &[(&str, Option<LeaseUrl>)] = &[
+            (
+                "dynamodb://orders",
+                Some(LeaseUrl::DynamoDb {
+                    table: Some("orders".into()),
+                }),
+            ),
+            ("dynamodb://", Some(LeaseUrl::DynamoDb { table: None })),
+            (
+                "DynamoDB://t/",
+                Some(LeaseUrl::DynamoDb {
+                    table: Some("t".into()),
+                }),
+            ),
+            ("dynamodb://a/b", None),
+            (
+                "postgres://u@h/db",
+                Some(LeaseUrl::Postgres {
+                    url: "postgres://u@h/db".into(),
+                }),
+            ),
+            (
+                "postgresql://h",
+                Some(LeaseUrl::Postgres {
+                    url: "postgresql://h".into(),
+                }),
+            ),
+            (
+                "redis://127.0.0.1:6379",
+                Some(LeaseUrl::Redis {
+                    url: "redis://127.0.0.1:6379".into(),
+                }),
+            ),
+            (
+                "rediss://h",
+                Some(LeaseUrl::Redis {
+                    url: "rediss://h".into(),
+                }),
+            ),
+            ("memory://", Some(LeaseUrl::Memory)),
+            ("memory://x", None),
+            ("mysql://h/db", None),
+            ("orders", None),
+            ("", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(LeaseUrl::parse(text).ok(), *expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_shown() {
+        let cases = [
+            ("postgres://app:s3cret@db/x", "postgres://app:***@db/x"),
+            ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
+            ("redis://h:6379", "redis://h:6379"),
+            ("postgres://app@db", "postgres://app@db"),
+            ("postgres://a:b@c@db?x=1", "postgres://a:***@db?x=1"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+        let error = match LeaseUrl::parse("mysql://u:s3cret@h") {
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        };
+        assert!(error.contains("unknown scheme"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+    }
+}
