@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use shardwise::kinesis::{KinesisApi, StreamId};
 use shardwise::lease::{LeaseStore, LeaseStoreExt, SequenceNumber, WorkerId};
 use shardwise::{
-    Checkpointer, Consumer, InitialPosition, ProcessorError, RecordBatch, ShardProcessor,
+    Checkpointer, Consumer, ConsumerError, InitialPosition, ProcessorError, RecordBatch, Retrieval,
+    ShardProcessor,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +65,10 @@ pub(crate) struct ConsumeArgs {
     /// How long a lease lives without renewal before other workers take it, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     lease_duration: u64,
+    /// Read by enhanced fan-out (SubscribeToShard over HTTP/2, a stream consumer named APP,
+    /// registered when missing) instead of polling GetRecords.
+    #[arg(long)]
+    fanout: bool,
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
@@ -193,7 +198,14 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
         stop: stop.clone(),
     });
     let factory_shared = shared.clone();
+    let retrieval = if args.fanout {
+        Retrieval::fan_out()
+    } else {
+        Retrieval::default()
+    };
     let mut builder = Consumer::builder()
+        .application_name(args.store.app.as_str())
+        .retrieval(retrieval)
         .stream(&args.stream)
         .kinesis(kinesis)
         .lease_store(store.clone())
@@ -227,7 +239,11 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
     let outcome = consumer.run(stop.clone()).await;
     stop.cancel();
     let flushed = shared.output.flush().await;
-    outcome.map_err(|e| CliError::failure(format!("worker {worker}: {e}")))?;
+    outcome.map_err(|e| match &e {
+        ConsumerError::Store(e) => CliError::store(&format!("worker {worker}"), e),
+        ConsumerError::Kinesis(e) => CliError::kinesis(&format!("worker {worker}"), e),
+        _ => CliError::failure(format!("worker {worker}: {e}")),
+    })?;
     let failure = shared
         .failure
         .lock()

@@ -65,8 +65,32 @@ impl CliError {
             KinesisErrorKind::InvalidArgument | KinesisErrorKind::AccessDenied => ExitCode::Usage,
             _ => ExitCode::Failure,
         };
-        Self::new(code, format!("{doing}: {}", with_causes(error)))
+        let text = with_causes(error);
+        Self::new(code, format!("{doing}: {}", strip_debug_dump(&text)))
     }
+}
+
+/// The SDK's error context ends with a `Debug` dump of the whole error
+/// (`… (DispatchFailure(DispatchFailure { … }))`): useful in a log, noise in a message.
+fn strip_debug_dump(text: &str) -> &str {
+    let mut search = 0;
+    while let Some(found) = text[search..].find(" (") {
+        let start = search + found;
+        let rest = &text[start + 2..];
+        let name_len = rest
+            .char_indices()
+            .take_while(|(_, c)| c.is_ascii_alphanumeric() || *c == '_')
+            .count();
+        let is_dump = rest.starts_with(|c: char| c.is_ascii_uppercase())
+            && matches!(rest[name_len..].chars().next(), Some('(' | '{' | ' '))
+            && rest[name_len..].trim_start().starts_with(['(', '{'])
+            && text.ends_with(')');
+        if is_dump {
+            return &text[..start];
+        }
+        search = start + 2;
+    }
+    text
 }
 
 impl fmt::Display for CliError {
@@ -91,4 +115,31 @@ pub(crate) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_dumps_are_cut() {
+        let cases = [
+            (
+                "Kinesis X failed: dispatch failure: io error (DispatchFailure(DispatchFailure { source: 1 }))",
+                "Kinesis X failed: dispatch failure: io error",
+            ),
+            (
+                "service error (ResourceNotFoundException { message: None })",
+                "service error",
+            ),
+            (
+                "stream s (in us-east-1) not found",
+                "stream s (in us-east-1) not found",
+            ),
+            ("plain", "plain"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(strip_debug_dump(text), expected, "{text}");
+        }
+    }
 }

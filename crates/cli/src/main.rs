@@ -17,6 +17,8 @@ mod position;
 mod reset;
 mod signals;
 
+use std::io::IsTerminal;
+
 use clap::{Parser, Subcommand};
 
 use crate::error::{CliError, ExitCode};
@@ -103,5 +105,6 @@ fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
