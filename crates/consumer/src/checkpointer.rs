@@ -214,7 +214,7 @@ impl Checkpointer {
             return Err(CheckpointError::LeaseLost);
         }
         self.check(&state.checkpoint, &target)?;
-        if target == state.checkpoint && pending.is_none() {
+        if target == state.checkpoint && pending.is_none() && !state.has_pending {
             // Already stored: nothing to write (saves a store call per idle batch).
             return Ok(());
         }
@@ -248,6 +248,7 @@ impl Checkpointer {
                 self.inner.metrics.checkpoint_writes.increment(1);
                 state.counter = lease.counter;
                 state.checkpoint = lease.checkpoint;
+                state.has_pending = lease.pending_checkpoint.is_some();
                 Ok(())
             }
             Race::Lost => {

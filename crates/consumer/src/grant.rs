@@ -16,8 +16,10 @@ pub(crate) struct GrantState {
     pub(crate) counter: u64,
     /// The checkpoint stored in the lease.
     pub(crate) checkpoint: Checkpoint,
-    /// When the lease was last renewed (or taken) successfully.
+    /// When the lease was last renewed (or taken) successfully: the time the request left.
     pub(crate) renewed_at: Instant,
+    /// Whether a prepared (uncommitted) checkpoint is stored beside the checkpoint.
+    pub(crate) has_pending: bool,
 }
 
 /// One grant of a lease to this worker. A lease lost and taken again is a new grant: the old
@@ -52,6 +54,7 @@ impl Grant {
                 counter: lease.counter,
                 checkpoint: lease.checkpoint.clone(),
                 renewed_at: Instant::now(),
+                has_pending: lease.pending_checkpoint.is_some(),
             }),
             lost: CancellationToken::new(),
         }

@@ -22,6 +22,7 @@ mod grant;
 mod pipeline;
 mod processor;
 mod record;
+mod renewer;
 mod shard_sync;
 mod worker;
 

@@ -145,6 +145,8 @@ pub(crate) async fn run(
 
     loop {
         let next = tokio::select! {
+            // Loss and shutdown first: never take another batch when either has happened.
+            biased;
             () = grant.lost.cancelled() => {
                 let _ = call(processor.lease_lost()).await;
                 info!(shard = %shard, "lease lost; processing stopped");
@@ -188,6 +190,18 @@ pub(crate) async fn run(
                 return PipelineEnd::Failed;
             }
         };
+        // The renewer gives a lease up after two thirds of the lease duration without a
+        // renewal; check here too, so that no batch starts on a lease that may be expiring.
+        let renewed_at = grant.state.lock().await.renewed_at;
+        if renewed_at.elapsed()
+            >= ctx
+                .config
+                .lease_duration
+                .saturating_sub(ctx.config.renew_interval())
+        {
+            warn!(shard = %shard, "lease not renewed recently; stopping before the next batch");
+            grant.lost.cancel();
+        }
         if grant.is_lost() {
             let _ = call(processor.lease_lost()).await;
             return PipelineEnd::LeaseLost;
@@ -217,12 +231,14 @@ pub(crate) async fn run(
                     metrics.records_processed.increment(count);
                     metrics.data_bytes_processed.increment(bytes);
                 }
-                Err(end) => {
-                    if end == PipelineEnd::LeaseLost {
-                        let _ = call(processor.lease_lost()).await;
-                    }
-                    return end;
+                Err(PipelineEnd::LeaseLost) => {
+                    let _ = call(processor.lease_lost()).await;
+                    return PipelineEnd::LeaseLost;
                 }
+                Err(PipelineEnd::ShutDown) => {
+                    return shut_down(processor.as_mut(), &checkpointer, &shard).await;
+                }
+                Err(end) => return end,
             }
         }
         if ended {
@@ -261,7 +277,7 @@ async fn process_with_retries(
     metrics: &shardwise_metrics::ShardMetrics,
 ) -> Result<(), PipelineEnd> {
     let mut pause = ctx.config.process_retry_backoff;
-    for attempt in 1..=ctx.config.max_process_attempts {
+    for attempt in 1.. {
         let started = tokio::time::Instant::now();
         let result = call(processor.process_records(batch.clone(), checkpointer)).await;
         metrics
@@ -276,20 +292,27 @@ async fn process_with_retries(
             Err(e) => {
                 let panicked = e.to_string() == "the processor panicked";
                 warn!(shard = %batch.shard_id, attempt, error = %e, "process_records failed");
-                if panicked || attempt == ctx.config.max_process_attempts {
+                // A shard still at LATEST has no position to resume from: released now, its
+                // next holder would start after the newest record and skip this batch. So it
+                // is retried here, without limit, instead.
+                let resumable = !matches!(checkpointer.stored().await, Checkpoint::Latest);
+                if panicked || (attempt >= ctx.config.max_process_attempts && resumable) {
                     return Err(PipelineEnd::Failed);
                 }
             }
         }
         tokio::select! {
             () = grant.lost.cancelled() => return Err(PipelineEnd::LeaseLost),
-            () = shutdown.cancelled() => return Err(PipelineEnd::Failed),
+            () = shutdown.cancelled() => return Err(PipelineEnd::ShutDown),
             () = tokio::time::sleep(pause) => {}
         }
-        pause = pause.saturating_mul(2);
+        pause = pause.saturating_mul(2).min(MAX_RETRY_PAUSE);
     }
     Err(PipelineEnd::Failed)
 }
+
+/// The longest pause between two attempts at a batch.
+const MAX_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Turns the reader's call counters into the `GetRecords` or `SubscribeToShard` metrics.
 fn report_reader(reader: &ShardReader, metrics: &shardwise_metrics::ShardMetrics) {

@@ -29,12 +29,16 @@ pub struct InitializeInput {
 ///
 /// # Errors and panics
 ///
-/// When `process_records` returns `Err` (or panics), the worker retries the same batch with
-/// backoff, up to [`ConsumerConfig::max_process_attempts`](crate::ConsumerConfig) attempts in
-/// all; then it releases the lease without checkpointing, so that a worker (perhaps this one,
-/// after [`lease_duration`](crate::ConsumerConfig)) takes it and retries from the last
-/// checkpoint. Nothing is skipped. A panic is treated as an error, and the processor instance is
-/// not used again after one.
+/// When `process_records` returns `Err`, the worker retries the same batch with backoff (1 s,
+/// doubling, at most 30 s between attempts), up to
+/// [`ConsumerConfig::max_process_attempts`](crate::ConsumerConfig) attempts in all; then it
+/// releases the lease without checkpointing, so that a worker (perhaps this one, after
+/// [`lease_duration`](crate::ConsumerConfig)) takes it and retries from the last checkpoint.
+/// Nothing is skipped. One exception keeps that promise: a shard still at `LATEST` (nothing
+/// checkpointed yet) has no position a new holder could resume from, so its batch is retried in
+/// place without limit instead of being released. A panic is treated as an error, and the
+/// processor instance is not used again after one: the lease is released at once.
+
 #[async_trait]
 pub trait ShardProcessor: Send + 'static {
     /// Called once before any record; the default does nothing.

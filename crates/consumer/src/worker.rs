@@ -35,7 +35,6 @@ pub(crate) struct Context {
 /// The worker's own metrics.
 struct Metrics {
     leases: shardwise_metrics::WorkerMetrics,
-    renew: shardwise_metrics::LeaseStoreMetrics,
     list: shardwise_metrics::LeaseStoreMetrics,
     take: shardwise_metrics::LeaseStoreMetrics,
 }
@@ -50,7 +49,6 @@ impl Metrics {
         );
         Self {
             leases: WorkerMetrics::register(names, level, worker),
-            renew: LeaseStoreMetrics::register(names, level, worker, operation::RENEW_LEASES),
             list: LeaseStoreMetrics::register(names, level, worker, operation::LIST_LEASES),
             take: LeaseStoreMetrics::register(names, level, worker, operation::TAKE_LEASE),
         }
@@ -71,6 +69,8 @@ struct Held {
 pub(crate) struct Worker {
     ctx: Arc<Context>,
     held: HashMap<LeaseKey, Held>,
+    /// The grants of `held`, shared with the renewer.
+    grants: crate::renewer::Grants,
     pipelines: JoinSet<(LeaseKey, u64, PipelineEnd)>,
     tracker: ExpiryTracker,
     /// Leases this worker released after failures: not taken back before this time.
@@ -88,6 +88,7 @@ impl Worker {
             metrics: Metrics::new(&ctx),
             ctx,
             held: HashMap::new(),
+            grants: Default::default(),
             pipelines: JoinSet::new(),
             tracker: ExpiryTracker::new(),
             cooling: HashMap::new(),
@@ -98,9 +99,16 @@ impl Worker {
     /// Runs until `cancel` fires, then shuts down gracefully.
     pub(crate) async fn run(mut self, cancel: CancellationToken) {
         let config = self.ctx.config.clone();
+        let renewer_stop = CancellationToken::new();
+        // Aborted if this future is dropped (the worker killed), like the pipelines in the
+        // JoinSet: nothing renews the leases of a worker that is gone.
+        let renewer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(crate::renewer::run(
+            self.ctx.clone(),
+            self.grants.clone(),
+            renewer_stop.clone(),
+        )));
         let mut next_sync = Instant::now();
         let mut next_take = Instant::now();
-        let mut next_renew = Instant::now() + config.renew_interval();
         loop {
             let now = Instant::now();
             if now >= next_sync {
@@ -118,67 +126,22 @@ impl Worker {
                 }
                 next_sync = now + config.shard_sync_interval;
             }
-            if now >= next_renew {
-                self.renew().await;
-                next_renew = now + config.renew_interval();
-            }
             if now >= next_take {
                 self.take().await;
                 next_take = now + config.take_interval;
             }
-            let wake = next_sync.min(next_renew).min(next_take);
+            let wake = next_sync.min(next_take);
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = tokio::time::sleep_until(wake) => {}
                 Some(done) = self.pipelines.join_next(), if !self.pipelines.is_empty() => self.reap(done).await,
             }
         }
+        // The renewer keeps the leases until every pipeline has had its chance to checkpoint
+        // and every lease is released.
         self.shut_down().await;
-    }
-
-    /// Renews every held lease in one `renew_many`, holding each grant's lock so that no
-    /// checkpoint runs on the same counter meanwhile. A lease not renewed for a whole lease
-    /// duration is given up: other workers may already have taken it.
-    async fn renew(&mut self) {
-        if self.held.is_empty() {
-            return;
-        }
-        let mut grants: Vec<Arc<Grant>> = self.held.values().map(|h| h.grant.clone()).collect();
-        grants.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut states = Vec::with_capacity(grants.len());
-        for grant in &grants {
-            states.push(grant.state.lock().await);
-        }
-        let batch: Vec<(LeaseKey, u64)> = grants
-            .iter()
-            .zip(&states)
-            .map(|(g, s)| (g.key.clone(), s.counter))
-            .collect();
-        let started = Instant::now();
-        let outcomes = self.ctx.store.renew_many(&self.ctx.worker_id, &batch).await;
-        self.metrics.renew.time.record(millis(started));
-        let now = Instant::now();
-        for ((grant, state), outcome) in grants.iter().zip(states.iter_mut()).zip(outcomes) {
-            match outcome {
-                Ok(Race::Won(counter)) => {
-                    state.counter = counter;
-                    state.renewed_at = now;
-                }
-                Ok(Race::Lost) => {
-                    info!(lease = %grant.key, "lease lost at renewal");
-                    grant.lost.cancel();
-                }
-                Err(e) => {
-                    self.metrics.renew.failures.increment(1);
-                    if now - state.renewed_at >= self.ctx.config.lease_duration {
-                        warn!(lease = %grant.key, error = %e, "lease not renewed for a whole lease duration; giving it up");
-                        grant.lost.cancel();
-                    } else {
-                        warn!(lease = %grant.key, error = %e, "renewal failed; retrying");
-                    }
-                }
-            }
-        }
+        renewer_stop.cancel();
+        let _ = renewer.await;
     }
 
     /// Lists leases, observes counters, and takes or steals what the balancing decision says.
@@ -236,6 +199,10 @@ impl Worker {
         if self.rounds == 1 {
             plan.steal.clear();
         }
+        // A key whose pipeline still runs here (lost, not yet reaped) is never taken again
+        // until it is reaped: two pipelines of one shard must not run in one worker.
+        plan.take.retain(|c| !self.held.contains_key(&c.key));
+        plan.steal.retain(|c| !self.held.contains_key(&c.key));
         self.metrics
             .leases
             .total_leases
@@ -290,8 +257,23 @@ impl Worker {
         let token = grant.token;
         let span = info_span!("shard", shard = %grant.shard_id, worker = %self.ctx.worker_id);
         let future = pipeline::run(self.ctx.clone(), grant.clone(), stop.clone());
-        self.pipelines
-            .spawn(async move { (key, token, future.await) }.instrument(span));
+        // A panic anywhere in the pipeline (the processor factory included) ends it as a
+        // failure, so its lease is released and the shard retried, never left held and idle.
+        let future = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(future));
+        self.pipelines.spawn(
+            async move {
+                let end = future.await.unwrap_or_else(|_| {
+                    warn!("a shard pipeline panicked; its lease is released");
+                    PipelineEnd::Failed
+                });
+                (key, token, end)
+            }
+            .instrument(span),
+        );
+        self.grants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(grant.key.clone(), grant.clone());
         self.held.insert(grant.key.clone(), Held { grant, stop });
         self.metrics
             .leases
@@ -302,9 +284,8 @@ impl Worker {
     /// A pipeline finished: settle its lease.
     async fn reap(&mut self, done: Result<(LeaseKey, u64, PipelineEnd), tokio::task::JoinError>) {
         let Ok((key, token, end)) = done else {
-            // A pipeline task cannot panic (processor panics are caught), but if it ever does,
-            // its lease is released at the next renewal failure or shutdown.
-            warn!("a shard pipeline task failed");
+            // Pipelines catch their panics: a join error is an abort at shutdown, whose leases
+            // `shut_down` releases.
             return;
         };
         let Some(held) = self.held.get(&key) else {
@@ -316,6 +297,10 @@ impl Worker {
         let Some(held) = self.held.remove(&key) else {
             return;
         };
+        self.grants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&key);
         self.metrics
             .leases
             .current_leases
@@ -372,6 +357,10 @@ impl Worker {
             }
         }
         let remaining: Vec<Arc<Grant>> = self.held.drain().map(|(_, h)| h.grant).collect();
+        self.grants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         for grant in remaining {
             self.release(&grant).await;
         }

@@ -8,7 +8,8 @@
 //! fair share (or exactly the fair share while this worker needs two or more, so that a fleet
 //! of equal workers still makes room for a newcomer).
 //!
-//! Ties are broken deterministically: workers by id, leases by a hash of (this worker, lease
+//! Among free or expired leases, those whose parent shards are all finished come first (a child
+//! cannot start before its parents end). Ties are broken deterministically: workers by id, leases by a hash of (this worker, lease
 //! key). The hash differs from worker to worker, so workers racing for the same free leases
 //! mostly pick different ones.
 
@@ -142,7 +143,20 @@ pub fn plan_takes(input: BalanceInput<'_>) -> TakePlan {
     }
 
     if !available.is_empty() {
-        available.sort_by_key(|lease| (tie_break(me, &lease.key), &lease.key));
+        // Leases whose parents are done first: a child waits for its parents, and under a
+        // `max_leases_per_worker` cap a worker holding only waiting children would block them.
+        let active: HashSet<&str> = leases
+            .iter()
+            .filter(|l| !l.is_ended())
+            .map(|l| l.key.as_str())
+            .collect();
+        let waits = |lease: &Lease| {
+            lease
+                .parent_shard_ids
+                .iter()
+                .any(|p| active.contains(p.as_str()))
+        };
+        available.sort_by_key(|lease| (waits(lease), tie_break(me, &lease.key), &lease.key));
         plan.take = available
             .into_iter()
             .take(needed)
@@ -228,6 +242,8 @@ mod tests {
         steal: usize,
         /// When set: the owner every stolen lease must come from.
         steal_from: Option<&'static str>,
+        /// When set: the first lease planned to take.
+        take_first: Option<&'static str>,
         target: usize,
         workers: usize,
     }
@@ -242,9 +258,23 @@ mod tests {
             take: 0,
             steal: 0,
             steal_from: None,
+            take_first: None,
             target: 0,
             workers: 1,
         }
+    }
+
+    fn with_parents(mut leases: Vec<Lease>, links: &[(&str, &str)]) -> Vec<Lease> {
+        for (child, parent) in links {
+            let lease = leases
+                .iter_mut()
+                .find(|l| l.key.as_str() == *child)
+                .unwrap();
+            lease
+                .parent_shard_ids
+                .push(crate::ShardId::new(*parent).unwrap());
+        }
+        leases
     }
 
     fn rows(spec: Vec<(String, String)>) -> Vec<Lease> {
@@ -545,6 +575,14 @@ mod tests {
             assert_eq!(plan.steal.len(), c.steal, "{}: steal {:?}", c.name, plan);
             assert_eq!(plan.target, c.target, "{}: target", c.name);
             assert_eq!(plan.workers, c.workers, "{}: workers", c.name);
+            if let Some(first) = c.take_first {
+                assert_eq!(
+                    plan.take.first().map(|t| t.key.as_str()),
+                    Some(first),
+                    "{}: first take",
+                    c.name
+                );
+            }
             if let Some(from) = c.steal_from {
                 for s in &plan.steal {
                     assert_eq!(
@@ -561,6 +599,40 @@ mod tests {
                 assert_eq!(t.counter, lease.counter, "{}: counter", c.name);
                 assert!(!held.contains(&t.key), "{}: planned a held lease", c.name);
             }
+        }
+    }
+
+    #[test]
+    fn parents_are_taken_before_their_waiting_children() {
+        let leases = with_parents(
+            table(&[
+                ("c1", "-", false),
+                ("c2", "-", false),
+                ("p", "-", false),
+                ("q", "w9", true),
+            ]),
+            &[("c1", "p"), ("c2", "p"), ("p", "q")],
+        );
+        let none = HashSet::new();
+        let config = BalanceConfig {
+            max_leases_per_worker: 1,
+            ..BalanceConfig::default()
+        };
+        for i in 0..20 {
+            let me = WorkerId::new(format!("worker-{i}")).unwrap();
+            let plan = plan_takes(BalanceInput {
+                leases: &leases,
+                expired: &none,
+                me: &me,
+                held: &none,
+                config: &config,
+            });
+            assert_eq!(plan.take.len(), 1);
+            assert_eq!(
+                plan.take[0].key.as_str(),
+                "p",
+                "{me}: the parent (whose own parent ended) first"
+            );
         }
     }
 
