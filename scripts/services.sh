@@ -86,7 +86,8 @@ ensure_node() {
 }
 
 npm_tool() { # npm_tool PACKAGE VERSION BIN: installs into $SERVICES_DIR/npm once, prints the binary path
-    local package=$1 version=$2 bin=$3 prefix="$SERVICES_DIR/npm"
+    # One prefix per package: npm prunes what a --no-save install did not name.
+    local package=$1 version=$2 bin=$3 prefix="$SERVICES_DIR/npm/$1"
     if [ ! -x "$prefix/node_modules/.bin/$bin" ] ||
         ! grep -Eq "\"version\": ?\"$version\"" "$prefix/node_modules/$package/package.json" 2>/dev/null; then
         ensure_node
