@@ -89,7 +89,7 @@ npm_tool() { # npm_tool PACKAGE VERSION BIN: installs into $SERVICES_DIR/npm onc
     # One prefix per package: npm prunes what a --no-save install did not name.
     local package=$1 version=$2 bin=$3 prefix="$SERVICES_DIR/npm/$1"
     if [ ! -x "$prefix/node_modules/.bin/$bin" ] ||
-        ! grep -Eq "\"version\": ?\"$version\"" "$prefix/node_modules/$package/package.json" 2>/dev/null; then
+        ! grep -Eq "\"version\" ?: ?\"$version\"" "$prefix/node_modules/$package/package.json" 2>/dev/null; then
         ensure_node
         mkdir -p "$prefix"
         say "installing $package@$version with npm"
