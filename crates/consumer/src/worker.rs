@@ -65,6 +65,22 @@ struct Held {
     stop: CancellationToken,
 }
 
+/// One shard sync, logged.
+async fn sync_shards(ctx: &Context) {
+    match crate::shard_sync::sync(
+        ctx.kinesis.as_ref(),
+        ctx.store.as_ref(),
+        &ctx.stream,
+        ctx.config.initial_position,
+    )
+    .await
+    {
+        Ok(created) if created > 0 => info!(created, "shard sync created leases"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "shard sync failed; retrying at the next interval"),
+    }
+}
+
 /// The lease coordinator's state.
 pub(crate) struct Worker {
     ctx: Arc<Context>,
@@ -107,36 +123,34 @@ impl Worker {
             self.grants.clone(),
             renewer_stop.clone(),
         )));
-        let mut next_sync = Instant::now();
+        // The first shard sync runs before the first take round (leases exist at once, so the
+        // first records flow within a second); later ones run in their own task, so that a slow
+        // ListShards never delays taking leases.
+        sync_shards(&self.ctx).await;
+        let syncer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn({
+            let (ctx, stop) = (self.ctx.clone(), cancel.clone());
+            async move {
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(ctx.config.shard_sync_interval) => sync_shards(&ctx).await,
+                    }
+                }
+            }
+        }));
         let mut next_take = Instant::now();
         loop {
-            let now = Instant::now();
-            if now >= next_sync {
-                match crate::shard_sync::sync(
-                    self.ctx.kinesis.as_ref(),
-                    self.ctx.store.as_ref(),
-                    &self.ctx.stream,
-                    config.initial_position,
-                )
-                .await
-                {
-                    Ok(created) if created > 0 => info!(created, "shard sync created leases"),
-                    Ok(_) => {}
-                    Err(e) => warn!(error = %e, "shard sync failed; retrying at the next interval"),
-                }
-                next_sync = now + config.shard_sync_interval;
-            }
-            if now >= next_take {
+            if Instant::now() >= next_take {
                 self.take().await;
-                next_take = now + config.take_interval;
+                next_take = Instant::now() + config.take_interval;
             }
-            let wake = next_sync.min(next_take);
             tokio::select! {
                 () = cancel.cancelled() => break,
-                () = tokio::time::sleep_until(wake) => {}
+                () = tokio::time::sleep_until(next_take) => {}
                 Some(done) = self.pipelines.join_next(), if !self.pipelines.is_empty() => self.reap(done).await,
             }
         }
+        drop(syncer);
         // The renewer keeps the leases until every pipeline has had its chance to checkpoint
         // and every lease is released.
         self.shut_down().await;
