@@ -73,11 +73,15 @@ async fn three_processes_one_killed_redis() {
     };
     let mut children: Vec<Child> = vec![spawn(0)];
     wait_until("w0 to write records", PATIENCE, || {
+        assert_running(&mut children[0], "w0");
         !read_lines(&outputs[0]).is_empty()
     });
     children.push(spawn(1));
     children.push(spawn(2));
     wait_until("w1 and w2 to hold leases", PATIENCE, || {
+        for (i, child) in children.iter_mut().enumerate() {
+            assert_running(child, &format!("w{i}"));
+        }
         let owners = owners(&app, &leases);
         ["w1", "w2"]
             .iter()
@@ -87,6 +91,7 @@ async fn three_processes_one_killed_redis() {
         .values()
         .filter(|o| o.as_deref() == Some("w0"))
         .count();
+    assert!(w0_held >= 1, "w0 holds leases when it is killed");
     children[0].kill().unwrap();
     let _ = children[0].wait();
     println!("w0 killed while holding {w0_held} leases");
@@ -101,6 +106,9 @@ async fn three_processes_one_killed_redis() {
             .collect()
     };
     wait_until("every record in the union of the outputs", PATIENCE, || {
+        for child in &mut children[1..] {
+            assert_running(child, "a survivor");
+        }
         union().is_superset(&wanted)
     });
 
@@ -145,6 +153,7 @@ async fn sigterm_releases_leases_then_reset_and_delete_postgres() {
     stream.put(0..40, 4).await;
     let mut child = spawn_consumer(&stream.name, &app, &leases, "solo", &output, &[]);
     wait_until("all 40 records written", PATIENCE, || {
+        assert_running(&mut child, "solo");
         read_lines(&output).len() >= 40
     });
     wait_until("both leases held by solo", PATIENCE, || {
@@ -272,7 +281,7 @@ async fn sigint_with_dynamodb_leases_to_stdout() {
             "base64",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let listed = |json: bool| {
@@ -284,6 +293,7 @@ async fn sigint_with_dynamodb_leases_to_stdout() {
         run(&args)
     };
     wait_until("the lease checkpointed past 20 records", PATIENCE, || {
+        assert_running(&mut child, "the consumer");
         let out = listed(true);
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
             return false;
@@ -295,7 +305,7 @@ async fn sigint_with_dynamodb_leases_to_stdout() {
     signal(&child, "INT");
     let status = wait_exit(&mut child, Duration::from_secs(60));
     let output = child.wait_with_output().unwrap();
-    assert_eq!(status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(status.code(), Some(0));
     let lines: Vec<serde_json::Value> = stdout(&output)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -305,4 +315,48 @@ async fn sigint_with_dynamodb_leases_to_stdout() {
     let value: serde_json::Value = serde_json::from_slice(&listed(true).stdout).unwrap();
     assert!(value["leases"][0]["owner"].is_null(), "released: {value}");
     stream.delete().await;
+}
+
+/// Enhanced fan-out over HTTP/2 with TLS, the emulator's test CA trusted through `--ca-file`
+/// (`KINESIS_TLS_ENDPOINT`, `KINESIS_CA_PEM`), SIGTERM: every record, exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_over_tls_with_ca_file_redis() {
+    let stream = Stream::create("cli-efo", 2).await;
+    let app = unique("cli-efo");
+    let leases = env("REDIS_URL");
+    let dir = temp_dir("efo");
+    let output = dir.join("out.jsonl");
+    stream.put(0..30, 5).await;
+    let endpoint = env("KINESIS_TLS_ENDPOINT");
+    let ca = env("KINESIS_CA_PEM");
+    let mut child = spawn_consumer(
+        &stream.name,
+        &app,
+        &leases,
+        "efo",
+        &output,
+        &[
+            "--fanout",
+            "--kinesis-endpoint",
+            &endpoint,
+            "--ca-file",
+            &ca,
+        ],
+    );
+    wait_until("all 30 records written", PATIENCE, || {
+        assert_running(&mut child, "the fan-out consumer");
+        read_lines(&output).len() >= 30
+    });
+    signal(&child, "TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0));
+    let lines = read_lines(&output);
+    let distinct: HashSet<&str> = lines.iter().map(|l| l.data.as_str()).collect();
+    assert_eq!(distinct.len(), 30);
+    assert_in_order_per_key(&lines, "efo");
+    assert!(owners(&app, &leases).values().all(Option::is_none));
+    let deleted = run(&["delete-leases", "--app", &app, "--leases", &leases, "--yes"]);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    stream.delete().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

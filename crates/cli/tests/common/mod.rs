@@ -281,3 +281,11 @@ pub(crate) fn wait_until(what: &str, patience: Duration, mut check: impl FnMut()
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Fails at once when a consumer that should still run has exited (its stderr is inherited, so
+/// the reason is in the test's output).
+pub(crate) fn assert_running(child: &mut Child, who: &str) {
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!("{who} exited early with {status}");
+    }
+}
