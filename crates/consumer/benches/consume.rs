@@ -8,7 +8,7 @@
 //!   emulator at `KINESIS_ENDPOINT` with leases in the DynamoDB emulator at `DYNAMODB_ENDPOINT`
 //!   (skipped when those are not set).
 //!
-//! - With `SHARDWISE_BENCH_EMULATOR_WORKLOADS=1`, the same two workloads against the emulators
+//! - With `SHARDWISE_BENCH_EMULATOR_WORKLOADS=1` (or `W1`, `W2` for one), the same workloads against the emulators
 //!   (the stream is loaded first, which takes minutes; only the consumption is measured).
 //!
 //! Run: `cargo bench -p shardwise --features testkit,dynamodb --bench consume`
@@ -292,9 +292,14 @@ async fn main() {
     in_memory("in memory W1", 4, 200_000, 100).await;
     in_memory("in memory W2", 16, 100_000, 1_000).await;
     first_record_on_emulators().await;
-    if std::env::var("SHARDWISE_BENCH_EMULATOR_WORKLOADS").is_ok() {
-        emulator_workload("emulator W1", 4, 200_000, 100).await;
-        emulator_workload("emulator W2", 16, 100_000, 1_000).await;
+    if let Ok(which) = std::env::var("SHARDWISE_BENCH_EMULATOR_WORKLOADS") {
+        // "W1" or "W2" runs one of them; any other value runs both.
+        if which != "W2" {
+            emulator_workload("emulator W1", 4, 200_000, 100).await;
+        }
+        if which != "W1" {
+            emulator_workload("emulator W2", 16, 100_000, 1_000).await;
+        }
     } else {
         println!(
             "emulator workloads: skipped (set SHARDWISE_BENCH_EMULATOR_WORKLOADS=1; loading takes minutes)"
