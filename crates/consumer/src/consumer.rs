@@ -190,7 +190,7 @@ impl ConsumerBuilder {
         self.config.validate().map_err(ConsumerError::Config)?;
         let worker_id = match self.worker_id {
             Some(id) => WorkerId::new(id).map_err(|e| ConsumerError::Config(e.to_string()))?,
-            None => generated_worker_id(),
+            None => generated_worker_id()?,
         };
         let metric_names = shardwise_metrics::MetricNames::new(&self.config.metrics_prefix)
             .map_err(|e| ConsumerError::Config(format!("metrics_prefix: {e}")))?;
@@ -211,25 +211,46 @@ impl ConsumerBuilder {
     }
 }
 
-fn generated_worker_id() -> WorkerId {
-    let host = std::env::var("HOSTNAME")
+/// `host:pid:time`, the host name cleaned of anything a worker id cannot hold.
+fn generated_worker_id() -> Result<WorkerId, ConsumerError> {
+    let host: String = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".into());
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(128)
+        .collect();
+    let host = if host.trim().is_empty() {
+        "worker"
+    } else {
+        host.trim()
+    };
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let id = format!("{host}:{}:{nanos:x}", std::process::id());
-    WorkerId::new(id).unwrap_or_else(|_| {
-        // The host name held something a worker id cannot (control characters): leave it out.
-        WorkerId::new(format!("worker:{}:{nanos:x}", std::process::id()))
-            .unwrap_or_else(|_| unreachable_worker_id())
-    })
+    WorkerId::new(format!("{host}:{}:{nanos:x}", std::process::id()))
+        .map_err(|e| ConsumerError::Config(format!("generated worker id: {e}")))
 }
 
-#[allow(clippy::expect_used)] // a fixed, valid literal
-fn unreachable_worker_id() -> WorkerId {
-    WorkerId::new("worker").expect("a valid literal")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_id_is_generated_when_none_is_given() {
+        let consumer = Consumer::builder()
+            .stream("s")
+            .kinesis(Arc::new(
+                shardwise_kinesis_source::testkit::InMemoryKinesis::new(),
+            ))
+            .lease_store(Arc::new(shardwise_lease_core::MemoryLeaseStore::new()))
+            .processor(crate::processor_fn(|_batch: crate::RecordBatch| async {
+                Ok(())
+            }))
+            .build()
+            .unwrap();
+        let id = consumer.worker_id().as_str();
+        assert!(id.contains(&format!(":{}:", std::process::id())), "{id}");
+    }
 }
