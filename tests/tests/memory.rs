@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardwise::lease::MemoryLeaseStore;
-use shardwise_tests::{Behaviour, Fleet, Memory, scenarios};
+use shardwise_tests::{Behaviour, Fleet, Memory, scenarios, wait_for};
 
 fn fleet(name: &str) -> Fleet {
     Fleet::new(
@@ -132,4 +132,65 @@ async fn a_hundred_shards_and_ten_workers() {
     fleet.wait_records(10_000).await;
     fleet.stop_all().await;
     assert_eq!(fleet.recorder.coverage(10_000).0, 10_000);
+}
+
+/// A finished parent's lease is deleted once its shard has aged out of the stream (the retention
+/// period after the split) and its children have started, never before; the rest stay.
+#[tokio::test(start_paused = true)]
+async fn a_finished_lease_is_deleted_once_its_shard_ages_out() {
+    let memory = Arc::new(Memory::new("s"));
+    let fleet_store = Arc::new(MemoryLeaseStore::new());
+    let mut fleet = Fleet::new(
+        memory.clone(),
+        fleet_store.clone(),
+        Duration::from_secs(10),
+        Duration::from_secs(900),
+    );
+    let retention = Duration::from_secs(120);
+    fleet.driver.create(2).await;
+    memory.kinesis.set_retention("s", retention);
+    fleet.driver.put(0..200, 50).await;
+    let shards = fleet.driver.shards().await;
+    let parent = shards[0].shard_id.clone();
+    let other = shards[1].shard_id.clone();
+    let range = shards[0].hash_range;
+    let split_at = tokio::time::Instant::now();
+    let children = fleet
+        .driver
+        .split(&parent, range.start + (range.end - range.start) / 2)
+        .await;
+    fleet.driver.put(200..400, 50).await;
+    fleet.start("w1", Behaviour::Checkpointing);
+    fleet.wait_records(400).await;
+    let all = shardwise_tests::recorder::leases(fleet_store.as_ref()).await;
+    assert!(shardwise_tests::recorder::checkpoint_of(&all, &parent).is_shard_end());
+
+    let store = fleet_store.clone();
+    let gone = parent.clone();
+    wait_for("the parent's lease deleted", fleet.patience, || {
+        let store = store.clone();
+        let gone = gone.clone();
+        async move {
+            !shardwise_tests::recorder::leases(store.as_ref())
+                .await
+                .iter()
+                .any(|l| l.key.as_str() == gone)
+        }
+    })
+    .await;
+    assert!(
+        tokio::time::Instant::now() >= split_at + retention,
+        "deleted only after the shard aged out"
+    );
+    let mut left: Vec<String> = shardwise_tests::recorder::leases(fleet_store.as_ref())
+        .await
+        .into_iter()
+        .map(|l| l.key.as_str().to_owned())
+        .collect();
+    left.sort();
+    let mut expected = vec![other];
+    expected.extend(children);
+    expected.sort();
+    assert_eq!(left, expected, "the open shards' leases stay");
+    fleet.stop_all().await;
 }

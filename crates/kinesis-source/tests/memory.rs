@@ -13,7 +13,7 @@ use common::scenarios::{self, config, read_records};
 use common::{Memory, stream_id};
 use shardwise_kinesis_source::testkit::{Fault, InMemoryKinesis};
 use shardwise_kinesis_source::{
-    KinesisErrorKind, PollingConfig, PollingReader, StartPosition, list_all_shards,
+    KinesisApi, KinesisErrorKind, PollingConfig, PollingReader, StartPosition, list_all_shards,
 };
 
 fn memory() -> Memory {
@@ -272,4 +272,45 @@ async fn a_large_response_waits_for_the_byte_budget() {
         "{:?}",
         calls[1] - calls[0]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_shard_ages_out_after_the_retention_period() {
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    kinesis.create_stream("s", 1);
+    kinesis.set_retention("s", Duration::from_secs(3_600));
+    let parent = list_all_shards(kinesis.as_ref(), &stream_id("s"), None, None)
+        .await
+        .unwrap()[0]
+        .clone();
+    tokio::time::advance(Duration::from_secs(1_800)).await;
+    let children = kinesis
+        .split_shard("s", &parent.shard_id, 1 << 127)
+        .unwrap();
+    let listed = |kinesis: Arc<InMemoryKinesis>| async move {
+        let mut ids: Vec<String> = list_all_shards(kinesis.as_ref(), &stream_id("s"), None, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.shard_id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    // An hour after the stream was created, but not an hour after the split: still listed.
+    tokio::time::advance(Duration::from_secs(3_000)).await;
+    assert_eq!(listed(kinesis.clone()).await.len(), 3);
+    let position = StartPosition::TrimHorizon;
+    kinesis
+        .get_shard_iterator(&stream_id("s"), &parent.shard_id, &position)
+        .await
+        .unwrap();
+    // An hour after the split: gone, and its children stay.
+    tokio::time::advance(Duration::from_secs(600)).await;
+    assert_eq!(listed(kinesis.clone()).await, children.to_vec());
+    let err = kinesis
+        .get_shard_iterator(&stream_id("s"), &parent.shard_id, &position)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), KinesisErrorKind::ResourceNotFound, "{err}");
 }

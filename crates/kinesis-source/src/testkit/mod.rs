@@ -83,7 +83,18 @@ struct ShardState {
     records: Vec<StoredRecord>,
     starting_sequence: String,
     ending_sequence: Option<String>,
+    /// When a split or merge closed it: a closed shard ages out of the stream (it is no longer
+    /// listed and cannot be read) once the retention period has passed since then.
+    closed_at: Option<SystemTime>,
     children: Vec<String>,
+}
+
+impl ShardState {
+    fn aged_out(&self, retention: Duration, now: SystemTime) -> bool {
+        self.closed_at
+            .and_then(|closed| closed.checked_add(retention))
+            .is_some_and(|gone| now >= gone)
+    }
 }
 
 #[derive(Debug)]
@@ -246,7 +257,8 @@ impl InMemoryKinesis {
     }
 
     /// Sets how long records are kept (24 h by default): `TRIM_HORIZON` starts at the oldest
-    /// record younger than that.
+    /// record younger than that, and a shard closed by a split or merge longer ago than that is
+    /// no longer listed nor readable.
     pub fn set_retention(&self, stream: &str, retention: Duration) {
         if let Some(s) = self.lock().streams.get_mut(stream) {
             s.retention = retention;
@@ -332,6 +344,7 @@ impl InMemoryKinesis {
             },
         );
         let ids = [low.shard_id.clone(), high.shard_id.clone()];
+        let now = state.now();
         let stream_state = state.stream_mut(stream)?;
         for s in stream_state
             .shards
@@ -339,6 +352,7 @@ impl InMemoryKinesis {
             .filter(|s| s.shard_id == shard_id)
         {
             s.ending_sequence = Some(ending.clone());
+            s.closed_at = Some(now);
             s.children = ids.to_vec();
         }
         stream_state.shards.extend([low, high]);
@@ -374,6 +388,7 @@ impl InMemoryKinesis {
         let ending = state.take_sequence();
         let child = state.new_shard(Some(shard_id), Some(adjacent_shard_id), range);
         let id = child.shard_id.clone();
+        let now = state.now();
         let stream_state = state.stream_mut(stream)?;
         for s in stream_state
             .shards
@@ -381,6 +396,7 @@ impl InMemoryKinesis {
             .filter(|s| s.shard_id == shard_id || s.shard_id == adjacent_shard_id)
         {
             s.ending_sequence = Some(ending.clone());
+            s.closed_at = Some(now);
             s.children = vec![id.clone()];
         }
         stream_state.shards.push(child);
@@ -505,6 +521,7 @@ impl State {
             records: Vec::new(),
             starting_sequence: self.take_sequence(),
             ending_sequence: None,
+            closed_at: None,
             children: Vec::new(),
         }
     }
@@ -644,9 +661,11 @@ impl KinesisApi for InMemoryKinesis {
             Some(ShardFilter::AfterShardId(id)) => Some(id.clone()),
             _ => None,
         };
+        let now = state.now();
         let all: Vec<&ShardState> = s
             .shards
             .iter()
+            .filter(|sh| !sh.aged_out(s.retention, now))
             .filter(|sh| !open_only || sh.ending_sequence.is_none())
             .filter(|sh| after.as_ref().is_none_or(|a| sh.shard_id > *a))
             .collect();
@@ -680,7 +699,7 @@ impl KinesisApi for InMemoryKinesis {
         let shard = s
             .shards
             .iter()
-            .find(|sh| sh.shard_id == shard_id)
+            .find(|sh| sh.shard_id == shard_id && !sh.aged_out(s.retention, now))
             .ok_or_else(|| not_found(format!("shard {shard_id} not found")))?;
         let index = start_index(shard, s.retention, now, position)?;
         let id = state.next_iterator;
@@ -963,7 +982,7 @@ impl KinesisApi for InMemoryKinesis {
         let shard = s
             .shards
             .iter()
-            .find(|sh| sh.shard_id == shard_id)
+            .find(|sh| sh.shard_id == shard_id && !sh.aged_out(s.retention, now))
             .ok_or_else(|| not_found(format!("shard {shard_id} not found")))?;
         let index = start_index(shard, s.retention, now, position)?;
         let key = (consumer_arn.to_owned(), shard_id.to_owned());
