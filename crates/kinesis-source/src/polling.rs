@@ -17,8 +17,16 @@ use crate::stats::ReaderStats;
 /// Settings of the polling reader. The defaults follow the KCL's and the service's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollingConfig {
-    /// Most records asked for per `GetRecords` call (service maximum 10,000).
+    /// Most records asked for per `GetRecords` call (service maximum 10,000). The reader asks
+    /// for fewer when a response would take more than `max_response_memory`.
     pub max_records: u32,
+    /// About how much memory one response may take while it is received and parsed. The
+    /// reader estimates a record's footprint from the previous response's average record size
+    /// (3 bytes per data byte: the base64 text, its buffer and the decoded data; plus 512 bytes
+    /// of structures) and asks for no more records than fit; the first call asks for at most
+    /// 1,000. Memory per shard is so bounded by bytes instead of by record count: 10,000
+    /// records of 1 KB would take about 30 MB.
+    pub max_response_memory: usize,
     /// Pause after a call that returned no records (the shard is caught up).
     pub idle_time_between_reads: Duration,
     /// Shortest time between two calls on one shard. The service allows 5 calls per second per
@@ -43,6 +51,7 @@ impl Default for PollingConfig {
     fn default() -> Self {
         Self {
             max_records: 10_000,
+            max_response_memory: 3 * 1024 * 1024,
             idle_time_between_reads: Duration::from_millis(1_000),
             min_time_between_reads: Duration::from_millis(200),
             max_bytes_per_second: 2 * 1024 * 1024,
@@ -73,6 +82,9 @@ impl PollingConfig {
         if self.prefetch_records == 0 || self.prefetch_bytes == 0 || self.prefetch_batches == 0 {
             return Err("prefetch limits must be above zero".into());
         }
+        if self.max_response_memory == 0 {
+            return Err("max_response_memory must be above zero".into());
+        }
         if self.max_bytes_per_second == 0 {
             return Err("max_bytes_per_second must be above zero".into());
         }
@@ -82,6 +94,14 @@ impl PollingConfig {
         Ok(())
     }
 }
+
+/// Most records the first `GetRecords` call of a reader asks for, before any record size is
+/// known (see [`PollingConfig::max_records`]).
+const FIRST_CALL_RECORDS: u32 = 1_000;
+
+/// The estimated memory a record takes in a response beyond its bytes (the SDK's structures and
+/// ours), for [`PollingConfig::max_response_memory`].
+const RECORD_OVERHEAD: f64 = 512.0;
 
 /// Reads one shard by polling, ahead of the processor within the prefetch bounds.
 ///
@@ -168,6 +188,8 @@ impl Fetcher {
         let mut iterator: Option<String> = None;
         let mut last_fetched: Option<String> = None;
         let mut next_call = Instant::now();
+        // The average record size of the last response with records.
+        let mut bytes_per_record: Option<f64> = None;
         loop {
             // Waits while the prefetch queue is full; woken when the processor takes a batch.
             let room = self.tx.room().await;
@@ -200,7 +222,7 @@ impl Fetcher {
 
             let limit = u32::try_from(room)
                 .unwrap_or(u32::MAX)
-                .min(self.config.max_records)
+                .min(self.records_per_call(bytes_per_record))
                 .max(1);
             let called = Instant::now();
             let result = self.api.get_records(&self.stream, &current, limit).await;
@@ -226,6 +248,7 @@ impl Fetcher {
                     };
                     if let Some(seq) = batch.resume_after() {
                         last_fetched = Some(seq.to_owned());
+                        bytes_per_record = Some(batch.bytes() as f64 / batch.records.len() as f64);
                     }
                     iterator = out.next_iterator;
                     next_call = started + self.pause_after(&batch);
@@ -254,6 +277,20 @@ impl Fetcher {
                 }
             }
         }
+    }
+
+    /// How many records to ask for: `max_records`, lowered to what fits in
+    /// `max_response_memory` at the last average record size (at most [`FIRST_CALL_RECORDS`]
+    /// before any is known).
+    fn records_per_call(&self, bytes_per_record: Option<f64>) -> u32 {
+        let max = self.config.max_records;
+        let Some(size) = bytes_per_record else {
+            return max.min(FIRST_CALL_RECORDS);
+        };
+        let footprint = 3.0 * size + RECORD_OVERHEAD;
+        // Saturating float-to-int conversion; at least one record.
+        let fits = (self.config.max_response_memory as f64 / footprint) as u32;
+        fits.clamp(1, max)
     }
 
     /// When to call next after `batch`: the per-shard call rate, the idle pause when caught up,

@@ -314,3 +314,47 @@ async fn a_closed_shard_ages_out_after_the_retention_period() {
         .unwrap_err();
     assert_eq!(err.kind(), KinesisErrorKind::ResourceNotFound, "{err}");
 }
+
+/// Reads batches until `want` records arrived; returns each batch's record count.
+async fn batch_sizes(r: &mut PollingReader, want: usize) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    while sizes.iter().sum::<usize>() < want {
+        let batch = r.next_batch().await.unwrap().unwrap();
+        if !batch.records.is_empty() {
+            sizes.push(batch.records.len());
+        }
+    }
+    sizes
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_is_sized_to_the_memory_bound() {
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    kinesis.create_stream("s", 1);
+    let mut shard = String::new();
+    // 1,000 B of data plus a 4-character key: 1,004 B a record.
+    for i in 0..3_000 {
+        shard = kinesis
+            .put("s", &format!("k{:03}", i % 1_000), vec![7u8; 1_000])
+            .unwrap()
+            .0;
+    }
+    let mut r = reader(&kinesis, &shard, config());
+    let sizes = batch_sizes(&mut r, 3_000).await;
+    // First 1,000 (no size known yet), then 3 MiB / (3 × 1,004 + 512) B = 892 records a call.
+    assert_eq!(sizes[0], 1_000, "{sizes:?}");
+    assert_eq!(sizes[1], 892, "{sizes:?}");
+    assert!(sizes[1..].iter().all(|&n| n <= 892), "{sizes:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn small_records_are_asked_for_up_to_max_records() {
+    let (kinesis, shard) = busy_shard(25_000);
+    let roomy = PollingConfig {
+        max_response_memory: 64 * 1024 * 1024,
+        ..config()
+    };
+    let mut r = reader(&kinesis, &shard, roomy);
+    let sizes = batch_sizes(&mut r, 25_000).await;
+    assert_eq!(sizes[..3], [1_000, 10_000, 10_000], "{sizes:?}");
+}
