@@ -4,8 +4,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use shardwise_kinesis_source::{Batch, FanOutReader, PollingReader, ShardReader, StartPosition};
-use shardwise_kpl_deagg::{Deaggregator, HashKeyRange as DeaggRange, InvalidSubRecordPolicy};
+use shardwise_kinesis_source::{
+    Batch, ChildShard, FanOutReader, PollingReader, Record, ShardReader, StartPosition,
+};
+use shardwise_kpl_deagg::{
+    Deaggregator, HashKeyRange as DeaggRange, InvalidSubRecordPolicy, MAGIC,
+};
 use shardwise_lease_core::{
     Checkpoint, HashKeyRange, Lease, LeaseKey, LeaseStore, SequenceNumber, ShardId,
 };
@@ -172,18 +176,15 @@ pub(crate) async fn run(
                 return PipelineEnd::Failed;
             }
         };
-        let ended = batch.is_shard_end();
-        let children: Vec<ShardId> = batch
-            .child_shards
-            .iter()
-            .flatten()
-            .filter_map(|c| ShardId::new(c.shard_id.as_str()).ok())
-            .collect();
-        let millis_behind = batch.millis_behind_latest;
+        let Batch {
+            records,
+            millis_behind_latest: millis_behind,
+            child_shards,
+        } = batch;
         if let Some(behind) = millis_behind {
             metrics.millis_behind_latest.set(behind as f64);
         }
-        let records = match user_records(&deaggregator, batch.clone(), &mut resume, &metrics) {
+        let records = match user_records(&deaggregator, records, &mut resume, &metrics) {
             Ok(records) => records,
             Err(e) => {
                 warn!(shard = %shard, error = %e, "a record from Kinesis could not be read; releasing the lease");
@@ -241,16 +242,8 @@ pub(crate) async fn run(
                 Err(end) => return end,
             }
         }
-        if ended {
-            return finish_shard(
-                &ctx,
-                processor.as_mut(),
-                &checkpointer,
-                &grant,
-                &batch,
-                children,
-            )
-            .await;
+        if let Some(children) = child_shards {
+            return finish_shard(&ctx, processor.as_mut(), &checkpointer, &grant, &children).await;
         }
     }
 }
@@ -356,15 +349,18 @@ async fn finish_shard(
     processor: &mut dyn ShardProcessor,
     checkpointer: &Checkpointer,
     grant: &Grant,
-    batch: &Batch,
-    children: Vec<ShardId>,
+    children: &[ChildShard],
 ) -> PipelineEnd {
     let shard = &grant.shard_id;
-    for child in batch.child_shards.iter().flatten() {
+    for child in children {
         if let Err(e) = crate::shard_sync::create_child_lease(ctx.store.as_ref(), child).await {
             warn!(shard = %shard, child = %child.shard_id, error = %e, "creating a child lease failed; shard sync will retry");
         }
     }
+    let children: Vec<ShardId> = children
+        .iter()
+        .filter_map(|c| ShardId::new(c.shard_id.as_str()).ok())
+        .collect();
     checkpointer.with_cursor(|c| {
         c.shard_end_reached = true;
         c.children = children;
@@ -416,16 +412,16 @@ fn deaggregator(range: Option<HashKeyRange>) -> Deaggregator {
 }
 
 /// Deaggregates a batch into user records, skipping what a checkpoint inside the first record
-/// already covers.
+/// already covers. A plain record (no KPL magic) is moved as it is, without a copy.
 fn user_records(
     deaggregator: &Deaggregator,
-    batch: Batch,
+    records: Vec<Record>,
     resume: &mut Option<(SequenceNumber, u64)>,
     metrics: &shardwise_metrics::ShardMetrics,
 ) -> Result<Vec<UserRecord>, String> {
-    let mut out = Vec::with_capacity(batch.records.len());
+    let mut out = Vec::with_capacity(records.len());
     let mut parts = Vec::new();
-    for record in batch.records {
+    for record in records {
         let sequence = SequenceNumber::new(&record.sequence_number).map_err(|e| e.to_string())?;
         let skip_through = match resume.take() {
             Some((at, sub)) if at == sequence => Some(sub),
@@ -435,14 +431,24 @@ fn user_records(
             }
             _ => None,
         };
+        if !record.data.starts_with(&MAGIC) {
+            // A plain record is sub-record 0, which any resume point inside it covers.
+            if skip_through.is_none() {
+                out.push(UserRecord {
+                    partition_key: record.partition_key,
+                    explicit_hash_key: None,
+                    sub_sequence_number: 0,
+                    aggregated: false,
+                    data: record.data,
+                    sequence_number: sequence,
+                    approximate_arrival: record.approximate_arrival,
+                });
+            }
+            continue;
+        }
         parts.clear();
         let report = deaggregator
-            .deaggregate_into(
-                record.partition_key.clone(),
-                record.data.clone(),
-                skip_through,
-                &mut parts,
-            )
+            .deaggregate_into(record.partition_key, record.data, skip_through, &mut parts)
             .map_err(|e| e.to_string())?;
         if report.framing == shardwise_kpl_deagg::Framing::Aggregated {
             metrics

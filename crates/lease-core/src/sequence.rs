@@ -3,6 +3,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::error::InvalidValue;
 
@@ -21,8 +22,10 @@ pub const MAX_SEQUENCE_DIGITS: usize = 129;
 /// assert!(small < large); // numeric, not lexicographic
 /// # Ok::<(), shardwise_lease_core::InvalidValue>(())
 /// ```
+///
+/// Cloning is cheap (the text is shared), so every user record of a KPL aggregate can carry it.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SequenceNumber(Box<str>);
+pub struct SequenceNumber(Arc<str>);
 
 impl SequenceNumber {
     /// Validates decimal text as a sequence number.
