@@ -8,8 +8,11 @@
 //!   emulator at `KINESIS_ENDPOINT` with leases in the DynamoDB emulator at `DYNAMODB_ENDPOINT`
 //!   (skipped when those are not set).
 //!
-//! - With `SHARDWISE_BENCH_EMULATOR_WORKLOADS=1` (or `W1`, `W2` for one), the same workloads against the emulators
-//!   (the stream is loaded first, which takes minutes; only the consumption is measured).
+//! - With `SHARDWISE_BENCH_EMULATOR_WORKLOADS=1` (or `W1`, `W2` for one), only the same
+//!   workloads against the emulators, polling with DynamoDB leases, in a process that has done
+//!   nothing else. The streams (`shardwise-bench-w1`, `shardwise-bench-w2`) are loaded when
+//!   missing and tagged once complete, so later runs against the same emulator reuse them; only
+//!   the consumption is measured.
 //!
 //! Run: `cargo bench -p shardwise --features testkit,dynamodb --bench consume`
 
@@ -40,10 +43,15 @@ fn cpu_seconds() -> f64 {
 }
 
 fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+/// A memory figure of /proc/self/status, in MB.
+fn status_mb(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
@@ -117,34 +125,12 @@ async fn in_memory(label: &str, shards: u32, records: usize, size: usize) {
 }
 
 async fn first_record_on_emulators() {
-    let (Ok(kinesis_endpoint), Ok(dynamodb_endpoint)) = (
-        std::env::var("KINESIS_ENDPOINT"),
-        std::env::var("DYNAMODB_ENDPOINT"),
-    ) else {
+    let Some((kinesis, dynamodb)) = emulator_clients() else {
         println!(
             "time to first record: skipped (set KINESIS_ENDPOINT and DYNAMODB_ENDPOINT, or run under ./scripts/test's services)"
         );
         return;
     };
-    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
-    let kinesis = aws_sdk_kinesis::Client::from_conf(
-        aws_sdk_kinesis::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-            .endpoint_url(kinesis_endpoint)
-            .build(),
-    );
-    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::Config::builder()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "test", "test", None, None, "static",
-            ))
-            .endpoint_url(dynamodb_endpoint)
-            .build(),
-    );
     let name = format!("bench-first-{}", std::process::id());
     let _ = kinesis
         .create_stream()
@@ -216,24 +202,65 @@ fn emulator_clients() -> Option<(aws_sdk_kinesis::Client, aws_sdk_dynamodb::Clie
     Some((kinesis, dynamodb))
 }
 
-/// The workloads against the emulators: load the stream (not measured), then consume
-/// with DynamoDB leases from TRIM_HORIZON until every record was seen, measuring this process's
-/// CPU time and peak RSS over the consumption only.
-async fn emulator_workload(label: &str, shards: i32, records: usize, size: usize) {
-    let Some((kinesis, dynamodb)) = emulator_clients() else {
-        return;
-    };
-    let name = format!("bench-{}-{}", label.replace(' ', "-"), std::process::id());
-    let _ = kinesis
-        .create_stream()
-        .stream_name(&name)
-        .shard_count(shards)
+/// The tag that marks a bench stream as completely loaded (value: the number of records).
+const LOADED_TAG: &str = "shardwise-bench-loaded";
+
+/// Makes sure stream `name` holds exactly `records` records of `size` bytes, loading it when it
+/// does not. kinesis-local is slow to load (its PutRecords cost grows with the records already in
+/// the shard: about an hour for W1), so a loaded stream is tagged and reused by later runs against
+/// the same emulator (start it with `SHOULD_PERSIST_DATA=true` to keep it across restarts).
+async fn ensure_loaded(
+    kinesis: &aws_sdk_kinesis::Client,
+    name: &str,
+    shards: i32,
+    records: usize,
+    size: usize,
+) {
+    let tags = kinesis
+        .list_tags_for_stream()
+        .stream_name(name)
         .send()
         .await;
+    match tags {
+        Ok(out) => {
+            let loaded = out
+                .tags()
+                .iter()
+                .find(|t| t.key() == LOADED_TAG)
+                .and_then(|t| t.value())
+                .and_then(|v| v.parse::<usize>().ok());
+            if loaded == Some(records) {
+                println!("{name}: reusing the loaded stream ({records} records)");
+                return;
+            }
+            println!("{name}: exists but is not completely loaded; deleting it and loading again");
+            let _ = kinesis.delete_stream().stream_name(name).send().await;
+            while kinesis
+                .describe_stream_summary()
+                .stream_name(name)
+                .send()
+                .await
+                .is_ok()
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) => {}
+        Err(e) => panic!("{name}: cannot list its tags: {e:?}"),
+    }
+    kinesis
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{name}: cannot create it: {e:?}"));
     loop {
         let active = kinesis
             .describe_stream_summary()
-            .stream_name(&name)
+            .stream_name(name)
             .send()
             .await
             .ok()
@@ -246,8 +273,11 @@ async fn emulator_workload(label: &str, shards: i32, records: usize, size: usize
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    println!(
+        "{name}: loading {records} records of {size} B into {shards} shards (not measured; slow on kinesis-local)"
+    );
     let loading = Instant::now();
-    let payload = vec![b'x'; size];
+    let payload = aws_sdk_kinesis::primitives::Blob::new(vec![b'x'; size]);
     let ids: Vec<usize> = (0..records).collect();
     for chunk in ids.chunks(500) {
         let entries: Vec<_> = chunk
@@ -255,54 +285,92 @@ async fn emulator_workload(label: &str, shards: i32, records: usize, size: usize
             .filter_map(|i| {
                 aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
                     .partition_key(format!("key-{i}"))
-                    .data(aws_sdk_kinesis::primitives::Blob::new(payload.clone()))
+                    .data(payload.clone())
                     .build()
                     .ok()
             })
             .collect();
-        let _ = kinesis
-            .put_records()
-            .stream_name(&name)
-            .set_records(Some(entries))
-            .send()
-            .await;
+        loop {
+            match kinesis
+                .put_records()
+                .stream_name(name)
+                .set_records(Some(entries.clone()))
+                .send()
+                .await
+            {
+                Ok(out) if out.failed_record_count().unwrap_or(0) == 0 => break,
+                // The emulator never fails single entries; a partial failure would leave the
+                // stream with a different record count, so the whole batch is not resent.
+                Ok(out) => panic!(
+                    "{name}: {} records of a PutRecords failed",
+                    out.failed_record_count().unwrap_or(0)
+                ),
+                Err(e) => {
+                    eprintln!("{name}: PutRecords failed, retrying: {e:?}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
     }
-    println!(
-        "{label}: loaded {records} records of {size} B into {shards} shards in {:.0} s (not measured)",
-        loading.elapsed().as_secs_f64()
-    );
+    kinesis
+        .add_tags_to_stream()
+        .stream_name(name)
+        .tags(LOADED_TAG, records.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{name}: cannot tag it: {e:?}"));
+    println!("{name}: loaded in {:.0} s", loading.elapsed().as_secs_f64());
+}
+
+/// The workloads against the emulators: make sure the stream is loaded (not measured),
+/// then consume with DynamoDB leases in a new lease table from TRIM_HORIZON until every record
+/// was seen, measuring this process's CPU time and peak RSS over the consumption only.
+async fn emulator_workload(label: &str, shards: i32, records: usize, size: usize) {
+    let Some((kinesis, dynamodb)) = emulator_clients() else {
+        println!("{label}: skipped (set KINESIS_ENDPOINT and DYNAMODB_ENDPOINT)");
+        return;
+    };
+    let stream = format!("shardwise-bench-{}", label.to_lowercase());
+    ensure_loaded(&kinesis, &stream, shards, records, size).await;
+    let table = format!("{stream}-leases-{}", std::process::id());
     // Reset the peak RSS so it covers the consumption only (Linux: "5" clears VmHWM).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let store = shardwise::lease::dynamodb::DynamoDbLeaseStore::new(dynamodb, name.clone())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let before = status_mb("VmRSS:");
+    let store =
+        shardwise::lease::dynamodb::DynamoDbLeaseStore::new(dynamodb.clone(), table.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
     let cpu_before = cpu_seconds();
-    let wall = consume(Arc::new(kinesis), Arc::new(store), &name, records).await;
+    let wall = consume(Arc::new(kinesis), Arc::new(store), &stream, records).await;
     let cpu = cpu_seconds() - cpu_before;
     println!(
-        "{label}: consumed {records} records of {size} B from {shards} shards (DynamoDB leases): {:.1} s wall, {:.0} records/s, {:.2} CPU-s, peak RSS {:.0} MB",
+        "emulator {label}: consumed {records} records of {size} B from {shards} shards (polling, DynamoDB leases): {:.1} s wall, {:.0} records/s, {:.2} CPU-s, peak RSS {:.0} MB ({:.0} MB before consuming)",
         wall.as_secs_f64(),
         records as f64 / wall.as_secs_f64(),
         cpu,
-        peak_rss_mb()
+        peak_rss_mb(),
+        before
     );
+    let _ = dynamodb.delete_table().table_name(&table).send().await;
 }
 
 #[tokio::main]
 async fn main() {
-    in_memory("in memory W1", 4, 200_000, 100).await;
-    in_memory("in memory W2", 16, 100_000, 1_000).await;
-    first_record_on_emulators().await;
+    // The emulator workloads run alone, so that the process's CPU time and peak RSS are the
+    // consumer's and not left over from the in-memory runs.
     if let Ok(which) = std::env::var("SHARDWISE_BENCH_EMULATOR_WORKLOADS") {
         // "W1" or "W2" runs one of them; any other value runs both.
         if which != "W2" {
-            emulator_workload("emulator W1", 4, 200_000, 100).await;
+            emulator_workload("W1", 4, 200_000, 100).await;
         }
         if which != "W1" {
-            emulator_workload("emulator W2", 16, 100_000, 1_000).await;
+            emulator_workload("W2", 16, 100_000, 1_000).await;
         }
-    } else {
-        println!(
-            "emulator workloads: skipped (set SHARDWISE_BENCH_EMULATOR_WORKLOADS=1; loading takes minutes)"
-        );
+        return;
     }
+    in_memory("in memory W1", 4, 200_000, 100).await;
+    in_memory("in memory W2", 16, 100_000, 1_000).await;
+    first_record_on_emulators().await;
+    println!(
+        "emulator workloads: skipped (set SHARDWISE_BENCH_EMULATOR_WORKLOADS=1, W1 or W2 to run them alone)"
+    );
 }
