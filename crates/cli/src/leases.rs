@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use serde::Serialize;
 use shardwise::kinesis::{KinesisApi, StartPosition, StreamId};
 use shardwise::lease::{Checkpoint, Lease, LeaseListing};
@@ -162,8 +163,15 @@ pub(crate) async fn run(args: LeasesArgs) -> Result<(), CliError> {
                 ));
             }
         }
-        for (lease, view) in listing.leases.iter().zip(views.iter_mut()) {
-            view.lag = lag(kinesis.as_ref(), &stream, lease).await;
+        // Two calls per shard; a few shards at a time, so hundreds of shards take seconds, well
+        // under the account's GetShardIterator limits (5 per second per shard).
+        let lags: Vec<Option<Lag>> = futures_util::stream::iter(&listing.leases)
+            .map(|lease| lag(kinesis.as_ref(), &stream, lease))
+            .buffered(LAG_CONCURRENCY)
+            .collect()
+            .await;
+        for (view, lag) in views.iter_mut().zip(lags) {
+            view.lag = lag;
         }
     }
     let corrupt = listing
@@ -189,6 +197,9 @@ pub(crate) async fn run(args: LeasesArgs) -> Result<(), CliError> {
     print!("{text}");
     Ok(())
 }
+
+/// How many shards' lag is read at once.
+const LAG_CONCURRENCY: usize = 16;
 
 /// How far the shard's next unprocessed record is behind the newest; `None` for an ended shard.
 async fn lag(kinesis: &dyn KinesisApi, stream: &StreamId, lease: &Lease) -> Option<Lag> {
