@@ -3,8 +3,9 @@
 # `services_stop` stops exactly that (by PID) and nothing else.
 #
 # Honoured when already set (then nothing is started for it): DATABASE_URL, REDIS_URL,
-# DYNAMODB_ENDPOINT, KINESIS_ENDPOINT, CLOUDWATCH_ENDPOINT. Ports of what this script starts:
-# SHARDWISE_CLOUDWATCH_PORT (15917, moto's server),
+# REDIS_TLS_URL (with REDIS_TLS_CA_PEM), DYNAMODB_ENDPOINT, KINESIS_ENDPOINT, CLOUDWATCH_ENDPOINT.
+# Ports of what this script starts: SHARDWISE_CLOUDWATCH_PORT (15917, moto's server),
+# SHARDWISE_REDIS_TLS_PORT (16380, a TLS-only Redis with a test CA made here),
 # SHARDWISE_DYNAMODB_PORT (18000), SHARDWISE_KINESIS_PORT (14568, plain HTTP/1.1 and h2c) and
 # SHARDWISE_KINESIS_TLS_PORT (14567, HTTP/2 over TLS with a test CA made here).
 
@@ -81,6 +82,32 @@ ensure_redis() {
     fi
 }
 
+redis_tls_answers() { # PING over TLS, checking the certificate against the test CA
+    [ "$(redis-cli --tls --cacert "$2" -h localhost -p "$1" ping 2>/dev/null)" = "PONG" ]
+}
+
+ensure_redis_tls() { # a second Redis, TLS only (no plain port), certificate from the test CA
+    if [ -n "${REDIS_TLS_URL:-}" ]; then return 0; fi
+    local port="${SHARDWISE_REDIS_TLS_PORT:-16380}" tls="$SERVICES_DIR/tls"
+    command -v redis-server >/dev/null || apt_install redis-server redis-tools
+    make_test_ca
+    if ! port_free "$port"; then
+        say "port $port is busy; set SHARDWISE_REDIS_TLS_PORT or REDIS_TLS_URL"
+        return 1
+    fi
+    say "starting Redis with TLS only on 127.0.0.1:$port"
+    rm -f "$SERVICES_DIR/redis-tls.pid"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 0 --tls-port "$port" \
+        --tls-cert-file "$tls/server.pem" --tls-key-file "$tls/server.key" \
+        --tls-ca-cert-file "$tls/ca.pem" --tls-auth-clients no --save '' --appendonly no \
+        --pidfile "$SERVICES_DIR/redis-tls.pid" --logfile "$SERVICES_DIR/redis-tls.log" --dir "$SERVICES_DIR"
+    wait_until 15 "Redis (TLS)" test -s "$SERVICES_DIR/redis-tls.pid" || return 1
+    STARTED_PIDS+=("$(cat "$SERVICES_DIR/redis-tls.pid")")
+    wait_until 15 "Redis (TLS)" redis_tls_answers "$port" "$tls/ca.pem" || return 1
+    export REDIS_TLS_URL="rediss://localhost:$port"
+    export REDIS_TLS_CA_PEM="$tls/ca.pem"
+}
+
 ensure_node() {
     command -v npm >/dev/null || apt_install nodejs npm
 }
@@ -151,6 +178,7 @@ make_test_ca() { # a throwaway CA and a server certificate for localhost / 127.0
     openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
         -days 3650 -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
     openssl pkcs8 -topk8 -nocrypt -in "$dir/server.key" -out "$dir/server.pk8"
+    ensure_node # ensure_redis_tls may come here before anything installed node
     node -e '
         const fs = require("fs"); const d = process.argv[1];
         const cert = fs.readFileSync(d + "/server.pem", "utf8") + fs.readFileSync(d + "/ca.pem", "utf8");
