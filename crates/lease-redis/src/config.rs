@@ -1,4 +1,4 @@
-//! Configuration: where the server is, the key prefix, timeouts and reconnects.
+//! Configuration: where the server is, the key prefix, timeouts, reconnects and TLS trust.
 
 use std::fmt;
 use std::time::Duration;
@@ -34,6 +34,8 @@ pub struct RedisConfig {
     connection_timeout: Duration,
     response_timeout: Duration,
     reconnect_attempts: usize,
+    #[cfg(feature = "tls-rustls")]
+    root_certificate_pem: Option<Vec<u8>>,
 }
 
 impl RedisConfig {
@@ -48,6 +50,8 @@ impl RedisConfig {
             connection_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(2),
             reconnect_attempts: 3,
+            #[cfg(feature = "tls-rustls")]
+            root_certificate_pem: None,
         }
     }
 
@@ -78,6 +82,31 @@ impl RedisConfig {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
+        #[cfg(feature = "tls-rustls")]
+        if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            crate::tls::ensure_crypto_provider();
+            if let Some(pem) = &self.root_certificate_pem {
+                crate::tls::check_root_certificates(pem)?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                };
+                return redis::Client::build_with_tls(info, certificates).map_err(|e| {
+                    StoreError::new(
+                        StoreErrorKind::Config,
+                        format!("invalid root certificate PEM: {e}"),
+                    )
+                });
+            }
+        } else if self.root_certificate_pem.is_some() {
+            return Err(StoreError::new(
+                StoreErrorKind::Config,
+                format!(
+                    "a root certificate is set, but {} is no TLS URL: use rediss://",
+                    redact_url(&self.url)
+                ),
+            ));
+        }
         redis::Client::open(info).map_err(config_error)
     }
 
@@ -92,14 +121,23 @@ impl RedisConfig {
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
+        let mut debug = f.debug_struct("RedisConfig");
+        debug
             .field("url", &redact_url(&self.url))
             .field("password", &self.password.as_ref().map(|_| REDACTED))
             .field("prefix", &self.prefix)
             .field("connection_timeout", &self.connection_timeout)
             .field("response_timeout", &self.response_timeout)
-            .field("reconnect_attempts", &self.reconnect_attempts)
-            .finish()
+            .field("reconnect_attempts", &self.reconnect_attempts);
+        #[cfg(feature = "tls-rustls")]
+        debug.field(
+            "root_certificate_pem",
+            &self
+                .root_certificate_pem
+                .as_ref()
+                .map(|pem| format!("{} bytes", pem.len())),
+        );
+        debug.finish()
     }
 }
 
@@ -136,6 +174,8 @@ pub struct RedisConfigBuilder {
     connection_timeout: Duration,
     response_timeout: Duration,
     reconnect_attempts: usize,
+    #[cfg(feature = "tls-rustls")]
+    root_certificate_pem: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisConfigBuilder {
@@ -175,6 +215,33 @@ impl RedisConfigBuilder {
         self
     }
 
+    /// Trusts the certificate authorities in `pem` (one or more PEM `CERTIFICATE` blocks, the
+    /// contents of a `ca.pem` file) for a `rediss://` server, for example one whose certificate
+    /// comes from a private CA. They are trusted *instead of* the platform's root certificates
+    /// (the redis crate's rule): put every CA the server's certificate may chain to in `pem`.
+    /// The server's name (or IP address) must still match its certificate.
+    ///
+    /// Needs the feature `tls-rustls`. [`build`](Self::build) fails with
+    /// [`StoreErrorKind::Config`] when `pem` holds no certificate or one that does not parse, and
+    /// when the URL is not `rediss://`.
+    ///
+    /// ```no_run
+    /// use shardwise_lease_redis::RedisConfig;
+    ///
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = std::fs::read("/etc/redis/tls/ca.pem")?;
+    /// let config = RedisConfig::builder("rediss://cache.internal:6380", "orders-app")
+    ///     .root_certificate_pem(ca)
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls-rustls")]
+    pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificate_pem = Some(pem.into());
+        self
+    }
+
     /// Validates every setting. Errors are of kind [`StoreErrorKind::Config`].
     pub fn build(self) -> Result<RedisConfig, StoreError> {
         let prefix = KeyPrefix::new(&self.prefix)?;
@@ -191,8 +258,10 @@ impl RedisConfigBuilder {
             connection_timeout: self.connection_timeout,
             response_timeout: self.response_timeout,
             reconnect_attempts: self.reconnect_attempts,
+            #[cfg(feature = "tls-rustls")]
+            root_certificate_pem: self.root_certificate_pem,
         };
-        // Parse the URL now, so a bad one is reported by `build`.
+        // Parse the URL (and any root certificate) now, so a bad one is reported by `build`.
         config.client()?;
         Ok(config)
     }

@@ -52,8 +52,26 @@
 //!
 //! # TLS
 //!
-//! With the feature `tls-rustls`, `rediss://` URLs connect over TLS (rustls, the platform's
-//! root certificates).
+//! With the feature `tls-rustls`, `rediss://` URLs connect over TLS (rustls). The server's
+//! certificate must chain to one of the platform's root certificates or, for a server with a
+//! private CA, to one given to [`RedisConfigBuilder`]'s `root_certificate_pem` (those then
+//! replace the platform's roots). The host name in the URL must match the certificate. Without
+//! the feature a `rediss://` URL is a configuration error.
+//!
+//! rustls needs a process-wide crypto provider: when the application has not installed one, the
+//! first TLS configuration installs rustls' ring provider.
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls-rustls")]
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use shardwise_lease_redis::RedisConfig;
+//!
+//! let config = RedisConfig::builder("rediss://redis.internal:6380", "orders-app")
+//!     .root_certificate_pem(std::fs::read("/etc/redis/tls/ca.pem")?)
+//!     .build()?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod config;
 mod error;
@@ -61,6 +79,8 @@ mod fields;
 mod prefix;
 mod scripts;
 mod store;
+#[cfg(feature = "tls-rustls")]
+mod tls;
 
 pub use config::{RedisConfig, RedisConfigBuilder};
 pub use prefix::{KeyPrefix, MAX_PREFIX_BYTES};

@@ -4,6 +4,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod server;
+#[cfg(feature = "tls-rustls")]
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,7 +15,7 @@ use shardwise_lease_core::{
     CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Race, ShardId, StoreError,
     WorkerId,
 };
-use shardwise_lease_redis::{RedisConfig, RedisLeaseStore};
+use shardwise_lease_redis::{RedisConfig, RedisConfigBuilder, RedisLeaseStore};
 
 /// The server the tests use: `REDIS_URL`, or the local one.
 pub fn redis_url() -> String {
@@ -31,23 +33,36 @@ pub fn run_suffix() -> String {
 
 /// A store under a prefix of its own, named after the test.
 pub async fn prefixed_store(test: &str) -> CleanupStore {
-    let config = RedisConfig::builder(
-        redis_url(),
-        format!("shardwise-test:{test}:{}", run_suffix()),
-    )
-    .build()
-    .unwrap_or_else(|e| panic!("test config: {e}"));
+    prefixed_store_at(&redis_url(), test, |builder| builder).await
+}
+
+/// A store for the server at `url` under a prefix of its own, named after the test, with the
+/// settings `configure` adds.
+pub async fn prefixed_store_at(
+    url: &str,
+    test: &str,
+    configure: impl FnOnce(RedisConfigBuilder) -> RedisConfigBuilder,
+) -> CleanupStore {
+    let builder = RedisConfig::builder(url, test_prefix(test));
+    let config = configure(builder)
+        .build()
+        .unwrap_or_else(|e| panic!("test config: {e}"));
     let store = RedisLeaseStore::connect(&config)
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"));
     store
         .create_table_if_missing()
         .await
-        .unwrap_or_else(|e| panic!("reach Redis at {}: {e}", redis_url()));
+        .unwrap_or_else(|e| panic!("reach Redis at {url}: {e}"));
     CleanupStore {
         store: Arc::new(store),
         config,
     }
+}
+
+/// A key prefix no other test or run shares.
+pub fn test_prefix(test: &str) -> String {
+    format!("shardwise-test:{test}:{}", run_suffix())
 }
 
 /// A store that deletes its prefix's leases when dropped (also when the test panics).
