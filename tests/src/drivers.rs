@@ -150,6 +150,16 @@ impl Emulator {
         }
     }
 
+    /// Deletes the stream (best effort: a test's leftovers must not fail it).
+    pub async fn delete(&self) {
+        let _ = self
+            .client
+            .delete_stream()
+            .stream_name(&self.name)
+            .send()
+            .await;
+    }
+
     async fn wait_active(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {

@@ -51,7 +51,7 @@ fn spawn_consumer(
 /// together they wrote every record, and each wrote each partition key's records in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_one_killed_redis() {
-    let stream = Stream::create("cli-kill", 4).await;
+    let stream = create_stream("cli-kill", 4).await;
     let app = unique("cli-kill");
     let leases = env("REDIS_URL");
     let dir = temp_dir("kill");
@@ -145,7 +145,7 @@ async fn three_processes_one_killed_redis() {
 /// free), lag, and delete-leases (refused without a terminal or --yes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_leases_then_reset_and_delete_postgres() {
-    let stream = Stream::create("cli-term", 2).await;
+    let stream = create_stream("cli-term", 2).await;
     let app = unique("cli-term");
     let leases = env("DATABASE_URL");
     let dir = temp_dir("term");
@@ -259,7 +259,7 @@ async fn sigterm_releases_leases_then_reset_and_delete_postgres() {
 /// released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_with_dynamodb_leases_to_stdout() {
-    let stream = Stream::create("cli-ddb", 1).await;
+    let stream = create_stream("cli-ddb", 1).await;
     let app = unique("cli-ddb");
     let leases = format!("dynamodb://{app}");
     let endpoint = env("DYNAMODB_ENDPOINT");
@@ -321,7 +321,7 @@ async fn sigint_with_dynamodb_leases_to_stdout() {
 /// (`KINESIS_TLS_ENDPOINT`, `KINESIS_CA_PEM`), SIGTERM: every record, exit 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_over_tls_with_ca_file_redis() {
-    let stream = Stream::create("cli-efo", 2).await;
+    let stream = create_stream("cli-efo", 2).await;
     let app = unique("cli-efo");
     let leases = env("REDIS_URL");
     let dir = temp_dir("efo");

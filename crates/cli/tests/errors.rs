@@ -257,7 +257,7 @@ fn missing_lease_exits_3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consume_with_unreachable_store_exits_4() {
-    let stream = Stream::create("cli-nostore", 1).await;
+    let stream = create_stream("cli-nostore", 1).await;
     assert_fails(
         &[
             "consume",

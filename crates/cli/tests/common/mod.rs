@@ -9,27 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use shardwise_tests::Emulator;
+pub(crate) use shardwise_tests::StreamDriver;
+pub(crate) use shardwise_tests::drivers::unique;
 
 pub(crate) fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run ./scripts/test, which starts the emulators and servers")
     })
-}
-
-/// A name no other test (or earlier run) uses.
-pub(crate) fn unique(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{test}-{}-{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000
-    )
 }
 
 /// The `shardwise` binary with test credentials and the emulator's Kinesis endpoint in the
@@ -167,84 +154,11 @@ pub(crate) fn assert_in_order_per_key(lines: &[Line], who: &str) {
     }
 }
 
-/// A stream on the Kinesis emulator at `KINESIS_ENDPOINT`.
-pub(crate) struct Stream {
-    pub(crate) client: Client,
-    pub(crate) name: String,
-}
-
-impl Stream {
-    pub(crate) async fn create(test: &str, shards: i32) -> Self {
-        let config = aws_sdk_kinesis::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-            .endpoint_url(env("KINESIS_ENDPOINT"))
-            .build();
-        let stream = Self {
-            client: Client::from_conf(config),
-            name: unique(test),
-        };
-        stream
-            .client
-            .create_stream()
-            .stream_name(&stream.name)
-            .shard_count(shards)
-            .send()
-            .await
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = stream
-                .client
-                .describe_stream_summary()
-                .stream_name(&stream.name)
-                .send()
-                .await
-                .unwrap();
-            if *out.stream_description_summary().unwrap().stream_status() == StreamStatus::Active {
-                break;
-            }
-            assert!(Instant::now() < deadline, "stream not ACTIVE");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        stream
-    }
-
-    /// Puts `record-N` for N in `range`, partition key `key-{N % keys}`.
-    pub(crate) async fn put(&self, range: std::ops::Range<usize>, keys: usize) {
-        let ids: Vec<usize> = range.collect();
-        for chunk in ids.chunks(250) {
-            let entries: Vec<PutRecordsRequestEntry> = chunk
-                .iter()
-                .map(|i| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(format!("key-{}", i % keys))
-                        .data(Blob::new(format!("record-{i}").into_bytes()))
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            let out = self
-                .client
-                .put_records()
-                .stream_name(&self.name)
-                .set_records(Some(entries))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(out.failed_record_count(), Some(0), "every record accepted");
-        }
-    }
-
-    pub(crate) async fn delete(&self) {
-        let _ = self
-            .client
-            .delete_stream()
-            .stream_name(&self.name)
-            .send()
-            .await;
-    }
+/// A new stream of `shards` shards on the Kinesis emulator at `KINESIS_ENDPOINT`, ACTIVE.
+pub(crate) async fn create_stream(test: &str, shards: u32) -> Emulator {
+    let stream = Emulator::new(test);
+    stream.create(shards).await;
+    stream
 }
 
 /// `shardwise leases --json`, parsed.
