@@ -2,9 +2,11 @@
 # are running on 127.0.0.1, installing what is missing, and remembers what it started so that
 # `services_stop` stops exactly that (by PID) and nothing else.
 #
-# Honoured when already set (then nothing is started for it): DATABASE_URL, REDIS_URL,
-# REDIS_TLS_URL (with REDIS_TLS_CA_PEM), DYNAMODB_ENDPOINT, KINESIS_ENDPOINT, CLOUDWATCH_ENDPOINT.
+# Honoured when already set (then nothing is started for it): DATABASE_URL, POSTGRES_TLS_URL
+# (with POSTGRES_TLS_CA_PEM), REDIS_URL, REDIS_TLS_URL (with REDIS_TLS_CA_PEM), DYNAMODB_ENDPOINT,
+# KINESIS_ENDPOINT, CLOUDWATCH_ENDPOINT.
 # Ports of what this script starts: SHARDWISE_CLOUDWATCH_PORT (15917, moto's server),
+# SHARDWISE_POSTGRES_TLS_PORT (15433, a PostgreSQL taking only TLS, certificate from the test CA),
 # SHARDWISE_REDIS_TLS_PORT (16380, a TLS-only Redis with a test CA made here),
 # SHARDWISE_DYNAMODB_PORT (18000), SHARDWISE_KINESIS_PORT (14568, plain HTTP/1.1 and h2c) and
 # SHARDWISE_KINESIS_TLS_PORT (14567, HTTP/2 over TLS with a test CA made here).
@@ -42,29 +44,91 @@ wait_until() { # wait_until SECONDS DESCRIPTION COMMAND...
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+postgres_bindir() { # the newest installed PostgreSQL server's bin directory, installing one if none
+    local bindir
+    bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    if [ ! -x "$bindir/initdb" ]; then
+        apt_install postgresql
+        bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    fi
+    printf '%s\n' "$bindir"
+}
+
+init_postgres_cluster() { # init_postgres_cluster DIR: a throwaway cluster in DIR, made once
+    local data=$1 bindir
+    [ -f "$data/PG_VERSION" ] && return 0
+    bindir=$(postgres_bindir) || return 1
+    say "creating a PostgreSQL instance in $data"
+    mkdir -p "$data" && chown postgres: "$data" && chmod 700 "$data"
+    runuser -u postgres -- "$bindir/initdb" -D "$data" -A trust -U postgres >/dev/null
+}
+
+start_postgres_cluster() { # start_postgres_cluster DIR PORT [SETTING=VALUE...]
+    # As the postgres user (PostgreSQL refuses to run as root), on 127.0.0.1:PORT only, its
+    # socket in DIR, fsync off; pg_ctl waits until it accepts connections. Its PID is remembered.
+    local data=$1 port=$2 bindir setting
+    shift 2
+    local options="-c listen_addresses=127.0.0.1 -p $port -k $data -c fsync=off"
+    for setting in "$@"; do options+=" -c $setting"; done
+    bindir=$(postgres_bindir) || return 1
+    runuser -u postgres -- "$bindir/pg_ctl" -D "$data" -l "$data/server.log" -s -o "$options" start || return 1
+    STARTED_PIDS+=("$(head -n 1 "$data/postmaster.pid")")
+}
+
 ensure_postgres() {
     if [ -n "${DATABASE_URL:-}" ]; then return 0; fi
     export DATABASE_URL="postgres://postgres@127.0.0.1:5432/test"
     command -v pg_isready >/dev/null || apt_install postgresql postgresql-client
     if ! pg_isready -q -h 127.0.0.1 -p 5432; then
-        local bindir
-        bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-        [ -x "$bindir/initdb" ] || { apt_install postgresql; bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1); }
         local data="$SERVICES_DIR/postgres"
-        if [ ! -f "$data/PG_VERSION" ]; then
-            say "creating a PostgreSQL instance in $data"
-            mkdir -p "$data" && chown postgres: "$data" && chmod 700 "$data"
-            runuser -u postgres -- "$bindir/initdb" -D "$data" -A trust -U postgres >/dev/null
-        fi
+        init_postgres_cluster "$data" || return 1
         say "starting PostgreSQL on 127.0.0.1:5432"
-        runuser -u postgres -- "$bindir/pg_ctl" -D "$data" -l "$data/server.log" -s \
-            -o "-c listen_addresses=127.0.0.1 -p 5432 -k $data -c fsync=off" start
+        start_postgres_cluster "$data" 5432 || return 1
         wait_until 30 PostgreSQL pg_isready -q -h 127.0.0.1 -p 5432 || return 1
-        STARTED_PIDS+=("$(head -n 1 "$data/postmaster.pid")")
     fi
     if ! psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; then
         psql -h 127.0.0.1 -U postgres -d postgres -qc 'create database test' >/dev/null
     fi
+}
+
+postgres_tls_psql() { # postgres_tls_psql PORT CA DATABASE PSQL-ARGS...: over TLS, certificate checked
+    local port=$1 ca=$2 database=$3
+    shift 3
+    psql "host=localhost port=$port user=postgres dbname=$database sslmode=verify-full sslrootcert=$ca" "$@"
+}
+
+postgres_tls_answers() { # SELECT 1 over TLS, checking the certificate against the test CA
+    [ "$(postgres_tls_psql "$1" "$2" postgres -Atc 'select 1' 2>/dev/null)" = "1" ]
+}
+
+ensure_postgres_tls() { # a second PostgreSQL that takes TLS connections only, certificate from the test CA
+    if [ -n "${POSTGRES_TLS_URL:-}" ]; then return 0; fi
+    local port="${SHARDWISE_POSTGRES_TLS_PORT:-15433}" tls="$SERVICES_DIR/tls" data="$SERVICES_DIR/postgres-tls"
+    command -v psql >/dev/null || apt_install postgresql-client
+    make_test_ca
+    if ! port_free "$port"; then
+        say "port $port is busy; set SHARDWISE_POSTGRES_TLS_PORT or POSTGRES_TLS_URL"
+        return 1
+    fi
+    init_postgres_cluster "$data" || return 1
+    # PostgreSQL reads the key only when the server's user owns it with mode 0600 (the test CA's
+    # copy is root's), so the cluster gets its own copies of the certificate and key.
+    install -o postgres -g postgres -m 600 "$tls/server.key" "$data/server.key"
+    install -o postgres -g postgres -m 644 "$tls/server.pem" "$data/server.pem"
+    # TLS or nothing: no plain `host` line is accepted, and no `local` (Unix socket) line at all.
+    printf '%s\n' "# Written by scripts/services.sh (ensure_postgres_tls): TLS connections only." \
+        "hostssl all all 127.0.0.1/32 trust" "hostssl all all ::1/128 trust" \
+        "host all all 0.0.0.0/0 reject" "host all all ::/0 reject" >"$data/pg_hba.conf"
+    chown postgres: "$data/pg_hba.conf"
+    say "starting PostgreSQL with TLS only on 127.0.0.1:$port"
+    start_postgres_cluster "$data" "$port" ssl=on "ssl_cert_file=$data/server.pem" \
+        "ssl_key_file=$data/server.key" || return 1
+    wait_until 30 "PostgreSQL (TLS)" postgres_tls_answers "$port" "$tls/ca.pem" || return 1
+    if ! postgres_tls_psql "$port" "$tls/ca.pem" test -Atc 'select 1' >/dev/null 2>&1; then
+        postgres_tls_psql "$port" "$tls/ca.pem" postgres -qc 'create database test' >/dev/null || return 1
+    fi
+    export POSTGRES_TLS_URL="postgres://postgres@localhost:$port/test"
+    export POSTGRES_TLS_CA_PEM="$tls/ca.pem"
 }
 
 ensure_redis() {
@@ -178,7 +242,7 @@ make_test_ca() { # a throwaway CA and a server certificate for localhost / 127.0
     openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
         -days 3650 -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
     openssl pkcs8 -topk8 -nocrypt -in "$dir/server.key" -out "$dir/server.pk8"
-    ensure_node # ensure_redis_tls may come here before anything installed node
+    ensure_node # ensure_redis_tls or ensure_postgres_tls may come here before anything installed node
     node -e '
         const fs = require("fs"); const d = process.argv[1];
         const cert = fs.readFileSync(d + "/server.pem", "utf8") + fs.readFileSync(d + "/ca.pem", "utf8");
