@@ -8,8 +8,8 @@
 //! - [`ShardProcessor`] and [`Checkpointer`]: the processor API; [`processor_fn`] for the simple
 //!   case.
 //! - Lease stores: [`lease::MemoryLeaseStore`], and behind features `dynamodb` (default),
-//!   `postgres`, `redis` the stores of their crates, re-exported under [`lease`]; `redis-tls`
-//!   adds `rediss://` URLs to the Redis store.
+//!   `postgres`, `redis` the stores of their crates, re-exported under [`lease`]; `postgres-tls`
+//!   adds TLS to the PostgreSQL store, `redis-tls` `rediss://` URLs to the Redis store.
 //!
 //! Guarantees: a record is handed to a processor only while its worker holds the shard's lease;
 //! checkpoints are fenced by the lease counter; a parent shard is fully processed (`SHARD_END`)

@@ -26,7 +26,9 @@ pub enum PostgresTls {
     Disable,
     /// TLS when the server offers it (and the feature is on), plain otherwise.
     Prefer,
-    /// TLS only, without checking the certificate (unless a root certificate is configured).
+    /// TLS only, without checking the certificate: any certificate is accepted, even when a
+    /// root certificate is configured (sqlx's rule; libpq would check it). Use
+    /// [`PostgresTls::VerifyCa`] or [`PostgresTls::VerifyFull`] to check it.
     Require,
     /// TLS only; the certificate must be issued by a trusted authority.
     VerifyCa,
@@ -338,7 +340,10 @@ impl PostgresConfigBuilder {
         self
     }
 
-    /// A PEM file with the certificate authority to trust for the server's certificate.
+    /// A PEM file with the certificate authority to trust for the server's certificate, in
+    /// addition to the built-in (webpki) roots; checked with [`PostgresTls::VerifyCa`] and
+    /// [`PostgresTls::VerifyFull`], ignored by the other modes. The file is read when a
+    /// connection is opened, not by [`build`](Self::build).
     pub fn root_certificate(mut self, path: impl Into<PathBuf>) -> Self {
         self.root_certificate = Some(path.into());
         self

@@ -66,6 +66,28 @@
 //!
 //! With the feature `tls-rustls`, [`PostgresTls`] `Require`, `VerifyCa` and `VerifyFull` are
 //! available (rustls with the webpki roots, or [`PostgresConfigBuilder::root_certificate`]).
+//! `Require` encrypts without checking the certificate; `VerifyCa` checks that it chains to a
+//! trusted root; `VerifyFull` also that it names the host in the URL.
+//!
+//! rustls needs a process-wide crypto provider (sqlx asks for it with `VerifyCa`): unless TLS is
+//! disabled, [`PostgresLeaseStore::connect`] and [`PostgresLeaseStore::with_pool`] install
+//! rustls' ring provider when the application has not installed one. An application that wants
+//! another provider, or that opens connections of its own pool before `with_pool`, installs
+//! one first.
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls-rustls")]
+//! # async fn run() -> Result<(), shardwise_lease_core::StoreError> {
+//! use shardwise_lease_postgres::{PostgresConfig, PostgresLeaseStore, PostgresTls};
+//!
+//! let config = PostgresConfig::builder("postgres://app@db.internal/kinesis", "orders-app")
+//!     .tls(PostgresTls::VerifyFull)
+//!     .root_certificate("/etc/postgresql/tls/ca.pem")
+//!     .build()?;
+//! let store = PostgresLeaseStore::connect(&config).await?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod config;
 mod error;
@@ -73,6 +95,8 @@ mod name;
 mod row;
 mod sql;
 mod store;
+#[cfg(feature = "tls-rustls")]
+mod tls;
 
 pub use config::{
     DEFAULT_SCHEMA, DEFAULT_TABLE, MAX_NAMESPACE_BYTES, PostgresConfig, PostgresConfigBuilder,

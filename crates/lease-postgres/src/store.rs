@@ -70,6 +70,9 @@ impl PostgresLeaseStore {
     /// Makes a store on an existing pool (its connection settings are the caller's; the
     /// statement timeout and pool settings of `config` are not applied).
     pub fn with_pool(pool: PgPool, config: &PostgresConfig) -> Self {
+        // Before the pool's first connection (`connect` comes here too).
+        #[cfg(feature = "tls-rustls")]
+        crate::tls::ensure_crypto_provider(pool.connect_options().get_ssl_mode());
         Self {
             pool,
             namespace: config.namespace().to_owned(),

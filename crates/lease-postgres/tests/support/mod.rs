@@ -11,9 +11,11 @@ use shardwise_lease_core::{
     CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Race, ShardId, StoreError,
     WorkerId,
 };
-use shardwise_lease_postgres::{PostgresConfig, PostgresLeaseStore};
+use shardwise_lease_postgres::{PostgresConfig, PostgresConfigBuilder, PostgresLeaseStore};
 
 pub mod server;
+#[cfg(feature = "tls-rustls")]
+pub mod tls;
 
 /// The server the tests use: `DATABASE_URL`, or the local test database.
 pub fn database_url() -> String {
@@ -36,10 +38,17 @@ pub const TEST_TABLE: &str = "leases";
 
 /// A store on the test table in a namespace of its own, named after the test.
 pub async fn namespaced_store(test: &str) -> CleanupStore {
-    let config = PostgresConfig::builder(database_url(), format!("{test}-{}", run_suffix()))
-        .schema(TEST_SCHEMA)
-        .table(TEST_TABLE)
-        .max_connections(8)
+    namespaced_store_at(&database_url(), test, |builder| builder).await
+}
+
+/// A store for the server at `url` on the test table in a namespace of its own, named after the
+/// test, with the settings `configure` adds; the table is created when missing.
+pub async fn namespaced_store_at(
+    url: &str,
+    test: &str,
+    configure: impl FnOnce(PostgresConfigBuilder) -> PostgresConfigBuilder,
+) -> CleanupStore {
+    let config = configure(test_config(url, test))
         .build()
         .unwrap_or_else(|e| panic!("test config: {e}"));
     let store = PostgresLeaseStore::connect(&config)
@@ -48,18 +57,26 @@ pub async fn namespaced_store(test: &str) -> CleanupStore {
     store
         .create_table_if_missing()
         .await
-        .unwrap_or_else(|e| panic!("create table at {}: {e}", database_url()));
+        .unwrap_or_else(|e| panic!("create table at {url}: {e}"));
     CleanupStore {
         store: Arc::new(store),
         config,
     }
 }
 
+/// The test table on the server at `url`, in a namespace no other test or run shares.
+pub fn test_config(url: &str, test: &str) -> PostgresConfigBuilder {
+    PostgresConfig::builder(url, format!("{test}-{}", run_suffix()))
+        .schema(TEST_SCHEMA)
+        .table(TEST_TABLE)
+        .max_connections(8)
+}
+
 /// A store that deletes its namespace's leases when dropped (also when the test panics).
 #[derive(Debug)]
 pub struct CleanupStore {
     pub store: Arc<PostgresLeaseStore>,
-    config: PostgresConfig,
+    pub config: PostgresConfig,
 }
 
 impl Drop for CleanupStore {
