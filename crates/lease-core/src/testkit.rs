@@ -971,3 +971,116 @@ pub async fn racing_checkpoint_against_take(store: Arc<dyn LeaseStore>) {
         }
     }
 }
+
+/// A server restart in the middle of a run, for stores on a server the test controls:
+/// `set_running(false)` stops it, `set_running(true)` starts it again and returns once it is
+/// started. `store` is fresh and empty and points at that server. Ten leases are created and
+/// taken (half checkpointed); while the server is down every operation fails with a retryable
+/// error; once it is back the leases are exactly as before, a renewal round and a checkpoint
+/// succeed exactly once each, and no lease was lost or duplicated. Not part of
+/// [`lease_store_conformance_tests!`]: it needs a server of its own.
+pub async fn survives_a_server_restart(store: &dyn LeaseStore, mut set_running: impl FnMut(bool)) {
+    fn restart_checkpoint(n: u64) -> Checkpoint {
+        at(
+            &format!("49590338271490256608559692538361571095921575989136{n:06}"),
+            0,
+        )
+    }
+    fn assert_retryable<T: std::fmt::Debug>(what: &str, outcome: Result<T, crate::StoreError>) {
+        match outcome {
+            Err(e) => assert!(
+                e.is_retryable(),
+                "{what} while down: not retryable: {e} ({:?})",
+                e.kind()
+            ),
+            Ok(value) => panic!("{what} while down: succeeded with {value:?}"),
+        }
+    }
+    /// Retries `op` on retryable errors for up to 30 s (a pooled connection broken by the
+    /// restart fails once, then is replaced).
+    async fn eventually<T, F, Fut>(what: &str, mut op: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::StoreError>>,
+    {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match op().await {
+                Ok(value) => return value,
+                Err(e) if e.is_retryable() && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("{what} after restart: {e}"),
+            }
+        }
+    }
+
+    let me = worker("worker-a");
+    let keys: Vec<LeaseKey> = (0..10).map(|i| key(&format!("shardId-{i:012}"))).collect();
+    for (i, k) in keys.iter().enumerate() {
+        create(store, k).await;
+        let taken = won(store.take(k, 0, &me).await, "take");
+        if i % 2 == 0 {
+            let update = CheckpointUpdate::commit(restart_checkpoint(i as u64));
+            won(
+                store
+                    .update_checkpoint(k, &me, taken.counter, &update)
+                    .await,
+                "checkpoint",
+            );
+        }
+    }
+    let before = store.list().await.unwrap_or_else(|e| panic!("list: {e}"));
+    assert_eq!(before.leases.len(), keys.len());
+
+    set_running(false);
+    let held: Vec<(LeaseKey, u64)> = before
+        .leases
+        .iter()
+        .map(|l| (l.key.clone(), l.counter))
+        .collect();
+    let first = &before.leases[0];
+    assert_retryable("list", store.list().await);
+    assert_retryable("get", store.get(&first.key).await);
+    assert_retryable("renew", store.renew(&first.key, &me, first.counter).await);
+    assert_retryable("take", store.take(&first.key, first.counter, &me).await);
+    let update = CheckpointUpdate::commit(restart_checkpoint(500));
+    assert_retryable(
+        "checkpoint",
+        store
+            .update_checkpoint(&first.key, &me, first.counter, &update)
+            .await,
+    );
+    let extra = Lease::new(key("shardId-new"), Checkpoint::TrimHorizon);
+    assert_retryable("create", store.create_if_absent(&extra).await);
+    for outcome in store.renew_many(&me, &held).await {
+        assert_retryable("renew_many", outcome);
+    }
+
+    set_running(true);
+    let after = eventually("list", || store.list()).await;
+    assert_eq!(
+        after, before,
+        "every lease and checkpoint survived the restart unchanged"
+    );
+
+    // The worker carries on: one renewal round and a checkpoint succeed, exactly once each.
+    let outcomes = eventually("renew_many", || async {
+        let outcomes = store.renew_many(&me, &held).await;
+        outcomes.into_iter().collect::<Result<Vec<_>, _>>()
+    })
+    .await;
+    let expected: Vec<Race<u64>> = held.iter().map(|(_, c)| Race::Won(c + 1)).collect();
+    assert_eq!(outcomes, expected);
+    let k = &keys[0];
+    let update = CheckpointUpdate::commit(restart_checkpoint(600));
+    let written = eventually("checkpoint", || {
+        store.update_checkpoint(k, &me, held[0].1 + 1, &update)
+    })
+    .await;
+    assert!(written.is_won());
+    let last = eventually("list", || store.list()).await;
+    assert_eq!(last.leases.len(), keys.len(), "no lease duplicated or lost");
+    assert_eq!(last.leases[0].checkpoint, restart_checkpoint(600));
+    assert_eq!(last.leases[0].counter, held[0].1 + 2);
+}
