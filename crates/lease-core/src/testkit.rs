@@ -1084,3 +1084,129 @@ pub async fn survives_a_server_restart(store: &dyn LeaseStore, mut set_running: 
     assert_eq!(last.leases[0].checkpoint, restart_checkpoint(600));
     assert_eq!(last.leases[0].counter, held[0].1 + 2);
 }
+
+/// The future a [`CleanupStore`] runs when it is dropped.
+pub type Cleanup = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A test's store that cleans up after itself when dropped, also when the test panics: the
+/// `cleanup` given to [`CleanupStore::new`] (delete the test's leases, say) runs to completion
+/// on a thread with its own runtime, because `Drop` cannot wait on the test's runtime. Every
+/// [`LeaseStore`] call goes to `store`.
+pub struct CleanupStore<S> {
+    /// The store the calls go to.
+    pub store: Arc<S>,
+    cleanup: Option<Box<dyn FnOnce() -> Cleanup + Send + Sync>>,
+}
+
+impl<S> CleanupStore<S> {
+    /// Wraps `store`; `cleanup` makes the future to run when the wrapper is dropped.
+    pub fn new(store: S, cleanup: impl FnOnce() -> Cleanup + Send + Sync + 'static) -> Self {
+        Self {
+            store: Arc::new(store),
+            cleanup: Some(Box::new(cleanup)),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for CleanupStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CleanupStore")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Drop for CleanupStore<S> {
+    fn drop(&mut self) {
+        let Some(cleanup) = self.cleanup.take() else {
+            return;
+        };
+        let thread =
+            std::thread::spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(cleanup()),
+                    Err(e) => eprintln!("cleanup skipped: no runtime: {e}"),
+                }
+            });
+        let _ = thread.join();
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: LeaseStore> LeaseStore for CleanupStore<S> {
+    async fn create_table_if_missing(&self) -> Result<(), crate::StoreError> {
+        self.store.create_table_if_missing().await
+    }
+    async fn list(&self) -> Result<crate::LeaseListing, crate::StoreError> {
+        self.store.list().await
+    }
+    async fn get(&self, key: &LeaseKey) -> Result<Option<Lease>, crate::StoreError> {
+        self.store.get(key).await
+    }
+    async fn create_if_absent(&self, lease: &Lease) -> Result<Race<Lease>, crate::StoreError> {
+        self.store.create_if_absent(lease).await
+    }
+    async fn take(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        new_owner: &WorkerId,
+    ) -> Result<Race<Lease>, crate::StoreError> {
+        self.store.take(key, expected_counter, new_owner).await
+    }
+    async fn renew(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+    ) -> Result<Race<u64>, crate::StoreError> {
+        self.store.renew(key, owner, expected_counter).await
+    }
+    async fn renew_many(
+        &self,
+        owner: &WorkerId,
+        leases: &[(LeaseKey, u64)],
+    ) -> Vec<Result<Race<u64>, crate::StoreError>> {
+        self.store.renew_many(owner, leases).await
+    }
+    async fn evict(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+    ) -> Result<Race<Lease>, crate::StoreError> {
+        self.store.evict(key, owner, expected_counter).await
+    }
+    async fn update_checkpoint(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+        update: &CheckpointUpdate,
+    ) -> Result<Race<Lease>, crate::StoreError> {
+        self.store
+            .update_checkpoint(key, owner, expected_counter, update)
+            .await
+    }
+    async fn mark_ended(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+        children: &[ShardId],
+    ) -> Result<Race<Lease>, crate::StoreError> {
+        self.store
+            .mark_ended(key, owner, expected_counter, children)
+            .await
+    }
+    async fn delete(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+    ) -> Result<Race<()>, crate::StoreError> {
+        self.store.delete(key, expected_counter).await
+    }
+}

@@ -105,7 +105,7 @@ async fn platform_roots_do_not_trust_the_test_ca_and_nothing_is_lost() {
 
     // Same server, namespace and table, but only the built-in (webpki) root certificates: the
     // handshake fails, whatever the operation.
-    let same_leases = PostgresConfig::builder(postgres_tls_url(), trusted.config.namespace())
+    let same_leases = PostgresConfig::builder(postgres_tls_url(), trusted.store.namespace())
         .schema(support::TEST_SCHEMA)
         .table(support::TEST_TABLE);
     let config = impatient(same_leases, PostgresTls::VerifyFull)

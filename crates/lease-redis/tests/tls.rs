@@ -62,7 +62,7 @@ async fn platform_roots_do_not_trust_the_test_ca_and_nothing_is_lost() {
     let before = trusted.list().await.unwrap_or_else(|e| panic!("list: {e}"));
 
     // Same server, same prefix, but only the platform's root certificates: the handshake fails.
-    let config = impatient_config(&redis_tls_url(), trusted.config.prefix().as_str());
+    let config = impatient_config(&redis_tls_url(), trusted.store.prefix().as_str());
     let untrusting = RedisLeaseStore::connect(&config)
         .await
         .unwrap_or_else(|e| panic!("connect is lazy, yet: {e}"));

@@ -7,14 +7,9 @@ pub mod server;
 #[cfg(feature = "tls-rustls")]
 pub mod tls;
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
-use shardwise_lease_core::{
-    CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Race, ShardId, StoreError,
-    WorkerId,
-};
+use shardwise_lease_core::LeaseStore;
 use shardwise_lease_redis::{RedisConfig, RedisConfigBuilder, RedisLeaseStore};
 
 /// The server the tests use: `REDIS_URL`, or the local one.
@@ -54,10 +49,7 @@ pub async fn prefixed_store_at(
         .create_table_if_missing()
         .await
         .unwrap_or_else(|e| panic!("reach Redis at {url}: {e}"));
-    CleanupStore {
-        store: Arc::new(store),
-        config,
-    }
+    cleanup_store(store, config)
 }
 
 /// A key prefix no other test or run shares.
@@ -66,104 +58,17 @@ pub fn test_prefix(test: &str) -> String {
 }
 
 /// A store that deletes its prefix's leases when dropped (also when the test panics).
-#[derive(Debug)]
-pub struct CleanupStore {
-    pub store: Arc<RedisLeaseStore>,
-    pub config: RedisConfig,
-}
+pub type CleanupStore = shardwise_lease_core::testkit::CleanupStore<RedisLeaseStore>;
 
-impl Drop for CleanupStore {
-    fn drop(&mut self) {
-        // Drop cannot wait on the test's runtime; a thread with its own runtime can.
-        let config = self.config.clone();
-        let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+fn cleanup_store(store: RedisLeaseStore, config: RedisConfig) -> CleanupStore {
+    CleanupStore::new(store, move || {
+        Box::pin(async move {
+            let Ok(store) = RedisLeaseStore::connect(&config).await else {
                 return;
             };
-            runtime.block_on(async move {
-                let Ok(store) = RedisLeaseStore::connect(&config).await else {
-                    return;
-                };
-                if let Err(e) = store.delete_all_leases().await {
-                    eprintln!("cleanup of {}: {e}", config.prefix());
-                }
-            });
-        });
-        let _ = cleanup.join();
-    }
-}
-
-#[async_trait]
-impl LeaseStore for CleanupStore {
-    async fn create_table_if_missing(&self) -> Result<(), StoreError> {
-        self.store.create_table_if_missing().await
-    }
-    async fn list(&self) -> Result<LeaseListing, StoreError> {
-        self.store.list().await
-    }
-    async fn get(&self, key: &LeaseKey) -> Result<Option<Lease>, StoreError> {
-        self.store.get(key).await
-    }
-    async fn create_if_absent(&self, lease: &Lease) -> Result<Race<Lease>, StoreError> {
-        self.store.create_if_absent(lease).await
-    }
-    async fn take(
-        &self,
-        key: &LeaseKey,
-        expected_counter: u64,
-        new_owner: &WorkerId,
-    ) -> Result<Race<Lease>, StoreError> {
-        self.store.take(key, expected_counter, new_owner).await
-    }
-    async fn renew(
-        &self,
-        key: &LeaseKey,
-        owner: &WorkerId,
-        expected_counter: u64,
-    ) -> Result<Race<u64>, StoreError> {
-        self.store.renew(key, owner, expected_counter).await
-    }
-    async fn renew_many(
-        &self,
-        owner: &WorkerId,
-        leases: &[(LeaseKey, u64)],
-    ) -> Vec<Result<Race<u64>, StoreError>> {
-        self.store.renew_many(owner, leases).await
-    }
-    async fn evict(
-        &self,
-        key: &LeaseKey,
-        owner: &WorkerId,
-        expected_counter: u64,
-    ) -> Result<Race<Lease>, StoreError> {
-        self.store.evict(key, owner, expected_counter).await
-    }
-    async fn update_checkpoint(
-        &self,
-        key: &LeaseKey,
-        owner: &WorkerId,
-        expected_counter: u64,
-        update: &CheckpointUpdate,
-    ) -> Result<Race<Lease>, StoreError> {
-        self.store
-            .update_checkpoint(key, owner, expected_counter, update)
-            .await
-    }
-    async fn mark_ended(
-        &self,
-        key: &LeaseKey,
-        owner: &WorkerId,
-        expected_counter: u64,
-        children: &[ShardId],
-    ) -> Result<Race<Lease>, StoreError> {
-        self.store
-            .mark_ended(key, owner, expected_counter, children)
-            .await
-    }
-    async fn delete(&self, key: &LeaseKey, expected_counter: u64) -> Result<Race<()>, StoreError> {
-        self.store.delete(key, expected_counter).await
-    }
+            if let Err(e) = store.delete_all_leases().await {
+                eprintln!("cleanup of {}: {e}", config.prefix());
+            }
+        })
+    })
 }
