@@ -27,6 +27,14 @@ impl Batch {
 
     /// The bytes the batch holds (data and partition keys), as counted against the prefetch
     /// bound.
+    /// The largest record's bytes (data and partition key), if the batch has records.
+    pub(crate) fn largest_record(&self) -> Option<usize> {
+        self.records
+            .iter()
+            .map(|r| r.data.len() + r.partition_key.len())
+            .max()
+    }
+
     pub(crate) fn bytes(&self) -> usize {
         self.records
             .iter()

@@ -20,12 +20,14 @@ pub struct PollingConfig {
     /// Most records asked for per `GetRecords` call (service maximum 10,000). The reader asks
     /// for fewer when a response would take more than `max_response_memory`.
     pub max_records: u32,
-    /// About how much memory one response may take while it is received and parsed. The
-    /// reader estimates a record's footprint from the previous response's average record size
-    /// (3 bytes per data byte: the base64 text, its buffer and the decoded data; plus 512 bytes
-    /// of structures) and asks for no more records than fit; the first call asks for at most
-    /// 1,000. Memory per shard is so bounded by bytes instead of by record count: 10,000
-    /// records of 1 KB would take about 30 MB.
+    /// About how much memory one response should take while it is received and parsed. The
+    /// reader estimates a record's footprint from the largest record (data and partition key)
+    /// of the previous response: 3 bytes per byte (the base64 text, its buffer and the decoded
+    /// data) plus 512 bytes of structures. It asks for no more records than fit; the first call
+    /// asks for at most 1,000. Memory per shard so follows bytes instead of record count
+    /// (10,000 records of 1 KB would take about 30 MB); it is a target, not a hard bound, since
+    /// the records to come may be larger than the ones seen (the service caps a response at
+    /// 10 MiB).
     pub max_response_memory: usize,
     /// Pause after a call that returned no records (the shard is caught up).
     pub idle_time_between_reads: Duration,
@@ -188,7 +190,7 @@ impl Fetcher {
         let mut iterator: Option<String> = None;
         let mut last_fetched: Option<String> = None;
         let mut next_call = Instant::now();
-        // The average record size of the last response with records.
+        // The largest record of the last response with records.
         let mut bytes_per_record: Option<f64> = None;
         loop {
             // Waits while the prefetch queue is full; woken when the processor takes a batch.
@@ -248,7 +250,7 @@ impl Fetcher {
                     };
                     if let Some(seq) = batch.resume_after() {
                         last_fetched = Some(seq.to_owned());
-                        bytes_per_record = Some(batch.bytes() as f64 / batch.records.len() as f64);
+                        bytes_per_record = batch.largest_record().map(|n| n as f64);
                     }
                     iterator = out.next_iterator;
                     next_call = started + self.pause_after(&batch);
@@ -280,7 +282,7 @@ impl Fetcher {
     }
 
     /// How many records to ask for: `max_records`, lowered to what fits in
-    /// `max_response_memory` at the last average record size (at most [`FIRST_CALL_RECORDS`]
+    /// `max_response_memory` at the last response's largest record size (at most [`FIRST_CALL_RECORDS`]
     /// before any is known).
     fn records_per_call(&self, bytes_per_record: Option<f64>) -> u32 {
         let max = self.config.max_records;
@@ -290,7 +292,7 @@ impl Fetcher {
         let footprint = 3.0 * size + RECORD_OVERHEAD;
         // Saturating float-to-int conversion; at least one record.
         let fits = (self.config.max_response_memory as f64 / footprint) as u32;
-        fits.clamp(1, max)
+        fits.min(max).max(1)
     }
 
     /// When to call next after `batch`: the per-shard call rate, the idle pause when caught up,
