@@ -194,3 +194,67 @@ async fn a_finished_lease_is_deleted_once_its_shard_ages_out() {
     assert_eq!(left, expected, "the open shards' leases stay");
     fleet.stop_all().await;
 }
+
+/// A lease whose shard aged out of the stream before it was finished (the fleet was down for
+/// longer than the retention period) is finished, so that its children start and their
+/// records are processed; otherwise the children would wait for it forever.
+#[tokio::test(start_paused = true)]
+async fn a_shard_that_aged_out_unfinished_lets_its_children_start() {
+    use shardwise::lease::{Checkpoint, Lease, LeaseKey, LeaseStore, ShardId};
+    let memory = Arc::new(Memory::new("s"));
+    let store = Arc::new(MemoryLeaseStore::new());
+    let mut fleet = Fleet::new(
+        memory.clone(),
+        store.clone(),
+        Duration::from_secs(10),
+        Duration::from_secs(900),
+    );
+    fleet.driver.create(1).await;
+    memory.kinesis.set_retention("s", Duration::from_secs(120));
+    let parent = fleet.driver.shards().await[0].clone();
+    let range = parent.hash_range;
+    let children = fleet
+        .driver
+        .split(
+            &parent.shard_id,
+            range.start + (range.end - range.start) / 2,
+        )
+        .await;
+    // The leases as a fleet that went down right after the split left them: the parent not
+    // finished, its children waiting for it.
+    let lease = |id: &str| Lease::new(LeaseKey::new(id).unwrap(), Checkpoint::TrimHorizon);
+    assert!(
+        store
+            .create_if_absent(&lease(&parent.shard_id))
+            .await
+            .unwrap()
+            .is_won()
+    );
+    for child in &children {
+        let waiting = lease(child).with_parents([ShardId::new(&parent.shard_id).unwrap()]);
+        assert!(store.create_if_absent(&waiting).await.unwrap().is_won());
+    }
+    tokio::time::advance(Duration::from_secs(180)).await;
+    assert!(
+        !fleet
+            .driver
+            .shards()
+            .await
+            .iter()
+            .any(|s| s.shard_id == parent.shard_id),
+        "the parent aged out"
+    );
+    fleet.driver.put(0..100, 20).await;
+    fleet.start("w1", Behaviour::Checkpointing);
+    fleet.wait_records(100).await;
+    fleet.stop_all().await;
+    assert_eq!(fleet.recorder.coverage(100).0, 100);
+    let parent_lease = store
+        .get(&LeaseKey::new(parent.shard_id.as_str()).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        parent_lease.is_none_or(|l| l.checkpoint.is_shard_end()),
+        "the parent is finished (or already cleaned up)"
+    );
+}

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use shardwise_kinesis_source::{
-    Batch, ChildShard, FanOutReader, PollingReader, Record, ShardReader, StartPosition,
+    Batch, ChildShard, FanOutReader, KinesisErrorKind, PollingReader, Record, ShardReader,
+    StartPosition, list_all_shards,
 };
 use shardwise_kpl_deagg::{
     Deaggregator, HashKeyRange as DeaggRange, InvalidSubRecordPolicy, MAGIC,
@@ -168,6 +169,19 @@ pub(crate) async fn run(
         let batch = match next {
             Some(Ok(batch)) => batch,
             Some(Err(e)) => {
+                if e.kind() == KinesisErrorKind::ResourceNotFound
+                    && let Some(children) = aged_out_children(&ctx, &shard).await
+                {
+                    warn!(shard = %shard, "the shard aged out of the stream before it was finished (its unread records expired); finishing it so that its children start");
+                    return finish_shard(
+                        &ctx,
+                        processor.as_mut(),
+                        &checkpointer,
+                        &grant,
+                        &children,
+                    )
+                    .await;
+                }
                 warn!(shard = %shard, error = %e, "reading the shard failed; releasing the lease");
                 return PipelineEnd::Failed;
             }
@@ -384,6 +398,30 @@ async fn finish_shard(
     }
     info!(shard = %shard, "shard fully processed (SHARD_END)");
     PipelineEnd::ShardEnded
+}
+
+/// After `ResourceNotFound` on a shard: its children, when the shard is no longer listed but
+/// listed shards name it as their parent, which means it closed and aged out of the stream's
+/// retention period (the KCL treats the error as the shard's end too). `None` when that cannot
+/// be shown (the stream is gone, the listing fails, or no listed shard descends from it, as for
+/// a lease of another stream): then the error stands.
+async fn aged_out_children(ctx: &Context, shard: &ShardId) -> Option<Vec<ChildShard>> {
+    let shards = list_all_shards(ctx.kinesis.as_ref(), &ctx.stream, None, None)
+        .await
+        .ok()?;
+    if shards.iter().any(|s| s.shard_id == shard.as_str()) {
+        return None;
+    }
+    let children: Vec<ChildShard> = shards
+        .iter()
+        .filter(|s| s.parents().iter().any(|p| p == shard.as_str()))
+        .map(|s| ChildShard {
+            shard_id: s.shard_id.clone(),
+            parent_shards: s.parents(),
+            hash_range: s.hash_range,
+        })
+        .collect();
+    (!children.is_empty()).then_some(children)
 }
 
 /// Whether every parent lease is gone or at `SHARD_END`.

@@ -774,11 +774,12 @@ impl KinesisApi for InMemoryKinesis {
             ));
         }
 
+        let now = state.now();
         let (_, s) = state.stream(&StreamId::Name(it.stream.clone()))?;
         let shard = s
             .shards
             .iter()
-            .find(|sh| sh.shard_id == it.shard_id)
+            .find(|sh| sh.shard_id == it.shard_id && !sh.aged_out(s.retention, now))
             .ok_or_else(|| not_found(format!("shard {} not found", it.shard_id)))?;
         let limit = usize::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
         let end = (it.index + limit).min(shard.records.len());

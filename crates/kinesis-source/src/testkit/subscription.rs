@@ -75,13 +75,14 @@ impl MemorySubscription {
             self.release(&mut state);
             return Some(None);
         }
+        let wall = state.now();
         let found = state
             .stream(&StreamId::Name(self.stream.clone()))
             .and_then(|(_, s)| {
                 let shard = s
                     .shards
                     .iter()
-                    .find(|sh| sh.shard_id == self.key.1)
+                    .find(|sh| sh.shard_id == self.key.1 && !sh.aged_out(s.retention, wall))
                     .ok_or_else(|| not_found(format!("shard {} not found", self.key.1)))?;
                 Ok((s, shard))
             });
