@@ -26,9 +26,9 @@ pub enum PostgresTls {
     Disable,
     /// TLS when the server offers it (and the feature is on), plain otherwise.
     Prefer,
-    /// TLS only, without checking the certificate: any certificate is accepted, even when a
-    /// root certificate is configured (sqlx's rule; libpq would check it). Use
-    /// [`PostgresTls::VerifyCa`] or [`PostgresTls::VerifyFull`] to check it.
+    /// TLS only. Without a root certificate any certificate is accepted; with one
+    /// ([`PostgresConfigBuilder::root_certificate`]) the certificate must be issued by it, as
+    /// with [`PostgresTls::VerifyCa`] (libpq's rule; sqlx alone would not check it).
     Require,
     /// TLS only; the certificate must be issued by a trusted authority.
     VerifyCa,
@@ -160,6 +160,11 @@ impl PostgresConfig {
         }
         if let Some(path) = &self.root_certificate {
             options = options.ssl_root_cert(path);
+            // libpq's rule: a root certificate given with `require` (here or in the URL) is
+            // checked, as with `verify-ca`.
+            if matches!(options.get_ssl_mode(), PgSslMode::Require) {
+                options = options.ssl_mode(PgSslMode::VerifyCa);
+            }
         }
         let timeout_ms = self.statement_timeout.as_millis().to_string();
         Ok(options
@@ -341,8 +346,9 @@ impl PostgresConfigBuilder {
     }
 
     /// A PEM file with the certificate authority to trust for the server's certificate, in
-    /// addition to the built-in (webpki) roots; checked with [`PostgresTls::VerifyCa`] and
-    /// [`PostgresTls::VerifyFull`], ignored by the other modes. The file is read when a
+    /// addition to the built-in (webpki) roots; checked with [`PostgresTls::Require`] (which it
+    /// turns into [`PostgresTls::VerifyCa`], as libpq does), [`PostgresTls::VerifyCa`] and
+    /// [`PostgresTls::VerifyFull`], ignored by [`PostgresTls::Prefer`]. The file is read when a
     /// connection is opened, not by [`build`](Self::build).
     pub fn root_certificate(mut self, path: impl Into<PathBuf>) -> Self {
         self.root_certificate = Some(path.into());

@@ -66,7 +66,8 @@
 //!
 //! With the feature `tls-rustls`, [`PostgresTls`] `Require`, `VerifyCa` and `VerifyFull` are
 //! available (rustls with the webpki roots, or [`PostgresConfigBuilder::root_certificate`]).
-//! `Require` encrypts without checking the certificate; `VerifyCa` checks that it chains to a
+//! `Require` encrypts without checking the certificate, unless a root certificate is given, which
+//! it then checks as `VerifyCa` does (libpq's rule); `VerifyCa` checks that it chains to a
 //! trusted root; `VerifyFull` also that it names the host in the URL.
 //!
 //! rustls needs a process-wide crypto provider (sqlx asks for it with `VerifyCa`): unless TLS is

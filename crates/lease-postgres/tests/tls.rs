@@ -60,6 +60,56 @@ async fn require_connects_without_checking_the_certificate() {
     round_trip("tls-require", |builder| builder.tls(PostgresTls::Require)).await;
 }
 
+/// A CA certificate that issued nothing the test server uses (made once with openssl; its key
+/// was thrown away).
+const UNRELATED_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBnzCCAUWgAwIBAgIUOO15mxV+c/YRl6VGyjsV9uqphAkwCgYIKoZIzj0EAwIw
+HDEaMBgGA1UEAwwRdW5yZWxhdGVkIHRlc3QgQ0EwIBcNMjYxMTI5MjI0MDIyWhgP
+MjEyNjExMDUyMjQwMjJaMBwxGjAYBgNVBAMMEXVucmVsYXRlZCB0ZXN0IENBMFkw
+EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEhfLD9vSrrzAdh+/O93kPyZRuTbF1v13c
+KIVsU01m5M3cppIbOxA7PIL2q+umztjmyBHdO4mA3IO8O/ELNizSTqNjMGEwHQYD
+VR0OBBYEFPnxPhK37ho7K6H4oolYlH6lsjePMB8GA1UdIwQYMBaAFPnxPhK37ho7
+K6H4oolYlH6lsjePMA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0PAQH/BAQDAgIEMAoG
+CCqGSM49BAMCA0gAMEUCIQDV3mL9itJuLjAog04NFIm47Y+Tz/1FK4BdXIcSAesT
+OwIgLVaLf7IkThSpG5PMB4UyOVGITHLD4ggk4hEEa9Dcux0=
+-----END CERTIFICATE-----
+";
+
+/// `Require` with a root certificate checks the certificate against it (libpq's rule): the
+/// test CA is accepted, an unrelated CA is not.
+#[tokio::test]
+async fn require_with_a_root_certificate_checks_it() {
+    round_trip("tls-require-ca", |builder| {
+        builder
+            .tls(PostgresTls::Require)
+            .root_certificate(postgres_tls_ca_pem())
+    })
+    .await;
+
+    let unrelated = std::env::temp_dir().join(format!(
+        "shardwise-unrelated-ca-{}.pem",
+        support::run_suffix()
+    ));
+    std::fs::write(&unrelated, UNRELATED_CA).unwrap_or_else(|e| panic!("{e}"));
+    let config = impatient(
+        support::test_config(&postgres_tls_url(), "tls-require-unrelated"),
+        PostgresTls::Require,
+    )
+    .root_certificate(&unrelated)
+    .build()
+    .unwrap_or_else(|e| panic!("config: {e}"));
+    let store = PostgresLeaseStore::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("connect is lazy, yet: {e}"));
+    let message = expect_failure("list", store.list().await).to_string();
+    let _ = std::fs::remove_file(&unrelated);
+    assert!(
+        message.contains("invalid peer certificate") && message.contains("UnknownIssuer"),
+        "the message should say the certificate is not trusted: {message}"
+    );
+    store.close().await;
+}
+
 /// `VerifyCa` is the mode in which sqlx asks rustls for the process-wide crypto provider: in a
 /// build with both ring and aws-lc-rs (the workspace's) this panicked until the store installed
 /// one (`src/tls.rs`).
