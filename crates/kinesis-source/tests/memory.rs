@@ -358,3 +358,46 @@ async fn small_records_are_asked_for_up_to_max_records() {
     let sizes = batch_sizes(&mut r, 25_000).await;
     assert_eq!(sizes[..3], [1_000, 10_000, 10_000], "{sizes:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_aging_out_between_two_pages_shifts_nothing() {
+    use shardwise_kinesis_source::ListShardsRequest;
+    let kinesis = Arc::new(InMemoryKinesis::with_limits(Duration::from_secs(300), 2));
+    kinesis.create_stream("s", 1);
+    kinesis.set_retention("s", Duration::from_secs(3_600));
+    let parent = list_all_shards(kinesis.as_ref(), &stream_id("s"), None, None)
+        .await
+        .unwrap()[0]
+        .shard_id
+        .clone();
+    // shardId-0 (closed) and its children -1 and -2, listed two a page.
+    let children = kinesis.split_shard("s", &parent, 1 << 127).unwrap();
+    tokio::time::advance(Duration::from_secs(3_500)).await;
+    let first = kinesis
+        .list_shards(&ListShardsRequest::First {
+            stream: stream_id("s"),
+            filter: None,
+            max_results: None,
+        })
+        .await
+        .unwrap();
+    let ids = |page: &shardwise_kinesis_source::ShardPage| -> Vec<String> {
+        page.shards.iter().map(|s| s.shard_id.clone()).collect()
+    };
+    assert_eq!(ids(&first), [parent.clone(), children[0].clone()]);
+    // The parent ages out (an hour after the split) before the second page is asked for,
+    // while the page token is still valid (5 minutes).
+    tokio::time::advance(Duration::from_secs(200)).await;
+    let second = kinesis
+        .list_shards(&ListShardsRequest::Next {
+            token: first.next_token.clone().unwrap(),
+            max_results: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&second),
+        [children[1].clone()],
+        "the shard after the first page's last"
+    );
+}

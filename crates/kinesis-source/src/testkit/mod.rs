@@ -610,13 +610,51 @@ fn describe(shard: &ShardState) -> Shard {
     }
 }
 
+impl InMemoryKinesis {
+    /// One page of `stream`'s listed shards after shard id `after`; the token names the last
+    /// shard of the page (shard ids sort in creation order).
+    fn shard_page(
+        &self,
+        state: &State,
+        stream: &str,
+        open_only: bool,
+        after: Option<String>,
+    ) -> Result<ShardPage, KinesisError> {
+        let (_, s) = state.stream(&StreamId::Name(stream.to_owned()))?;
+        let now = state.now();
+        let all: Vec<&ShardState> = s
+            .shards
+            .iter()
+            .filter(|sh| !sh.aged_out(s.retention, now))
+            .filter(|sh| !open_only || sh.ending_sequence.is_none())
+            .filter(|sh| after.as_ref().is_none_or(|a| sh.shard_id > *a))
+            .collect();
+        let page: Vec<Shard> = all
+            .iter()
+            .take(self.page_size.max(1))
+            .map(|sh| describe(sh))
+            .collect();
+        let next_token = (all.len() > page.len()).then(|| {
+            let issued = (Instant::now() - state.started.1).as_millis();
+            let last = page.last().map_or("", |sh| sh.shard_id.as_str());
+            format!("{stream}|{}|{last}|{issued}", u8::from(open_only))
+        });
+        Ok(ShardPage {
+            shards: page,
+            next_token,
+        })
+    }
+}
+
 #[async_trait]
 impl KinesisApi for InMemoryKinesis {
     async fn list_shards(&self, request: &ListShardsRequest) -> Result<ShardPage, KinesisError> {
         let mut state = self.lock();
-        let (stream, filter, offset) = match request {
+        // Pages continue after the last shard id listed, so a shard that ages out between two
+        // pages shifts nothing.
+        let (stream, filter) = match request {
             ListShardsRequest::First { stream, filter, .. } => {
-                (stream.name().to_owned(), filter.clone(), 0usize)
+                (stream.name().to_owned(), filter.clone())
             }
             ListShardsRequest::Next { token, .. } => {
                 if let Some(Fault::ExpireNextTokens { times }) = state
@@ -635,9 +673,9 @@ impl KinesisApi for InMemoryKinesis {
                         "injected: NextToken expired",
                     ));
                 }
-                // token: "<stream>|<filter open only>|<offset>|<issued ms>"
+                // token: "<stream>|<filter open only>|<last shard id listed>|<issued ms>"
                 let parts: Vec<&str> = token.split('|').collect();
-                let [name, open, offset, issued] = parts.as_slice() else {
+                let [name, open, last, issued] = parts.as_slice() else {
                     return Err(KinesisError::new(
                         KinesisErrorKind::InvalidArgument,
                         "bad NextToken",
@@ -651,39 +689,15 @@ impl KinesisApi for InMemoryKinesis {
                         "NextToken expired",
                     ));
                 }
-                let filter = (*open == "1").then_some(ShardFilter::AtLatest);
-                ((*name).to_owned(), filter, offset.parse().unwrap_or(0))
+                return self.shard_page(&state, name, *open == "1", Some((*last).to_owned()));
             }
         };
-        let (_, s) = state.stream(&StreamId::Name(stream.clone()))?;
         let open_only = matches!(filter, Some(ShardFilter::AtLatest));
-        let after = match &filter {
-            Some(ShardFilter::AfterShardId(id)) => Some(id.clone()),
+        let after = match filter {
+            Some(ShardFilter::AfterShardId(id)) => Some(id),
             _ => None,
         };
-        let now = state.now();
-        let all: Vec<&ShardState> = s
-            .shards
-            .iter()
-            .filter(|sh| !sh.aged_out(s.retention, now))
-            .filter(|sh| !open_only || sh.ending_sequence.is_none())
-            .filter(|sh| after.as_ref().is_none_or(|a| sh.shard_id > *a))
-            .collect();
-        let page: Vec<Shard> = all
-            .iter()
-            .skip(offset)
-            .take(self.page_size)
-            .map(|sh| describe(sh))
-            .collect();
-        let next = offset + page.len();
-        let next_token = (next < all.len()).then(|| {
-            let issued = (Instant::now() - state.started.1).as_millis();
-            format!("{stream}|{}|{next}|{issued}", u8::from(open_only))
-        });
-        Ok(ShardPage {
-            shards: page,
-            next_token,
-        })
+        self.shard_page(&state, &stream, open_only, after)
     }
 
     async fn get_shard_iterator(
