@@ -95,6 +95,54 @@ impl ShardState {
             .and_then(|closed| closed.checked_add(retention))
             .is_some_and(|gone| now >= gone)
     }
+
+    /// Records `range` of the shard as the API returns them.
+    fn records(&self, range: std::ops::Range<usize>) -> Vec<Record> {
+        self.records[range]
+            .iter()
+            .map(|r| Record {
+                sequence_number: r.sequence.clone(),
+                partition_key: r.partition_key.clone(),
+                data: r.data.clone(),
+                approximate_arrival: Some(r.arrival),
+            })
+            .collect()
+    }
+
+    /// How far the record before index `end` is behind the shard's newest, in milliseconds.
+    fn millis_behind(&self, end: usize) -> i64 {
+        let last = end.checked_sub(1).and_then(|i| self.records.get(i));
+        match (self.records.last(), last) {
+            (Some(latest), Some(last)) => latest
+                .arrival
+                .duration_since(last.arrival)
+                .map_or(0, |d| d.as_millis() as i64),
+            _ => 0,
+        }
+    }
+}
+
+impl StreamState {
+    /// Shard `shard_id`, unless it does not exist or has aged out (`ResourceNotFound`).
+    fn live_shard(&self, shard_id: &str, now: SystemTime) -> Result<&ShardState, KinesisError> {
+        self.shards
+            .iter()
+            .find(|sh| sh.shard_id == shard_id && !sh.aged_out(self.retention, now))
+            .ok_or_else(|| not_found(format!("shard {shard_id} not found")))
+    }
+
+    /// The shards `shard` was split or merged into.
+    fn children_of(&self, shard: &ShardState) -> Vec<ChildShard> {
+        self.shards
+            .iter()
+            .filter(|c| shard.children.contains(&c.shard_id))
+            .map(|c| ChildShard {
+                shard_id: c.shard_id.clone(),
+                parent_shards: describe(c).parents(),
+                hash_range: c.range,
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug)]
@@ -710,11 +758,7 @@ impl KinesisApi for InMemoryKinesis {
         let now = state.now();
         let (name, s) = state.stream(stream)?;
         let name = name.clone();
-        let shard = s
-            .shards
-            .iter()
-            .find(|sh| sh.shard_id == shard_id && !sh.aged_out(s.retention, now))
-            .ok_or_else(|| not_found(format!("shard {shard_id} not found")))?;
+        let shard = s.live_shard(shard_id, now)?;
         let index = start_index(shard, s.retention, now, position)?;
         let id = state.next_iterator;
         state.next_iterator += 1;
@@ -790,42 +834,13 @@ impl KinesisApi for InMemoryKinesis {
 
         let now = state.now();
         let (_, s) = state.stream(&StreamId::Name(it.stream.clone()))?;
-        let shard = s
-            .shards
-            .iter()
-            .find(|sh| sh.shard_id == it.shard_id && !sh.aged_out(s.retention, now))
-            .ok_or_else(|| not_found(format!("shard {} not found", it.shard_id)))?;
+        let shard = s.live_shard(&it.shard_id, now)?;
         let limit = usize::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
         let end = (it.index + limit).min(shard.records.len());
-        let slice = &shard.records[it.index.min(end)..end];
-        let records: Vec<Record> = slice
-            .iter()
-            .map(|r| Record {
-                sequence_number: r.sequence.clone(),
-                partition_key: r.partition_key.clone(),
-                data: r.data.clone(),
-                approximate_arrival: Some(r.arrival),
-            })
-            .collect();
-        let millis_behind_latest = match (shard.records.last(), slice.last()) {
-            (Some(latest), Some(last)) => latest
-                .arrival
-                .duration_since(last.arrival)
-                .map_or(0, |d| d.as_millis() as i64),
-            _ => 0,
-        };
+        let records = shard.records(it.index.min(end)..end);
+        let millis_behind_latest = shard.millis_behind(end);
         let at_end = end == shard.records.len() && shard.ending_sequence.is_some();
-        let child_shards = at_end.then(|| {
-            s.shards
-                .iter()
-                .filter(|c| shard.children.contains(&c.shard_id))
-                .map(|c| ChildShard {
-                    shard_id: c.shard_id.clone(),
-                    parent_shards: describe(c).parents(),
-                    hash_range: c.range,
-                })
-                .collect()
-        });
+        let child_shards = at_end.then(|| s.children_of(shard));
         let next_iterator = if at_end {
             None
         } else {
@@ -994,11 +1009,7 @@ impl KinesisApi for InMemoryKinesis {
         }
         let now = state.now();
         let (_, s) = state.stream(&StreamId::Name(stream.clone()))?;
-        let shard = s
-            .shards
-            .iter()
-            .find(|sh| sh.shard_id == shard_id && !sh.aged_out(s.retention, now))
-            .ok_or_else(|| not_found(format!("shard {shard_id} not found")))?;
+        let shard = s.live_shard(shard_id, now)?;
         let index = start_index(shard, s.retention, now, position)?;
         let key = (consumer_arn.to_owned(), shard_id.to_owned());
         if state.subscriptions.contains_key(&key) {

@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{State, describe, lock, not_found};
-use crate::api::{ChildShard, Record, ShardSubscription, StreamId, SubscriptionEvent};
+use super::{State, lock};
+use crate::api::{ShardSubscription, StreamId, SubscriptionEvent};
 use crate::error::{KinesisError, KinesisErrorKind};
 
 /// How long the service keeps a subscription open.
@@ -78,14 +78,7 @@ impl MemorySubscription {
         let wall = state.now();
         let found = state
             .stream(&StreamId::Name(self.stream.clone()))
-            .and_then(|(_, s)| {
-                let shard = s
-                    .shards
-                    .iter()
-                    .find(|sh| sh.shard_id == self.key.1 && !sh.aged_out(s.retention, wall))
-                    .ok_or_else(|| not_found(format!("shard {} not found", self.key.1)))?;
-                Ok((s, shard))
-            });
+            .and_then(|(_, s)| Ok((s, s.live_shard(&self.key.1, wall)?)));
         let (s, shard) = match found {
             Ok(found) => found,
             Err(err) => {
@@ -94,39 +87,15 @@ impl MemorySubscription {
             }
         };
         let end = (self.index + MAX_EVENT_RECORDS).min(shard.records.len());
-        let slice = &shard.records[self.index.min(end)..end];
+        let start = self.index.min(end);
         let at_end = end == shard.records.len() && shard.ending_sequence.is_some();
-        if slice.is_empty() && !at_end && now < self.next_heartbeat {
+        if start == end && !at_end && now < self.next_heartbeat {
             return None;
         }
-        let records: Vec<Record> = slice
-            .iter()
-            .map(|r| Record {
-                sequence_number: r.sequence.clone(),
-                partition_key: r.partition_key.clone(),
-                data: r.data.clone(),
-                approximate_arrival: Some(r.arrival),
-            })
-            .collect();
+        let records = shard.records(start..end);
         let last_sent = end.checked_sub(1).and_then(|i| shard.records.get(i));
-        let millis_behind_latest = match (shard.records.last(), last_sent) {
-            (Some(latest), Some(last)) => latest
-                .arrival
-                .duration_since(last.arrival)
-                .map_or(0, |d| d.as_millis() as i64),
-            _ => 0,
-        };
-        let child_shards = at_end.then(|| {
-            s.shards
-                .iter()
-                .filter(|c| shard.children.contains(&c.shard_id))
-                .map(|c| ChildShard {
-                    shard_id: c.shard_id.clone(),
-                    parent_shards: describe(c).parents(),
-                    hash_range: c.range,
-                })
-                .collect()
-        });
+        let millis_behind_latest = shard.millis_behind(end);
+        let child_shards = at_end.then(|| s.children_of(shard));
         let continuation = (!at_end).then(|| {
             last_sent.map_or_else(|| shard.starting_sequence.clone(), |r| r.sequence.clone())
         });
