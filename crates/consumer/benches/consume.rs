@@ -139,22 +139,7 @@ async fn first_record_on_emulators() {
         .shard_count(4)
         .send()
         .await;
-    loop {
-        let active = kinesis
-            .describe_stream_summary()
-            .stream_name(&name)
-            .send()
-            .await
-            .ok()
-            .and_then(|o| {
-                o.stream_description_summary()
-                    .map(|s| *s.stream_status() == aws_sdk_kinesis::types::StreamStatus::Active)
-            });
-        if active == Some(true) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_active(&kinesis, &name).await;
     for i in 0..4 {
         let _ = kinesis
             .put_record()
@@ -172,6 +157,26 @@ async fn first_record_on_emulators() {
         "time to first record, cold start (lease table created by the worker), emulators: {:.0} ms",
         wall.as_secs_f64() * 1_000.0
     );
+}
+
+/// Waits until stream `name` is ACTIVE.
+async fn wait_active(kinesis: &aws_sdk_kinesis::Client, name: &str) {
+    loop {
+        let active = kinesis
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| {
+                o.stream_description_summary()
+                    .map(|s| *s.stream_status() == aws_sdk_kinesis::types::StreamStatus::Active)
+            });
+        if active == Some(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn emulator_clients() -> Option<(aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client)> {
@@ -258,22 +263,7 @@ async fn ensure_loaded(
         .send()
         .await
         .unwrap_or_else(|e| panic!("{name}: cannot create it: {e:?}"));
-    loop {
-        let active = kinesis
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .ok()
-            .and_then(|o| {
-                o.stream_description_summary()
-                    .map(|s| *s.stream_status() == aws_sdk_kinesis::types::StreamStatus::Active)
-            });
-        if active == Some(true) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_active(kinesis, name).await;
     println!(
         "{name}: loading {records} records of {size} B into {shards} shards (not measured; slow on kinesis-local)"
     );
