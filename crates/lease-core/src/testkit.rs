@@ -1210,3 +1210,60 @@ impl<S: LeaseStore> LeaseStore for CleanupStore<S> {
         self.store.delete(key, expected_counter).await
     }
 }
+
+/// A store that cannot reach its server (refused, untrusted, …) fails every operation and
+/// changes nothing. `trusted` is a fresh, empty store; `cut_off` addresses the same leases
+/// (same table and namespace) but cannot get through. A lease is created and taken through
+/// `trusted`; then every operation through `cut_off` must fail, each error passing `check`
+/// (given the operation's name), and `trusted` must list exactly what it listed before.
+pub async fn a_store_cut_off_changes_nothing(
+    trusted: &dyn LeaseStore,
+    cut_off: &dyn LeaseStore,
+    check: impl Fn(&str, &crate::StoreError),
+) {
+    fn failure<T: std::fmt::Debug>(
+        what: &str,
+        outcome: Result<T, crate::StoreError>,
+    ) -> crate::StoreError {
+        match outcome {
+            Err(e) => e,
+            Ok(value) => panic!("{what} succeeded with {value:?}"),
+        }
+    }
+    let k = key("shardId-000000000001");
+    let me = worker("worker-a");
+    create(trusted, &k).await;
+    let taken = won(trusted.take(&k, 0, &me).await, "take");
+    let before = trusted.list().await.unwrap_or_else(|e| panic!("list: {e}"));
+
+    let extra = Lease::new(key("shardId-000000000002"), Checkpoint::TrimHorizon);
+    let errors = [
+        (
+            "create table",
+            failure("create table", cut_off.create_table_if_missing().await),
+        ),
+        ("list", failure("list", cut_off.list().await)),
+        (
+            "take",
+            failure("take", cut_off.take(&k, taken.counter, &me).await),
+        ),
+        (
+            "renew",
+            failure("renew", cut_off.renew(&k, &me, taken.counter).await),
+        ),
+        (
+            "create",
+            failure("create", cut_off.create_if_absent(&extra).await),
+        ),
+        (
+            "delete",
+            failure("delete", cut_off.delete(&k, taken.counter).await),
+        ),
+    ];
+    for (what, error) in &errors {
+        check(what, error);
+    }
+
+    let after = trusted.list().await.unwrap_or_else(|e| panic!("list: {e}"));
+    assert_eq!(after, before, "the failed store changed nothing");
+}

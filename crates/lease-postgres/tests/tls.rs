@@ -10,9 +10,8 @@ mod support;
 
 use std::time::Duration;
 
-use shardwise_lease_core::{
-    Checkpoint, Lease, LeaseKey, LeaseStore, Race, StoreError, StoreErrorKind, WorkerId,
-};
+use shardwise_lease_core::testkit;
+use shardwise_lease_core::{Checkpoint, Lease, LeaseKey, LeaseStore, StoreError, StoreErrorKind};
 use shardwise_lease_postgres::{
     PostgresConfig, PostgresConfigBuilder, PostgresLeaseStore, PostgresTls,
 };
@@ -101,12 +100,9 @@ async fn require_with_a_root_certificate_checks_it() {
     let store = PostgresLeaseStore::connect(&config)
         .await
         .unwrap_or_else(|e| panic!("connect is lazy, yet: {e}"));
-    let message = expect_failure("list", store.list().await).to_string();
+    let error = expect_failure("list", store.list().await);
     let _ = std::fs::remove_file(&unrelated);
-    assert!(
-        message.contains("invalid peer certificate") && message.contains("UnknownIssuer"),
-        "the message should say the certificate is not trusted: {message}"
-    );
+    assert_untrusted("list", &error);
     store.close().await;
 }
 
@@ -131,6 +127,15 @@ fn impatient(builder: PostgresConfigBuilder, tls: PostgresTls) -> PostgresConfig
         .max_connections(1)
 }
 
+/// The error says the server's certificate is not trusted.
+fn assert_untrusted(what: &str, error: &StoreError) {
+    let message = error.to_string();
+    assert!(
+        message.contains("invalid peer certificate") && message.contains("UnknownIssuer"),
+        "{what}: the message should say the certificate is not trusted: {message}"
+    );
+}
+
 fn expect_failure<T: std::fmt::Debug>(what: &str, outcome: Result<T, StoreError>) -> StoreError {
     match outcome {
         Err(e) => e,
@@ -141,18 +146,6 @@ fn expect_failure<T: std::fmt::Debug>(what: &str, outcome: Result<T, StoreError>
 #[tokio::test]
 async fn platform_roots_do_not_trust_the_test_ca_and_nothing_is_lost() {
     let trusted = namespaced_tls_store("tls-platform-roots").await;
-    let key = key("shardId-000000000001");
-    let me = WorkerId::new("worker-a").unwrap_or_else(|e| panic!("{e}"));
-    let created = trusted
-        .create_if_absent(&Lease::new(key.clone(), Checkpoint::TrimHorizon))
-        .await;
-    assert!(created.is_ok_and(|r| r.is_won()));
-    let taken = match trusted.take(&key, 0, &me).await {
-        Ok(Race::Won(lease)) => lease,
-        other => panic!("take: {other:?}"),
-    };
-    let before = trusted.list().await.unwrap_or_else(|e| panic!("list: {e}"));
-
     // Same server, namespace and table, but only the built-in (webpki) root certificates: the
     // handshake fails, whatever the operation.
     let same_leases = PostgresConfig::builder(postgres_tls_url(), trusted.store.namespace())
@@ -164,33 +157,8 @@ async fn platform_roots_do_not_trust_the_test_ca_and_nothing_is_lost() {
     let untrusting = PostgresLeaseStore::connect(&config)
         .await
         .unwrap_or_else(|e| panic!("connect is lazy, yet: {e}"));
-    let errors = [
-        expect_failure("create table", untrusting.create_table_if_missing().await),
-        expect_failure("list", untrusting.list().await),
-        expect_failure("take", untrusting.take(&key, taken.counter, &me).await),
-        expect_failure("renew", untrusting.renew(&key, &me, taken.counter).await),
-        expect_failure(
-            "create",
-            untrusting
-                .create_if_absent(&Lease::new(
-                    self::key("shardId-000000000002"),
-                    Checkpoint::TrimHorizon,
-                ))
-                .await,
-        ),
-        expect_failure("delete", untrusting.delete(&key, taken.counter).await),
-    ];
-    for error in &errors {
-        let message = error.to_string();
-        assert!(
-            message.contains("invalid peer certificate") && message.contains("UnknownIssuer"),
-            "the message should say the certificate is not trusted: {message}"
-        );
-    }
+    testkit::a_store_cut_off_changes_nothing(&trusted, &untrusting, assert_untrusted).await;
     untrusting.close().await;
-
-    let after = trusted.list().await.unwrap_or_else(|e| panic!("list: {e}"));
-    assert_eq!(after, before, "the failed store changed nothing");
 }
 
 #[tokio::test]

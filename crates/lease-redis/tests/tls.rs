@@ -10,9 +10,8 @@ mod support;
 
 use std::time::Duration;
 
-use shardwise_lease_core::{
-    Checkpoint, Lease, LeaseKey, LeaseStore, Race, StoreError, StoreErrorKind, WorkerId,
-};
+use shardwise_lease_core::testkit;
+use shardwise_lease_core::{LeaseStore, StoreError, StoreErrorKind};
 use shardwise_lease_redis::{RedisConfig, RedisLeaseStore};
 use support::tls::{prefixed_tls_store, redis_tls_ca_pem, redis_tls_url};
 
@@ -49,48 +48,21 @@ fn expect_failure<T: std::fmt::Debug>(what: &str, outcome: Result<T, StoreError>
 #[tokio::test]
 async fn platform_roots_do_not_trust_the_test_ca_and_nothing_is_lost() {
     let trusted = prefixed_tls_store("tls-platform-roots").await;
-    let key = LeaseKey::new("shardId-000000000001").unwrap_or_else(|e| panic!("{e}"));
-    let me = WorkerId::new("worker-a").unwrap_or_else(|e| panic!("{e}"));
-    let created = trusted
-        .create_if_absent(&Lease::new(key.clone(), Checkpoint::TrimHorizon))
-        .await;
-    assert!(created.is_ok_and(|r| r.is_won()));
-    let taken = match trusted.take(&key, 0, &me).await {
-        Ok(Race::Won(lease)) => lease,
-        other => panic!("take: {other:?}"),
-    };
-    let before = trusted.list().await.unwrap_or_else(|e| panic!("list: {e}"));
-
     // Same server, same prefix, but only the platform's root certificates: the handshake fails.
     let config = impatient_config(&redis_tls_url(), trusted.store.prefix().as_str());
     let untrusting = RedisLeaseStore::connect(&config)
         .await
         .unwrap_or_else(|e| panic!("connect is lazy, yet: {e}"));
-    let errors = [
-        expect_failure("list", untrusting.list().await),
-        expect_failure("take", untrusting.take(&key, taken.counter, &me).await),
-        expect_failure("renew", untrusting.renew(&key, &me, taken.counter).await),
-        expect_failure(
-            "create",
-            untrusting
-                .create_if_absent(&Lease::new(
-                    LeaseKey::new("shardId-000000000002").unwrap_or_else(|e| panic!("{e}")),
-                    Checkpoint::TrimHorizon,
-                ))
-                .await,
-        ),
-        expect_failure("delete", untrusting.delete(&key, taken.counter).await),
-    ];
-    for error in &errors {
-        let message = error.to_string();
-        assert!(
-            message.contains("invalid peer certificate") && message.contains("UnknownIssuer"),
-            "the message should say the certificate is not trusted: {message}"
-        );
-    }
+    testkit::a_store_cut_off_changes_nothing(&trusted, &untrusting, assert_untrusted).await;
+}
 
-    let after = trusted.list().await.unwrap_or_else(|e| panic!("list: {e}"));
-    assert_eq!(after, before, "the failed store changed nothing");
+/// The error says the server's certificate is not trusted.
+fn assert_untrusted(what: &str, error: &StoreError) {
+    let message = error.to_string();
+    assert!(
+        message.contains("invalid peer certificate") && message.contains("UnknownIssuer"),
+        "{what}: the message should say the certificate is not trusted: {message}"
+    );
 }
 
 #[tokio::test]
