@@ -9,8 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{ConsumerConfig, InitialPosition, Retrieval};
+use crate::context::Context;
 use crate::processor::ProcessorFactory;
-use crate::worker::{Context, Worker};
+use crate::worker::Worker;
 
 /// What can stop a consumer from starting.
 #[derive(Debug, thiserror::Error)]

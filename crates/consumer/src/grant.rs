@@ -60,6 +60,12 @@ impl Grant {
         }
     }
 
+    /// The grant of a lease just taken; `None` when its key names no shard.
+    pub(crate) fn for_lease(lease: &Lease) -> Option<Self> {
+        let shard = ShardId::new(lease.key.as_str().rsplit(':').next().unwrap_or_default()).ok()?;
+        Some(Self::new(lease, shard))
+    }
+
     pub(crate) fn is_lost(&self) -> bool {
         self.lost.is_cancelled()
     }

@@ -19,12 +19,14 @@
 mod checkpointer;
 mod config;
 mod consumer;
+mod context;
 mod grant;
 mod pipeline;
 mod processor;
 mod record;
 mod renewer;
 mod shard_sync;
+mod user_records;
 mod worker;
 
 pub use checkpointer::{CheckpointError, Checkpointer, PreparedCheckpoint};

@@ -1,28 +1,26 @@
-//! One shard's pipeline: wait for parents, initialize, process batches, shut down.
+//! One shard's pipeline, in phases: wait for the parents, initialize the processor, open the
+//! reader, process batches; then end the processor with one call that says why.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
 use shardwise_kinesis_source::{
-    Batch, ChildShard, FanOutReader, KinesisErrorKind, PollingReader, Record, ShardReader,
-    StartPosition, list_all_shards,
+    Batch, ChildShard, FanOutReader, KinesisErrorKind, PollingReader, ShardReader, StartPosition,
+    list_all_shards,
 };
-use shardwise_kpl_deagg::{
-    Deaggregator, HashKeyRange as DeaggRange, InvalidSubRecordPolicy, MAGIC,
-};
-use shardwise_lease_core::{
-    Checkpoint, HashKeyRange, Lease, LeaseKey, LeaseStore, SequenceNumber, ShardId,
-};
+use shardwise_lease_core::{Checkpoint, LeaseKey, LeaseStore, SequenceNumber, ShardId};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::checkpointer::{CheckpointError, Checkpointer};
 use crate::config::{InitialPosition, Retrieval};
+use crate::context::{Context, millis};
 use crate::grant::Grant;
 use crate::processor::{InitializeInput, ProcessorError, ShardProcessor};
 use crate::record::{RecordBatch, UserRecord};
-use crate::worker::Context;
+use crate::user_records::{deaggregator, user_records};
 
 /// How a pipeline ended; the coordinator decides what happens to the lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,285 +35,406 @@ pub(crate) enum PipelineEnd {
     Failed,
 }
 
+/// Why processing stopped, which decides the processor's one ending call.
+#[derive(Debug)]
+enum Ending {
+    LeaseLost,
+    ShutdownRequested,
+    /// Every record of the closed shard was delivered; these are its children.
+    ShardEnded(Vec<ChildShard>),
+    /// Initialize failed, the retries ran out, or the shard could not be read.
+    Failed,
+    /// The processor panicked: it is not called again.
+    Panicked,
+}
+
 /// The outcome of calling the processor: its result, or a panic.
-async fn call<F>(future: F) -> Result<(), ProcessorError>
+enum Called {
+    Done(Result<(), ProcessorError>),
+    Panicked,
+}
+
+async fn call<F>(future: F) -> Called
 where
     F: std::future::Future<Output = Result<(), ProcessorError>>,
 {
     match AssertUnwindSafe(future).catch_unwind().await {
-        Ok(result) => result,
-        Err(_) => Err("the processor panicked".into()),
+        Ok(result) => Called::Done(result),
+        Err(_) => Called::Panicked,
     }
 }
 
+/// Runs one grant of a shard's lease to its end.
 pub(crate) async fn run(
     ctx: Arc<Context>,
     grant: Arc<Grant>,
     shutdown: CancellationToken,
 ) -> PipelineEnd {
-    let shard = grant.shard_id.clone();
-    let metrics = shardwise_metrics::ShardMetrics::register(
-        &ctx.metric_names,
-        ctx.config.metrics_level,
-        ctx.stream.name(),
-        shard.as_str(),
-        ctx.worker_id.as_str(),
-    );
-    let checkpointer = Checkpointer::new(
-        ctx.store.clone(),
-        ctx.worker_id.clone(),
-        grant.clone(),
-        metrics.clone(),
-    );
-
-    // 1. Parents first: a child starts only after every parent's SHARD_END checkpoint.
-    loop {
-        match parents_done(ctx.store.as_ref(), &grant.parents).await {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
-                warn!(shard = %shard, error = %e, "could not read the parent leases; retrying")
-            }
-        }
-        tokio::select! {
-            () = grant.lost.cancelled() => return PipelineEnd::LeaseLost,
-            () = shutdown.cancelled() => return PipelineEnd::ShutDown,
-            () = tokio::time::sleep(ctx.config.parent_poll_interval) => {}
-        }
+    let pipeline = Pipeline::new(ctx, grant, shutdown);
+    if let Some(end) = pipeline.wait_for_parents().await {
+        return end;
     }
-
-    // 2. Initialize.
-    let (checkpoint, pending) = {
-        let state = grant.state.lock().await;
-        (state.checkpoint.clone(), grant.pending.clone())
-    };
-    if checkpoint.is_shard_end() {
+    let stored = pipeline.checkpointer.stored().await;
+    if stored.is_shard_end() {
         return PipelineEnd::ShardEnded;
     }
-    let mut processor = ctx.factory.create(&shard);
-    let input = InitializeInput {
-        shard_id: shard.clone(),
-        checkpoint: checkpoint.clone(),
-        pending_checkpoint: pending,
+    let mut processor = pipeline.ctx.factory.create(&pipeline.grant.shard_id);
+    let ending = match pipeline.initialize(processor.as_mut(), &stored).await {
+        Some(ending) => ending,
+        None => match pipeline.open_reader(&stored) {
+            Ok((reader, resume)) => {
+                pipeline
+                    .process_batches(processor.as_mut(), reader, resume)
+                    .await
+            }
+            Err(ending) => ending,
+        },
     };
-    let started = tokio::time::Instant::now();
-    let initialized = call(processor.initialize(input)).await;
-    metrics
-        .initialize_time
-        .record(started.elapsed().as_secs_f64() * 1_000.0);
-    if let Err(e) = initialized {
-        warn!(shard = %shard, error = %e, "processor initialize failed; releasing the lease");
-        return PipelineEnd::Failed;
+    pipeline.end(processor.as_mut(), ending).await
+}
+
+struct Pipeline {
+    ctx: Arc<Context>,
+    grant: Arc<Grant>,
+    shutdown: CancellationToken,
+    metrics: shardwise_metrics::ShardMetrics,
+    checkpointer: Checkpointer,
+}
+
+impl Pipeline {
+    fn new(ctx: Arc<Context>, grant: Arc<Grant>, shutdown: CancellationToken) -> Self {
+        let metrics = shardwise_metrics::ShardMetrics::register(
+            &ctx.metric_names,
+            ctx.config.metrics_level,
+            ctx.stream.name(),
+            grant.shard_id.as_str(),
+            ctx.worker_id.as_str(),
+        );
+        let checkpointer = Checkpointer::new(
+            ctx.store.clone(),
+            ctx.worker_id.clone(),
+            grant.clone(),
+            metrics.clone(),
+        );
+        Self {
+            ctx,
+            grant,
+            shutdown,
+            metrics,
+            checkpointer,
+        }
     }
 
-    // 3. Read and process.
-    let (position, resume) = match &checkpoint {
-        Checkpoint::TrimHorizon => (StartPosition::TrimHorizon, None),
-        Checkpoint::Latest => (StartPosition::Latest, None),
-        Checkpoint::AtTimestamp => match ctx.config.initial_position {
-            InitialPosition::AtTimestamp(t) => (StartPosition::AtTimestamp(t), None),
-            _ => (StartPosition::TrimHorizon, None),
-        },
-        // Start at the checkpointed record itself and skip what was processed inside it: right
-        // for plain records and for a checkpoint in the middle of a KPL aggregate.
-        Checkpoint::At(at) => (
-            StartPosition::AtSequenceNumber(at.sequence.as_str().to_owned()),
-            Some((at.sequence.clone(), at.sub_sequence)),
-        ),
-        Checkpoint::ShardEnd => return PipelineEnd::ShardEnded,
-    };
-    info!(shard = %shard, %checkpoint, token = grant.token, "shard processing starts");
-    let mut reader = match (&ctx.config.retrieval, ctx.consumer_arn.get()) {
-        (Retrieval::FanOut { config, .. }, Some(arn)) => ShardReader::FanOut(FanOutReader::start(
-            ctx.kinesis.clone(),
-            arn.clone(),
-            shard.as_str().to_owned(),
-            position,
-            config.clone(),
-        )),
-        (Retrieval::Polling(polling), _) => ShardReader::Polling(PollingReader::start(
-            ctx.kinesis.clone(),
-            ctx.stream.clone(),
-            shard.as_str().to_owned(),
-            position,
-            polling.clone(),
-        )),
-        (Retrieval::FanOut { .. }, None) => {
-            warn!(shard = %shard, "fan-out without a registered consumer; releasing the lease");
-            return PipelineEnd::Failed;
-        }
-    };
-    let deaggregator = deaggregator(grant.hash_key_range);
-    let mut resume = resume;
+    fn shard(&self) -> &ShardId {
+        &self.grant.shard_id
+    }
 
-    loop {
-        let next = tokio::select! {
-            // Loss and shutdown first: never take another batch when either has happened.
-            biased;
-            () = grant.lost.cancelled() => {
+    /// Parents first: a child starts only after every parent's `SHARD_END`. `Some` when the
+    /// lease was lost or shutdown came first.
+    async fn wait_for_parents(&self) -> Option<PipelineEnd> {
+        loop {
+            match parents_done(self.ctx.store.as_ref(), &self.grant.parents).await {
+                Ok(true) => return None,
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(shard = %self.shard(), error = %e, "could not read the parent leases; retrying")
+                }
+            }
+            tokio::select! {
+                () = self.grant.lost.cancelled() => return Some(PipelineEnd::LeaseLost),
+                () = self.shutdown.cancelled() => return Some(PipelineEnd::ShutDown),
+                () = tokio::time::sleep(self.ctx.config.parent_poll_interval) => {}
+            }
+        }
+    }
+
+    /// `Some` when the processor could not be initialized.
+    async fn initialize(
+        &self,
+        processor: &mut dyn ShardProcessor,
+        stored: &Checkpoint,
+    ) -> Option<Ending> {
+        let input = InitializeInput {
+            shard_id: self.shard().clone(),
+            checkpoint: stored.clone(),
+            pending_checkpoint: self.grant.pending.clone(),
+        };
+        let started = Instant::now();
+        let called = call(processor.initialize(input)).await;
+        self.metrics.initialize_time.record(millis(started));
+        match called {
+            Called::Done(Ok(())) => None,
+            Called::Done(Err(e)) => {
+                warn!(shard = %self.shard(), error = %e, "processor initialize failed; releasing the lease");
+                Some(Ending::Failed)
+            }
+            Called::Panicked => {
+                warn!(shard = %self.shard(), "processor initialize panicked; releasing the lease");
+                Some(Ending::Panicked)
+            }
+        }
+    }
+
+    /// The reader from the stored checkpoint, and the sub-records of the first record that a
+    /// checkpoint inside a KPL aggregate already covers.
+    fn open_reader(
+        &self,
+        stored: &Checkpoint,
+    ) -> Result<(ShardReader, Option<(SequenceNumber, u64)>), Ending> {
+        let ctx = &self.ctx;
+        let (position, resume) = match stored {
+            Checkpoint::TrimHorizon => (StartPosition::TrimHorizon, None),
+            Checkpoint::Latest => (StartPosition::Latest, None),
+            Checkpoint::AtTimestamp => match ctx.config.initial_position {
+                InitialPosition::AtTimestamp(t) => (StartPosition::AtTimestamp(t), None),
+                _ => (StartPosition::TrimHorizon, None),
+            },
+            // Start at the checkpointed record itself and skip what was processed inside it:
+            // right for plain records and for a checkpoint in the middle of a KPL aggregate.
+            Checkpoint::At(at) => (
+                StartPosition::AtSequenceNumber(at.sequence.as_str().to_owned()),
+                Some((at.sequence.clone(), at.sub_sequence)),
+            ),
+            Checkpoint::ShardEnd => return Err(Ending::ShardEnded(Vec::new())),
+        };
+        info!(shard = %self.shard(), checkpoint = %stored, token = self.grant.token, "shard processing starts");
+        let shard = self.shard().as_str().to_owned();
+        let reader = match (&ctx.config.retrieval, ctx.consumer_arn.get()) {
+            (Retrieval::FanOut { config, .. }, Some(arn)) => {
+                ShardReader::FanOut(FanOutReader::start(
+                    ctx.kinesis.clone(),
+                    arn.clone(),
+                    shard,
+                    position,
+                    config.clone(),
+                ))
+            }
+            (Retrieval::Polling(polling), _) => ShardReader::Polling(PollingReader::start(
+                ctx.kinesis.clone(),
+                ctx.stream.clone(),
+                shard,
+                position,
+                polling.clone(),
+            )),
+            (Retrieval::FanOut { .. }, None) => {
+                warn!(shard = %self.shard(), "fan-out without a registered consumer; releasing the lease");
+                return Err(Ending::Failed);
+            }
+        };
+        Ok((reader, resume))
+    }
+
+    /// Reads and processes batches until the lease is lost, shutdown is asked for, the shard
+    /// ends, or processing fails.
+    async fn process_batches(
+        &self,
+        processor: &mut dyn ShardProcessor,
+        mut reader: ShardReader,
+        mut resume: Option<(SequenceNumber, u64)>,
+    ) -> Ending {
+        let deaggregator = deaggregator(self.grant.hash_key_range);
+        loop {
+            let next = tokio::select! {
+                // Loss and shutdown first: never take another batch when either has happened.
+                biased;
+                () = self.grant.lost.cancelled() => return Ending::LeaseLost,
+                () = self.shutdown.cancelled() => return Ending::ShutdownRequested,
+                next = reader.next_batch() => next,
+            };
+            report_reader(&reader, &self.metrics);
+            let batch = match next {
+                Some(Ok(batch)) => batch,
+                Some(Err(e)) => {
+                    if e.kind() == KinesisErrorKind::ResourceNotFound
+                        && let Some(children) = aged_out_children(&self.ctx, self.shard()).await
+                    {
+                        warn!(shard = %self.shard(), "the shard aged out of the stream before it was finished (its unread records expired); finishing it so that its children start");
+                        return Ending::ShardEnded(children);
+                    }
+                    warn!(shard = %self.shard(), error = %e, "reading the shard failed; releasing the lease");
+                    return Ending::Failed;
+                }
+                None => {
+                    warn!(shard = %self.shard(), "the reader stopped; releasing the lease");
+                    return Ending::Failed;
+                }
+            };
+            let Batch {
+                records,
+                millis_behind_latest,
+                child_shards,
+            } = batch;
+            if let Some(behind) = millis_behind_latest {
+                self.metrics.millis_behind_latest.set(behind as f64);
+            }
+            let records = match user_records(&deaggregator, records, &mut resume, &self.metrics) {
+                Ok(records) => records,
+                Err(e) => {
+                    warn!(shard = %self.shard(), error = %e, "a record from Kinesis could not be read; releasing the lease");
+                    return Ending::Failed;
+                }
+            };
+            if !self.renewed_recently().await {
+                warn!(shard = %self.shard(), "lease not renewed recently; stopping before the next batch");
+                self.grant.lost.cancel();
+            }
+            if self.grant.is_lost() {
+                return Ending::LeaseLost;
+            }
+            if !records.is_empty() {
+                let batch = RecordBatch {
+                    shard_id: self.shard().clone(),
+                    records,
+                    millis_behind_latest,
+                };
+                if let Err(ending) = self.process(processor, batch).await {
+                    return ending;
+                }
+            }
+            if let Some(children) = child_shards {
+                return Ending::ShardEnded(children);
+            }
+        }
+    }
+
+    /// The renewer gives a lease up after two thirds of the lease duration without a renewal;
+    /// the pipeline checks too, so that no batch starts on a lease that may be expiring.
+    async fn renewed_recently(&self) -> bool {
+        let renewed_at = self.grant.state.lock().await.renewed_at;
+        let config = &self.ctx.config;
+        renewed_at.elapsed()
+            < config
+                .lease_duration
+                .saturating_sub(config.renew_interval())
+    }
+
+    /// Hands a batch to the processor, retrying with backoff; `Err` says why processing stops.
+    async fn process(
+        &self,
+        processor: &mut dyn ShardProcessor,
+        batch: RecordBatch,
+    ) -> Result<(), Ending> {
+        let last = batch.records.last().map(UserRecord::position);
+        self.checkpointer.with_cursor(|c| c.last_delivered = last);
+        let count = batch.records.len() as u64;
+        let bytes = batch
+            .records
+            .iter()
+            .map(|r| r.data.len() as u64)
+            .sum::<u64>();
+        let mut pause = self.ctx.config.process_retry_backoff;
+        for attempt in 1.. {
+            let started = Instant::now();
+            let called = call(processor.process_records(batch.clone(), &self.checkpointer)).await;
+            self.metrics.process_records_time.record(millis(started));
+            let error = match called {
+                Called::Done(Ok(())) => {
+                    self.metrics.records_processed.increment(count);
+                    self.metrics.data_bytes_processed.increment(bytes);
+                    return Ok(());
+                }
+                Called::Panicked => {
+                    self.metrics.processor_failures.increment(1);
+                    warn!(shard = %self.shard(), attempt, "process_records panicked; releasing the lease");
+                    return Err(Ending::Panicked);
+                }
+                Called::Done(Err(e)) => e,
+            };
+            self.metrics.processor_failures.increment(1);
+            if is_lease_lost(&error) || self.grant.is_lost() {
+                return Err(Ending::LeaseLost);
+            }
+            warn!(shard = %self.shard(), attempt, error = %error, "process_records failed");
+            // A shard still at LATEST has no position to resume from: released now, its next
+            // holder would start after the newest record and skip this batch. So it is retried
+            // here, without limit, instead.
+            let resumable = !matches!(self.checkpointer.stored().await, Checkpoint::Latest);
+            if attempt >= self.ctx.config.max_process_attempts && resumable {
+                return Err(Ending::Failed);
+            }
+            tokio::select! {
+                () = self.grant.lost.cancelled() => return Err(Ending::LeaseLost),
+                () = self.shutdown.cancelled() => return Err(Ending::ShutdownRequested),
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = pause.saturating_mul(2).min(MAX_RETRY_PAUSE);
+        }
+        Err(Ending::Failed)
+    }
+
+    /// The processor's one ending call, chosen by why processing stopped.
+    async fn end(&self, processor: &mut dyn ShardProcessor, ending: Ending) -> PipelineEnd {
+        match ending {
+            Ending::LeaseLost => {
                 let _ = call(processor.lease_lost()).await;
-                info!(shard = %shard, "lease lost; processing stopped");
+                info!(shard = %self.shard(), "lease lost; processing stopped");
+                PipelineEnd::LeaseLost
+            }
+            Ending::ShutdownRequested => {
+                let started = Instant::now();
+                if let Called::Done(Err(e)) =
+                    call(processor.shutdown_requested(&self.checkpointer)).await
+                {
+                    warn!(shard = %self.shard(), error = %e, "shutdown_requested failed");
+                }
+                self.metrics.shutdown_time.record(millis(started));
+                PipelineEnd::ShutDown
+            }
+            Ending::ShardEnded(children) => self.finish_shard(processor, &children).await,
+            Ending::Failed | Ending::Panicked => PipelineEnd::Failed,
+        }
+    }
+
+    /// The end of a closed shard: create the children's leases, let the processor checkpoint,
+    /// and write `SHARD_END` if it did not.
+    async fn finish_shard(
+        &self,
+        processor: &mut dyn ShardProcessor,
+        children: &[ChildShard],
+    ) -> PipelineEnd {
+        let shard = self.shard();
+        for child in children {
+            if let Err(e) =
+                crate::shard_sync::create_child_lease(self.ctx.store.as_ref(), child).await
+            {
+                warn!(shard = %shard, child = %child.shard_id, error = %e, "creating a child lease failed; shard sync will retry");
+            }
+        }
+        let children: Vec<ShardId> = children
+            .iter()
+            .filter_map(|c| ShardId::new(c.shard_id.as_str()).ok())
+            .collect();
+        self.checkpointer.with_cursor(|c| {
+            c.shard_end_reached = true;
+            c.children = children;
+        });
+        match call(processor.shard_ended(&self.checkpointer)).await {
+            Called::Done(Ok(())) => {}
+            Called::Done(Err(e)) if is_lease_lost(&e) || self.grant.is_lost() => {
                 return PipelineEnd::LeaseLost;
             }
-            () = shutdown.cancelled() => {
-                let started = tokio::time::Instant::now();
-                let end = shut_down(processor.as_mut(), &checkpointer, &shard).await;
-                metrics.shutdown_time.record(started.elapsed().as_secs_f64() * 1_000.0);
-                return end;
-            }
-            next = reader.next_batch() => next,
-        };
-        report_reader(&reader, &metrics);
-        let batch = match next {
-            Some(Ok(batch)) => batch,
-            Some(Err(e)) => {
-                if e.kind() == KinesisErrorKind::ResourceNotFound
-                    && let Some(children) = aged_out_children(&ctx, &shard).await
-                {
-                    warn!(shard = %shard, "the shard aged out of the stream before it was finished (its unread records expired); finishing it so that its children start");
-                    return finish_shard(
-                        &ctx,
-                        processor.as_mut(),
-                        &checkpointer,
-                        &grant,
-                        &children,
-                    )
-                    .await;
-                }
-                warn!(shard = %shard, error = %e, "reading the shard failed; releasing the lease");
+            Called::Done(Err(e)) => {
+                warn!(shard = %shard, error = %e, "shard_ended failed; the shard will be finished again");
                 return PipelineEnd::Failed;
             }
-            None => {
-                warn!(shard = %shard, "the reader stopped; releasing the lease");
+            Called::Panicked => {
+                warn!(shard = %shard, "shard_ended panicked; the shard will be finished again");
                 return PipelineEnd::Failed;
             }
-        };
-        let Batch {
-            records,
-            millis_behind_latest: millis_behind,
-            child_shards,
-        } = batch;
-        if let Some(behind) = millis_behind {
-            metrics.millis_behind_latest.set(behind as f64);
         }
-        let records = match user_records(&deaggregator, records, &mut resume, &metrics) {
-            Ok(records) => records,
-            Err(e) => {
-                warn!(shard = %shard, error = %e, "a record from Kinesis could not be read; releasing the lease");
-                return PipelineEnd::Failed;
-            }
-        };
-        // The renewer gives a lease up after two thirds of the lease duration without a
-        // renewal; check here too, so that no batch starts on a lease that may be expiring.
-        let renewed_at = grant.state.lock().await.renewed_at;
-        if renewed_at.elapsed()
-            >= ctx
-                .config
-                .lease_duration
-                .saturating_sub(ctx.config.renew_interval())
-        {
-            warn!(shard = %shard, "lease not renewed recently; stopping before the next batch");
-            grant.lost.cancel();
-        }
-        if grant.is_lost() {
-            let _ = call(processor.lease_lost()).await;
-            return PipelineEnd::LeaseLost;
-        }
-        if !records.is_empty() {
-            let last = records.last().map(UserRecord::position);
-            checkpointer.with_cursor(|c| c.last_delivered = last);
-            let count = records.len() as u64;
-            let bytes = records.iter().map(|r| r.data.len() as u64).sum::<u64>();
-            let batch = RecordBatch {
-                shard_id: shard.clone(),
-                records,
-                millis_behind_latest: millis_behind,
-            };
-            match process_with_retries(
-                &ctx,
-                processor.as_mut(),
-                batch,
-                &checkpointer,
-                &grant,
-                &shutdown,
-                &metrics,
-            )
-            .await
-            {
-                Ok(()) => {
-                    metrics.records_processed.increment(count);
-                    metrics.data_bytes_processed.increment(bytes);
-                }
-                Err(PipelineEnd::LeaseLost) => {
-                    let _ = call(processor.lease_lost()).await;
-                    return PipelineEnd::LeaseLost;
-                }
-                Err(PipelineEnd::ShutDown) => {
-                    return shut_down(processor.as_mut(), &checkpointer, &shard).await;
-                }
-                Err(end) => return end,
-            }
-        }
-        if let Some(children) = child_shards {
-            return finish_shard(&ctx, processor.as_mut(), &checkpointer, &grant, &children).await;
-        }
-    }
-}
-
-async fn shut_down(
-    processor: &mut dyn ShardProcessor,
-    checkpointer: &Checkpointer,
-    shard: &ShardId,
-) -> PipelineEnd {
-    if let Err(e) = call(processor.shutdown_requested(checkpointer)).await {
-        warn!(shard = %shard, error = %e, "shutdown_requested failed");
-    }
-    PipelineEnd::ShutDown
-}
-
-/// Hands a batch to the processor, retrying with backoff; `Err` says how the pipeline ends.
-async fn process_with_retries(
-    ctx: &Context,
-    processor: &mut dyn ShardProcessor,
-    batch: RecordBatch,
-    checkpointer: &Checkpointer,
-    grant: &Grant,
-    shutdown: &CancellationToken,
-    metrics: &shardwise_metrics::ShardMetrics,
-) -> Result<(), PipelineEnd> {
-    let mut pause = ctx.config.process_retry_backoff;
-    for attempt in 1.. {
-        let started = tokio::time::Instant::now();
-        let result = call(processor.process_records(batch.clone(), checkpointer)).await;
-        metrics
-            .process_records_time
-            .record(started.elapsed().as_secs_f64() * 1_000.0);
-        if result.is_err() {
-            metrics.processor_failures.increment(1);
-        }
-        match result {
-            Ok(()) => return Ok(()),
-            Err(e) if is_lease_lost(&e) || grant.is_lost() => return Err(PipelineEnd::LeaseLost),
-            Err(e) => {
-                let panicked = e.to_string() == "the processor panicked";
-                warn!(shard = %batch.shard_id, attempt, error = %e, "process_records failed");
-                // A shard still at LATEST has no position to resume from: released now, its
-                // next holder would start after the newest record and skip this batch. So it
-                // is retried here, without limit, instead.
-                let resumable = !matches!(checkpointer.stored().await, Checkpoint::Latest);
-                if panicked || (attempt >= ctx.config.max_process_attempts && resumable) {
-                    return Err(PipelineEnd::Failed);
+        if !self.checkpointer.stored().await.is_shard_end() {
+            match self.checkpointer.checkpoint().await {
+                Ok(()) => debug!(shard = %shard, "SHARD_END written for the processor"),
+                Err(CheckpointError::LeaseLost) => return PipelineEnd::LeaseLost,
+                Err(e) => {
+                    warn!(shard = %shard, error = %e, "writing SHARD_END failed; the shard will be finished again");
+                    return PipelineEnd::Failed;
                 }
             }
         }
-        tokio::select! {
-            () = grant.lost.cancelled() => return Err(PipelineEnd::LeaseLost),
-            () = shutdown.cancelled() => return Err(PipelineEnd::ShutDown),
-            () = tokio::time::sleep(pause) => {}
-        }
-        pause = pause.saturating_mul(2).min(MAX_RETRY_PAUSE);
+        info!(shard = %shard, "shard fully processed (SHARD_END)");
+        PipelineEnd::ShardEnded
     }
-    Err(PipelineEnd::Failed)
 }
 
 /// The longest pause between two attempts at a batch.
@@ -356,50 +475,6 @@ fn is_lease_lost(e: &ProcessorError) -> bool {
     )
 }
 
-/// The end of a closed shard: create the children's leases, let the processor checkpoint, and
-/// write `SHARD_END` if it did not.
-async fn finish_shard(
-    ctx: &Context,
-    processor: &mut dyn ShardProcessor,
-    checkpointer: &Checkpointer,
-    grant: &Grant,
-    children: &[ChildShard],
-) -> PipelineEnd {
-    let shard = &grant.shard_id;
-    for child in children {
-        if let Err(e) = crate::shard_sync::create_child_lease(ctx.store.as_ref(), child).await {
-            warn!(shard = %shard, child = %child.shard_id, error = %e, "creating a child lease failed; shard sync will retry");
-        }
-    }
-    let children: Vec<ShardId> = children
-        .iter()
-        .filter_map(|c| ShardId::new(c.shard_id.as_str()).ok())
-        .collect();
-    checkpointer.with_cursor(|c| {
-        c.shard_end_reached = true;
-        c.children = children;
-    });
-    if let Err(e) = call(processor.shard_ended(checkpointer)).await {
-        if is_lease_lost(&e) || grant.is_lost() {
-            return PipelineEnd::LeaseLost;
-        }
-        warn!(shard = %shard, error = %e, "shard_ended failed; the shard will be finished again");
-        return PipelineEnd::Failed;
-    }
-    if !checkpointer.stored().await.is_shard_end() {
-        match checkpointer.checkpoint().await {
-            Ok(()) => debug!(shard = %shard, "SHARD_END written for the processor"),
-            Err(CheckpointError::LeaseLost) => return PipelineEnd::LeaseLost,
-            Err(e) => {
-                warn!(shard = %shard, error = %e, "writing SHARD_END failed; the shard will be finished again");
-                return PipelineEnd::Failed;
-            }
-        }
-    }
-    info!(shard = %shard, "shard fully processed (SHARD_END)");
-    PipelineEnd::ShardEnded
-}
-
 /// After `ResourceNotFound` on a shard: its children, when the shard is no longer listed but
 /// listed shards name it as their parent, which means it closed and aged out of the stream's
 /// retention period (the KCL treats the error as the shard's end too). `None` when that cannot
@@ -437,89 +512,4 @@ async fn parents_done(
         }
     }
     Ok(true)
-}
-
-fn deaggregator(range: Option<HashKeyRange>) -> Deaggregator {
-    // Deliver every valid sub-record, and count what is dropped (never the KCL's silent loss of
-    // the rest of an aggregate).
-    let d = Deaggregator::new().with_policy(InvalidSubRecordPolicy::SkipInvalid);
-    match range.and_then(|r| DeaggRange::new(r.start(), r.end()).ok()) {
-        Some(range) => d.with_hash_key_range(range),
-        None => d,
-    }
-}
-
-/// Deaggregates a batch into user records, skipping what a checkpoint inside the first record
-/// already covers. A plain record (no KPL magic) is moved as it is, without a copy.
-fn user_records(
-    deaggregator: &Deaggregator,
-    records: Vec<Record>,
-    resume: &mut Option<(SequenceNumber, u64)>,
-    metrics: &shardwise_metrics::ShardMetrics,
-) -> Result<Vec<UserRecord>, String> {
-    let mut out = Vec::with_capacity(records.len());
-    let mut parts = Vec::new();
-    for record in records {
-        let sequence = SequenceNumber::new(&record.sequence_number).map_err(|e| e.to_string())?;
-        let skip_through = match resume.take() {
-            Some((at, sub)) if at == sequence => Some(sub),
-            Some(other) if sequence < other.0 => {
-                *resume = Some(other);
-                continue;
-            }
-            _ => None,
-        };
-        if !record.data.starts_with(&MAGIC) {
-            // A plain record is sub-record 0, which any resume point inside it covers.
-            if skip_through.is_none() {
-                out.push(UserRecord {
-                    partition_key: record.partition_key,
-                    explicit_hash_key: None,
-                    sub_sequence_number: 0,
-                    aggregated: false,
-                    data: record.data,
-                    sequence_number: sequence,
-                    approximate_arrival: record.approximate_arrival,
-                });
-            }
-            continue;
-        }
-        parts.clear();
-        let report = deaggregator
-            .deaggregate_into(record.partition_key, record.data, skip_through, &mut parts)
-            .map_err(|e| e.to_string())?;
-        if report.framing == shardwise_kpl_deagg::Framing::Aggregated {
-            metrics
-                .kpl_records_deaggregated
-                .increment(report.delivered as u64);
-        }
-        let dropped = (report.dropped_invalid + report.dropped_out_of_range) as u64;
-        metrics.kpl_records_dropped.increment(dropped);
-        if dropped > 0 {
-            debug!(
-                sequence = %sequence,
-                dropped_invalid = report.dropped_invalid,
-                dropped_out_of_range = report.dropped_out_of_range,
-                "KPL sub-records dropped"
-            );
-        }
-        for part in parts.drain(..) {
-            out.push(UserRecord {
-                partition_key: part.partition_key().into_owned(),
-                explicit_hash_key: part.explicit_hash_key().map(str::to_owned),
-                sub_sequence_number: part.sub_sequence_number(),
-                aggregated: part.is_aggregated(),
-                data: part.into_data(),
-                sequence_number: sequence.clone(),
-                approximate_arrival: record.approximate_arrival,
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// Used by the coordinator when a lease is taken.
-pub(crate) fn grant_for(lease: &Lease) -> Option<Grant> {
-    let shard = ShardId::new(lease.key.as_str().rsplit(':').next().unwrap_or_default()).ok()?;
-    Some(Grant::new(lease, shard))
 }

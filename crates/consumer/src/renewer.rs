@@ -9,8 +9,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::context::Context;
 use crate::grant::Grant;
-use crate::worker::Context;
 
 /// The grants the worker holds, shared by the coordinator (adds and removes) and the renewer.
 pub(crate) type Grants = Arc<Mutex<BTreeMap<LeaseKey, Arc<Grant>>>>;

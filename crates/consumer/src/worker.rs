@@ -4,33 +4,17 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use shardwise_kinesis_source::{KinesisApi, StreamId};
 use shardwise_lease_core::{
-    BalanceConfig, BalanceInput, ExpiryTracker, LeaseKey, LeaseStore, Race, WorkerId, plan_takes,
+    BalanceConfig, BalanceInput, ExpiryTracker, LeaseKey, Race, plan_takes,
 };
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::config::ConsumerConfig;
+use crate::context::{Context, millis};
 use crate::grant::Grant;
 use crate::pipeline::{self, PipelineEnd};
-use crate::processor::ProcessorFactory;
-
-/// What every pipeline of a worker shares.
-pub(crate) struct Context {
-    pub(crate) store: Arc<dyn LeaseStore>,
-    pub(crate) kinesis: Arc<dyn KinesisApi>,
-    pub(crate) stream: StreamId,
-    pub(crate) worker_id: WorkerId,
-    pub(crate) config: ConsumerConfig,
-    pub(crate) factory: Arc<dyn ProcessorFactory>,
-    pub(crate) metric_names: shardwise_metrics::MetricNames,
-    pub(crate) application: String,
-    /// The stream consumer's ARN, when reading by enhanced fan-out (set once at start).
-    pub(crate) consumer_arn: std::sync::OnceLock<String>,
-}
 
 /// The worker's own metrics.
 struct Metrics {
@@ -53,10 +37,6 @@ impl Metrics {
             take: LeaseStoreMetrics::register(names, level, worker, operation::TAKE_LEASE),
         }
     }
-}
-
-fn millis(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1_000.0
 }
 
 struct Held {
@@ -242,7 +222,7 @@ impl Worker {
                         self.metrics.leases.stolen_leases.increment(1);
                     }
                     self.tracker.observe(&lease, Instant::now().into_std());
-                    let Some(grant) = pipeline::grant_for(&lease) else {
+                    let Some(grant) = Grant::for_lease(&lease) else {
                         warn!(lease = %lease.key, "lease key is not a shard id; releasing it");
                         let _ = self
                             .ctx

@@ -1,0 +1,29 @@
+//! What the worker, its renewer and every pipeline share.
+
+use std::sync::{Arc, OnceLock};
+
+use shardwise_kinesis_source::{KinesisApi, StreamId};
+use shardwise_lease_core::{LeaseStore, WorkerId};
+use tokio::time::Instant;
+
+use crate::config::ConsumerConfig;
+use crate::processor::ProcessorFactory;
+
+/// One worker's settings and connections, shared read-only by its tasks.
+pub(crate) struct Context {
+    pub(crate) store: Arc<dyn LeaseStore>,
+    pub(crate) kinesis: Arc<dyn KinesisApi>,
+    pub(crate) stream: StreamId,
+    pub(crate) worker_id: WorkerId,
+    pub(crate) config: ConsumerConfig,
+    pub(crate) factory: Arc<dyn ProcessorFactory>,
+    pub(crate) metric_names: shardwise_metrics::MetricNames,
+    pub(crate) application: String,
+    /// The stream consumer's ARN, when reading by enhanced fan-out (set once at start).
+    pub(crate) consumer_arn: OnceLock<String>,
+}
+
+/// Milliseconds since `since`, for the timing metrics.
+pub(crate) fn millis(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1_000.0
+}
