@@ -1,5 +1,6 @@
 //! The checkpointer a processor uses to record its progress in the lease.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use shardwise_lease_core::{
@@ -28,11 +29,26 @@ pub enum CheckpointError {
 }
 
 /// What the pipeline has handed to the processor so far.
+///
+/// A record is *delivered* while the `process_records` call that received it runs, and after it
+/// only if that call returned `Ok`. A batch whose call failed or panicked is not delivered: no
+/// checkpoint may cover it (`checkpoint()` in `shutdown_requested` stops before it), so the
+/// next attempt, on this worker or another, processes it again.
 #[derive(Debug, Default)]
 pub(crate) struct Cursor {
-    pub(crate) last_delivered: Option<ExtendedSequenceNumber>,
+    /// The last record of the last batch whose `process_records` returned `Ok`.
+    processed: Option<ExtendedSequenceNumber>,
+    /// The last record of the batch in the `process_records` call running now.
+    in_hand: Option<ExtendedSequenceNumber>,
     pub(crate) shard_end_reached: bool,
     pub(crate) children: Vec<ShardId>,
+}
+
+impl Cursor {
+    /// The last delivered record.
+    fn delivered(&self) -> Option<&ExtendedSequenceNumber> {
+        self.in_hand.as_ref().or(self.processed.as_ref())
+    }
 }
 
 #[derive(Debug)]
@@ -94,6 +110,26 @@ impl Checkpointer {
         }
     }
 
+    /// Runs `handle`, a `process_records` call with a batch ending at `last`: the batch is
+    /// delivered while it runs, and stays delivered only if `succeeded` says the call did.
+    pub(crate) async fn delivering<T>(
+        &self,
+        last: ExtendedSequenceNumber,
+        handle: impl Future<Output = T>,
+        succeeded: impl FnOnce(&T) -> bool,
+    ) -> T {
+        self.with_cursor(|c| c.in_hand = Some(last));
+        let outcome = handle.await;
+        let succeeded = succeeded(&outcome);
+        self.with_cursor(|c| {
+            let batch = c.in_hand.take();
+            if succeeded {
+                c.processed = batch;
+            }
+        });
+        outcome
+    }
+
     pub(crate) fn with_cursor<T>(&self, f: impl FnOnce(&mut Cursor) -> T) -> T {
         f(&mut self
             .inner
@@ -112,17 +148,22 @@ impl Checkpointer {
         self.inner.grant.state.lock().await.checkpoint.clone()
     }
 
-    /// Checkpoints everything delivered so far: the last record handed to the processor, or
-    /// `SHARD_END` once the end of the shard was delivered.
+    /// Checkpoints everything delivered so far: the batch being processed and every batch
+    /// processed successfully before it, or `SHARD_END` once the end of the shard was delivered.
+    /// A batch whose `process_records` failed is not delivered, so in `shutdown_requested` this
+    /// checkpoints the batches before it.
     pub async fn checkpoint(&self) -> Result<(), CheckpointError> {
         let target = self.with_cursor(|c| {
             if c.shard_end_reached {
                 Some(Checkpoint::ShardEnd)
             } else {
-                c.last_delivered.clone().map(Checkpoint::At)
+                c.delivered().cloned().map(Checkpoint::At)
             }
         });
         match target {
+            // The processor checkpointed further itself (inside a batch that then failed, say):
+            // the stored checkpoint stands.
+            Some(target) if target.cmp_progress(&self.stored().await).is_lt() => Ok(()),
             Some(target) => self.write(target, None).await,
             // Nothing delivered since the lease was taken: the stored checkpoint stands.
             None => Ok(()),
@@ -154,7 +195,7 @@ impl Checkpointer {
     ) -> Result<PreparedCheckpoint, CheckpointError> {
         let position = match position {
             Some(p) => Checkpoint::At(p),
-            None => match self.with_cursor(|c| c.last_delivered.clone()) {
+            None => match self.with_cursor(|c| c.delivered().cloned()) {
                 Some(p) => Checkpoint::At(p),
                 None => {
                     return Err(CheckpointError::Invalid(
@@ -178,7 +219,7 @@ impl Checkpointer {
         self.with_cursor(|c| {
             let bounds = CheckpointBounds {
                 stored,
-                last_delivered: c.last_delivered.as_ref(),
+                last_delivered: c.delivered(),
                 shard_end_reached: c.shard_end_reached,
             };
             validate_checkpoint(&bounds, target)

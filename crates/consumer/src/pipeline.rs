@@ -314,8 +314,9 @@ impl Pipeline {
         processor: &mut dyn ShardProcessor,
         batch: RecordBatch,
     ) -> Result<(), Ending> {
-        let last = batch.records.last().map(UserRecord::position);
-        self.checkpointer.with_cursor(|c| c.last_delivered = last);
+        let Some(last) = batch.records.last().map(UserRecord::position) else {
+            return Ok(());
+        };
         let count = batch.records.len() as u64;
         let bytes = batch
             .records
@@ -325,7 +326,14 @@ impl Pipeline {
         let mut pause = self.ctx.config.process_retry_backoff;
         for attempt in 1.. {
             let started = Instant::now();
-            let called = call(processor.process_records(batch.clone(), &self.checkpointer)).await;
+            let called = self
+                .checkpointer
+                .delivering(
+                    last.clone(),
+                    call(processor.process_records(batch.clone(), &self.checkpointer)),
+                    |called| matches!(called, Called::Done(Ok(()))),
+                )
+                .await;
             self.metrics.process_records_time.record(millis(started));
             let error = match called {
                 Called::Done(Ok(())) => {
@@ -381,7 +389,13 @@ impl Pipeline {
                 PipelineEnd::ShutDown
             }
             Ending::ShardEnded(children) => self.finish_shard(processor, &children).await,
-            Ending::Failed | Ending::Panicked => PipelineEnd::Failed,
+            Ending::Failed => {
+                // The lease is released: to the processor, that is a lost lease.
+                let _ = call(processor.lease_lost()).await;
+                PipelineEnd::Failed
+            }
+            // A processor that panicked is in no state to be called again.
+            Ending::Panicked => PipelineEnd::Failed,
         }
     }
 

@@ -25,19 +25,27 @@ pub struct InitializeInput {
 
 /// Handles the records of one shard, from one lease grant to its end. The worker calls the
 /// methods in order, never concurrently: `initialize`, then `process_records` for each batch,
-/// then exactly one of `lease_lost`, `shard_ended` or `shutdown_requested`.
+/// then exactly one of `lease_lost`, `shard_ended` or `shutdown_requested` — unless the
+/// processor panicked, after which it is dropped without another call.
+///
+/// # Delivered records
+///
+/// A record is *delivered* while the `process_records` call that received it runs, and after it
+/// only if that call returned `Ok`. Checkpoints never go beyond what was delivered: after a
+/// failed or panicked batch, [`Checkpointer::checkpoint`] (the default `shutdown_requested`)
+/// covers the batches before it, never the failed one.
 ///
 /// # Errors and panics
 ///
 /// When `process_records` returns `Err`, the worker retries the same batch with backoff (1 s,
 /// doubling, at most 30 s between attempts), up to
 /// [`ConsumerConfig::max_process_attempts`](crate::ConsumerConfig) attempts in all; then it
-/// releases the lease without checkpointing, so that a worker (perhaps this one, after
-/// [`lease_duration`](crate::ConsumerConfig)) takes it and retries from the last checkpoint.
-/// Nothing is skipped. One exception keeps that promise: a shard still at `LATEST` (nothing
-/// checkpointed yet) has no position a new holder could resume from, so its batch is retried in
-/// place without limit instead of being released. A panic is treated as an error, and the
-/// processor instance is not used again after one: the lease is released at once.
+/// calls `lease_lost` and releases the lease without checkpointing, so that a worker (perhaps
+/// this one, after [`lease_duration`](crate::ConsumerConfig)) takes it and retries from the last
+/// checkpoint. Nothing is skipped. The same happens when `initialize` fails or the shard cannot be
+/// read. A shard still at `LATEST` has no position a new holder could resume from, so its batch
+/// is retried in place without limit instead of being released. A panic is treated as an error,
+/// and the processor instance is not used again after one: the lease is released at once.
 
 #[async_trait]
 pub trait ShardProcessor: Send + 'static {
@@ -54,8 +62,9 @@ pub trait ShardProcessor: Send + 'static {
         checkpointer: &Checkpointer,
     ) -> Result<(), ProcessorError>;
 
-    /// The lease was lost (taken by another worker or expired): stop; checkpointing is no longer
-    /// possible. The default does nothing.
+    /// The lease was lost (taken by another worker or expired), or the worker gives the shard up
+    /// after failures (`initialize` failed, retries ran out, the shard could not be read): stop;
+    /// checkpointing is no longer possible. The default does nothing.
     async fn lease_lost(&mut self) -> Result<(), ProcessorError> {
         Ok(())
     }
