@@ -24,6 +24,8 @@ pub trait StreamDriver: Send + Sync {
     async fn put_raw(&self, partition_key: &str, data: Vec<u8>);
     async fn split(&self, shard: &str, at: u128) -> Vec<String>;
     async fn merge(&self, shard: &str, adjacent: &str);
+    /// The stream's clock, for `AT_TIMESTAMP` positions.
+    fn now(&self) -> std::time::SystemTime;
     async fn shards(&self) -> Vec<Shard> {
         list_all_shards(
             self.api().as_ref(),
@@ -74,6 +76,9 @@ impl StreamDriver for Memory {
     }
     async fn put_raw(&self, partition_key: &str, data: Vec<u8>) {
         self.kinesis.put(&self.name, partition_key, data).unwrap();
+    }
+    fn now(&self) -> std::time::SystemTime {
+        self.kinesis.now()
     }
     async fn split(&self, shard: &str, at: u128) -> Vec<String> {
         self.kinesis
@@ -246,6 +251,10 @@ impl StreamDriver for Emulator {
             .send()
             .await
             .unwrap();
+    }
+    fn now(&self) -> std::time::SystemTime {
+        // The emulator runs on this machine's clock.
+        std::time::SystemTime::now()
     }
     async fn split(&self, shard: &str, at: u128) -> Vec<String> {
         let before: Vec<String> = self

@@ -111,3 +111,12 @@ async fn restart_resumes_inside_an_aggregate_redis() {
     ))
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_timestamp_reads_a_parent_closed_after_it_dynamodb() {
+    scenarios::at_timestamp_reads_a_parent_closed_after_it(
+        &mut fleet("at-timestamp-ddb", stores::dynamodb("at-timestamp").await),
+        30,
+    )
+    .await;
+}

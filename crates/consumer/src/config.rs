@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime};
 use shardwise_kinesis_source::{FanOutConfig, PollingConfig};
 use shardwise_metrics::MetricsLevel;
 
-/// Where a shard with no checkpoint yet starts. Children of a shard that split or merged always
-/// start at their trim horizon, after their parents are fully processed.
+/// Where a shard with no checkpoint yet starts. Children of a shard that split or merged start
+/// after their parents are fully processed: at their trim horizon, or with `AtTimestamp` at the
+/// timestamp (the KCL's rule).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InitialPosition {
     /// The oldest record still retained.
@@ -14,7 +15,9 @@ pub enum InitialPosition {
     /// Only records that arrive after the worker first reads the shard (the KCL's default).
     #[default]
     Latest,
-    /// Records that arrived at or after the timestamp.
+    /// Records that arrived at or after the timestamp. Shards that closed before the worker
+    /// started get leases too, as in the KCL: one that closed after the timestamp has records to
+    /// read, and one that closed before it is read once and finished.
     AtTimestamp(SystemTime),
 }
 

@@ -408,9 +408,13 @@ impl Pipeline {
     ) -> PipelineEnd {
         let shard = self.shard();
         for child in children {
-            if let Err(e) =
-                crate::shard_sync::create_child_lease(self.ctx.store.as_ref(), child).await
-            {
+            let created = crate::shard_sync::create_child_lease(
+                self.ctx.store.as_ref(),
+                child,
+                self.ctx.config.initial_position,
+            )
+            .await;
+            if let Err(e) = created {
                 warn!(shard = %shard, child = %child.shard_id, error = %e, "creating a child lease failed; shard sync will retry");
             }
         }

@@ -29,6 +29,16 @@ fn start_checkpoint(position: InitialPosition) -> Checkpoint {
     }
 }
 
+/// Where a shard whose parent has a lease starts: right after its parent's data, which is its
+/// trim horizon; with `AT_TIMESTAMP` at the timestamp (the KCL's rule), which is the same place
+/// unless the parent closed before the timestamp, when the child's older records are skipped too.
+fn descendant_checkpoint(initial: InitialPosition) -> Checkpoint {
+    match initial {
+        InitialPosition::AtTimestamp(_) => Checkpoint::AtTimestamp,
+        InitialPosition::TrimHorizon | InitialPosition::Latest => Checkpoint::TrimHorizon,
+    }
+}
+
 fn range(r: shardwise_kinesis_source::HashRange) -> Option<HashKeyRange> {
     HashKeyRange::new(r.start, r.end).ok()
 }
@@ -42,11 +52,13 @@ fn ids(names: impl IntoIterator<Item = String>) -> Vec<ShardId> {
 
 /// Which shards get a lease, and where each starts.
 ///
-/// - A shard whose parent has (or gets, in this same sync) a lease starts at its trim horizon:
-///   it continues its parent's data, after the parent ends.
+/// - A shard whose parent has (or gets, in this same sync) a lease continues its parent's data
+///   after the parent ends: at its trim horizon, or at the timestamp with `AT_TIMESTAMP`.
 /// - Any other shard (a root: no parent, or its parents aged out) starts at the initial
-///   position. With `LATEST` or `AT_TIMESTAMP`, closed roots get no lease: their data is older
-///   than the position, and their children become roots of their own.
+///   position. With `LATEST`, closed roots get no lease: their data is older than the position,
+///   and their children become roots of their own. With `AT_TIMESTAMP`, closed roots get a lease
+///   too (as in the KCL: the shard may have closed after the timestamp, with records to read);
+///   one that closed before it is read once and finished.
 pub(crate) fn plan_leases(
     shards: &[Shard],
     existing: &HashSet<LeaseKey>,
@@ -67,8 +79,8 @@ pub(crate) fn plan_leases(
             .iter()
             .any(|p| by_id.contains_key(p.as_str()) && leased.contains(p));
         let checkpoint = if parent_leased {
-            Checkpoint::TrimHorizon
-        } else if shard.is_closed() && initial != InitialPosition::TrimHorizon {
+            descendant_checkpoint(initial)
+        } else if shard.is_closed() && initial == InitialPosition::Latest {
             continue;
         } else {
             start_checkpoint(initial)
@@ -127,13 +139,14 @@ pub(crate) async fn sync(
     Ok(created)
 }
 
-/// Creates a child's lease at its trim horizon, from the `ChildShards` a closed parent reported.
+/// Creates a child's lease, from the `ChildShards` a closed parent reported.
 pub(crate) async fn create_child_lease(
     store: &dyn LeaseStore,
     child: &ChildShard,
+    initial: InitialPosition,
 ) -> Result<bool, StoreError> {
     let key = LeaseKey::new(child.shard_id.as_str())?;
-    let mut lease = Lease::new(key, Checkpoint::TrimHorizon)
+    let mut lease = Lease::new(key, descendant_checkpoint(initial))
         .with_parents(ids(child.parent_shards.iter().cloned()));
     lease.hash_key_range = range(child.hash_range);
     Ok(store.create_if_absent(&lease).await?.is_won())
@@ -175,7 +188,8 @@ mod tests {
 
     #[test]
     fn lease_planning_table() {
-        use Checkpoint::{Latest, TrimHorizon};
+        use Checkpoint::{AtTimestamp, Latest, TrimHorizon};
+        let at = InitialPosition::AtTimestamp(std::time::UNIX_EPOCH);
         let split = [
             shard("s0", None, None, true),
             shard("s1", Some("s0"), None, false),
@@ -232,6 +246,35 @@ mod tests {
                 vec!["s0", "s1"],
                 InitialPosition::Latest,
                 vec![("s2", TrimHorizon)],
+            ),
+            (
+                "AT_TIMESTAMP: the closed root too, its children at the timestamp",
+                &split,
+                vec![],
+                at,
+                vec![
+                    ("s0", AtTimestamp),
+                    ("s1", AtTimestamp),
+                    ("s2", AtTimestamp),
+                ],
+            ),
+            (
+                "AT_TIMESTAMP: both closed roots of a merge, the child at the timestamp",
+                &merge,
+                vec![],
+                at,
+                vec![
+                    ("s0", AtTimestamp),
+                    ("s1", AtTimestamp),
+                    ("s2", AtTimestamp),
+                ],
+            ),
+            (
+                "AT_TIMESTAMP: a leased parent's children at the timestamp",
+                &split,
+                vec!["s0"],
+                at,
+                vec![("s1", AtTimestamp), ("s2", AtTimestamp)],
             ),
             (
                 "nothing missing",

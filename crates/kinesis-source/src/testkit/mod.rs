@@ -257,6 +257,12 @@ impl InMemoryKinesis {
         lock(&self.state)
     }
 
+    /// The in-memory Kinesis's wall clock: its start time moved on by the tokio clock. Arrival
+    /// times and `AT_TIMESTAMP` positions are on this clock.
+    pub fn now(&self) -> SystemTime {
+        self.lock().now()
+    }
+
     /// Sets how long a consumer stays CREATING after registration and DELETING after
     /// deregistration (1 s by default; the service takes several seconds).
     pub fn set_consumer_transition(&self, transition: Duration) {
