@@ -44,7 +44,8 @@ struct LeaseView {
     owner: Option<String>,
     counter: u64,
     checkpoint: String,
-    checkpoint_sub_sequence_number: u64,
+    /// -1 before the record (a shard read from `LATEST`, resolved to its first record).
+    checkpoint_sub_sequence_number: i128,
     pending_checkpoint: Option<String>,
     parents: Vec<String>,
     children: Vec<String>,
@@ -206,6 +207,7 @@ async fn lag(kinesis: &dyn KinesisApi, stream: &StreamId, lease: &Lease) -> Opti
     let position = match &lease.checkpoint {
         Checkpoint::ShardEnd => return None,
         Checkpoint::TrimHorizon => StartPosition::TrimHorizon,
+        Checkpoint::Before(first) => StartPosition::AtSequenceNumber(first.to_string()),
         Checkpoint::At(position) => {
             StartPosition::AfterSequenceNumber(position.sequence.to_string())
         }
@@ -241,6 +243,7 @@ fn table(listing: &ListingView, with_lag: bool) -> String {
         .map(|l| {
             let checkpoint = match l.checkpoint_sub_sequence_number {
                 0 => l.checkpoint.clone(),
+                Checkpoint::BEFORE_SUB_SEQUENCE => format!("before {}", l.checkpoint),
                 sub => format!("{}/{sub}", l.checkpoint),
             };
             let mut row = vec![

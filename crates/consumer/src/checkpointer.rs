@@ -215,6 +215,38 @@ impl Checkpointer {
         })
     }
 
+    /// Resolves `LATEST` to a real position before a shard's first records are delivered: writes
+    /// [`Checkpoint::Before`] the first one, so that whoever holds the lease next resumes at that
+    /// record rather than after the newest. Does nothing unless the stored checkpoint is `LATEST`.
+    pub(crate) async fn pin_latest(&self, first: &SequenceNumber) -> Result<(), CheckpointError> {
+        let grant = &self.inner.grant;
+        let mut state = grant.state.lock().await;
+        if grant.is_lost() {
+            return Err(CheckpointError::LeaseLost);
+        }
+        if state.checkpoint != Checkpoint::Latest {
+            return Ok(());
+        }
+        let checkpoint = Checkpoint::Before(first.clone());
+        // A prepared checkpoint left by an earlier holder stays, unless it is behind the pin.
+        let pending = match &grant.pending {
+            Some(p) if state.has_pending && p.position.cmp_progress(&checkpoint).is_ge() => {
+                Some(p.clone())
+            }
+            _ => None,
+        };
+        let update = CheckpointUpdate {
+            checkpoint,
+            pending,
+        };
+        let outcome = self
+            .inner
+            .store
+            .update_checkpoint(&grant.key, &self.inner.worker, state.counter, &update)
+            .await;
+        self.settle(&mut state, outcome)
+    }
+
     fn check(&self, stored: &Checkpoint, target: &Checkpoint) -> Result<(), CheckpointError> {
         self.with_cursor(|c| {
             let bounds = CheckpointBounds {

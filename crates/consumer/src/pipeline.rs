@@ -189,6 +189,10 @@ impl Pipeline {
                 InitialPosition::AtTimestamp(t) => (StartPosition::AtTimestamp(t), None),
                 _ => (StartPosition::TrimHorizon, None),
             },
+            Checkpoint::Before(first) => (
+                StartPosition::AtSequenceNumber(first.as_str().to_owned()),
+                None,
+            ),
             // Start at the checkpointed record itself and skip what was processed inside it:
             // right for plain records and for a checkpoint in the middle of a KPL aggregate.
             Checkpoint::At(at) => (
@@ -233,6 +237,7 @@ impl Pipeline {
         mut resume: Option<(SequenceNumber, u64)>,
     ) -> Ending {
         let deaggregator = deaggregator(self.grant.hash_key_range);
+        let mut at_latest = matches!(self.checkpointer.stored().await, Checkpoint::Latest);
         loop {
             let next = tokio::select! {
                 // Loss and shutdown first: never take another batch when either has happened.
@@ -267,6 +272,12 @@ impl Pipeline {
             if let Some(behind) = millis_behind_latest {
                 self.metrics.millis_behind_latest.set(behind as f64);
             }
+            if at_latest && let Some(first) = records.first() {
+                if let Err(ending) = self.pin_latest(&first.sequence_number).await {
+                    return ending;
+                }
+                at_latest = false;
+            }
             let records = match user_records(&deaggregator, records, &mut resume, &self.metrics) {
                 Ok(records) => records,
                 Err(e) => {
@@ -294,6 +305,39 @@ impl Pipeline {
             if let Some(children) = child_shards {
                 return Ending::ShardEnded(children);
             }
+        }
+    }
+
+    /// Before the first records of a shard read from `LATEST` go anywhere, the lease records
+    /// where they start ([`Checkpoint::Before`] the first), so that a failure, a panic or a
+    /// shutdown before the processor checkpoints never makes the next holder start after the
+    /// newest record. Retried until written; `Err` when the lease is lost or shutdown comes first.
+    async fn pin_latest(&self, first: &str) -> Result<(), Ending> {
+        let first = match SequenceNumber::new(first) {
+            Ok(first) => first,
+            Err(e) => {
+                warn!(shard = %self.shard(), error = %e, "a record from Kinesis could not be read; releasing the lease");
+                return Err(Ending::Failed);
+            }
+        };
+        let mut pause = self.ctx.config.process_retry_backoff;
+        loop {
+            match self.checkpointer.pin_latest(&first).await {
+                Ok(()) => return Ok(()),
+                Err(CheckpointError::LeaseLost) => return Err(Ending::LeaseLost),
+                Err(e) => {
+                    warn!(shard = %self.shard(), error = %e, "could not record where LATEST starts; retrying before delivering anything")
+                }
+            }
+            tokio::select! {
+                () = self.grant.lost.cancelled() => return Err(Ending::LeaseLost),
+                () = self.shutdown.cancelled() => {
+                    warn!(shard = %self.shard(), "stopping before LATEST was resolved: the next holder starts after the newest record");
+                    return Err(Ending::ShutdownRequested);
+                }
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = pause.saturating_mul(2).min(MAX_RETRY_PAUSE);
         }
     }
 
@@ -353,11 +397,7 @@ impl Pipeline {
                 return Err(Ending::LeaseLost);
             }
             warn!(shard = %self.shard(), attempt, error = %error, "process_records failed");
-            // A shard still at LATEST has no position to resume from: released now, its next
-            // holder would start after the newest record and skip this batch. So it is retried
-            // here, without limit, instead.
-            let resumable = !matches!(self.checkpointer.stored().await, Checkpoint::Latest);
-            if attempt >= self.ctx.config.max_process_attempts && resumable {
+            if attempt >= self.ctx.config.max_process_attempts {
                 return Err(Ending::Failed);
             }
             tokio::select! {

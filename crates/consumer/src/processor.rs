@@ -43,9 +43,13 @@ pub struct InitializeInput {
 /// calls `lease_lost` and releases the lease without checkpointing, so that a worker (perhaps
 /// this one, after [`lease_duration`](crate::ConsumerConfig)) takes it and retries from the last
 /// checkpoint. Nothing is skipped. The same happens when `initialize` fails or the shard cannot be
-/// read. A shard still at `LATEST` has no position a new holder could resume from, so its batch
-/// is retried in place without limit instead of being released. A panic is treated as an error,
-/// and the processor instance is not used again after one: the lease is released at once.
+/// read. A panic is treated as an error, and the processor instance is not used again after one:
+/// the lease is released at once.
+///
+/// A shard read from `LATEST` is never released without a real position: before its first
+/// records reach the processor, the worker stores where they start
+/// ([`Checkpoint::Before`](shardwise_lease_core::Checkpoint::Before) the first), and the next
+/// holder resumes there.
 
 #[async_trait]
 pub trait ShardProcessor: Send + 'static {

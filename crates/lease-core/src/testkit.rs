@@ -61,6 +61,7 @@ macro_rules! lease_store_conformance_tests {
             checkpoint_by_former_owner_loses,
             checkpoint_with_stale_counter_loses,
             checkpoint_never_moves_backwards,
+            checkpoint_before_a_record,
             checkpoints_compare_numerically,
             prepare_and_commit_with_state,
             mark_ended_records_children,
@@ -526,6 +527,78 @@ pub async fn checkpoint_with_stale_counter_loses(store: Arc<dyn LeaseStore>) {
 
 /// A checkpoint behind the stored one is refused with `CheckpointRegression` and nothing
 /// changes; the same holds inside an aggregate and after `SHARD_END`.
+/// A checkpoint before a record (how the worker pins `LATEST` to the first record it reads)
+/// round-trips, and orders between the position before it and the record's first sub-record:
+/// it replaces `LATEST`, a position in the record replaces it, and it never comes back.
+pub async fn checkpoint_before_a_record(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-11");
+    let me = worker("a");
+    let mut lease = Lease::new(k.clone(), Checkpoint::Latest);
+    lease.pending_checkpoint = None;
+    won(store.create_if_absent(&lease).await, "create at LATEST");
+    let held = won(store.take(&k, lease.counter, &me).await, "take");
+    let first = SequenceNumber::new(&real_seq(100)).unwrap();
+    let before = Checkpoint::Before(first.clone());
+    let pinned = won(
+        store
+            .update_checkpoint(
+                &k,
+                &me,
+                held.counter,
+                &CheckpointUpdate::commit(before.clone()),
+            )
+            .await,
+        "pin LATEST before the first record",
+    );
+    assert_eq!(pinned.checkpoint, before, "the write returns it");
+    assert_eq!(get(&*store, &k).await, pinned, "stored as written");
+    for behind in [
+        at(&real_seq(99), 7),
+        Checkpoint::Before(SequenceNumber::new(&real_seq(99)).unwrap()),
+    ] {
+        let err = store
+            .update_checkpoint(
+                &k,
+                &me,
+                pinned.counter,
+                &CheckpointUpdate::commit(behind.clone()),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            StoreErrorKind::CheckpointRegression,
+            "{behind}: {err}"
+        );
+    }
+    let through = won(
+        store
+            .update_checkpoint(
+                &k,
+                &me,
+                pinned.counter,
+                &CheckpointUpdate::commit(at(&real_seq(100), 0)),
+            )
+            .await,
+        "the record's first sub-record is after it",
+    );
+    let err = store
+        .update_checkpoint(
+            &k,
+            &me,
+            through.counter,
+            &CheckpointUpdate::commit(before.clone()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        StoreErrorKind::CheckpointRegression,
+        "back before the record: {err}"
+    );
+    assert_eq!(get(&*store, &k).await, through, "unchanged");
+}
+
 pub async fn checkpoint_never_moves_backwards(store: Arc<dyn LeaseStore>) {
     let k = key("shardId-10");
     let me = worker("a");

@@ -46,7 +46,8 @@ pub enum CheckpointError {
         /// The requested position.
         requested: Checkpoint,
     },
-    /// A start sentinel (`TRIM_HORIZON`, `LATEST`, `AT_TIMESTAMP`) is not a checkpoint target.
+    /// A starting position (`TRIM_HORIZON`, `LATEST`, `AT_TIMESTAMP`, before a record) is not a
+    /// checkpoint target.
     #[error("{0} is a starting position, not a checkpoint")]
     NotACheckpointTarget(Checkpoint),
 }
@@ -84,9 +85,10 @@ pub fn validate_checkpoint(
     requested: &Checkpoint,
 ) -> Result<(), CheckpointError> {
     match requested {
-        Checkpoint::TrimHorizon | Checkpoint::Latest | Checkpoint::AtTimestamp => {
-            Err(CheckpointError::NotACheckpointTarget(requested.clone()))
-        }
+        Checkpoint::TrimHorizon
+        | Checkpoint::Latest
+        | Checkpoint::AtTimestamp
+        | Checkpoint::Before(_) => Err(CheckpointError::NotACheckpointTarget(requested.clone())),
         Checkpoint::ShardEnd if bounds.stored.is_shard_end() || bounds.shard_end_reached => Ok(()),
         Checkpoint::ShardEnd => Err(CheckpointError::ShardNotEnded),
         Checkpoint::At(_) if bounds.stored.is_shard_end() => {

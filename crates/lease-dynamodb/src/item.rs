@@ -42,7 +42,7 @@ pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
-pub(crate) fn n(value: u64) -> AttributeValue {
+pub(crate) fn n(value: impl std::fmt::Display) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
@@ -90,6 +90,16 @@ pub(crate) fn parse(item: &Item) -> Result<Row, CorruptLease> {
             Some(_) => Err(corrupt(format!("{name} is not a number"))),
         }
     };
+    // Sub-sequence numbers may be -1 (before a record).
+    let sub_sequence = |name: &str| -> Result<i128, CorruptLease> {
+        match item.get(name) {
+            None => Ok(0),
+            Some(AttributeValue::N(value)) => value
+                .parse::<i128>()
+                .map_err(|_| corrupt(format!("{name} {value:?} is not an integer"))),
+            Some(_) => Err(corrupt(format!("{name} is not a number"))),
+        }
+    };
     let shard_set = |name: &str| -> Result<Vec<ShardId>, CorruptLease> {
         match item.get(name) {
             None => Ok(Vec::new()),
@@ -114,15 +124,13 @@ pub(crate) fn parse(item: &Item) -> Result<Row, CorruptLease> {
         .ok_or_else(|| corrupt(format!("{} is missing", attr::LEASE_COUNTER)))?;
     let checkpoint_text = text(attr::CHECKPOINT)?
         .ok_or_else(|| corrupt(format!("{} is missing", attr::CHECKPOINT)))?;
-    let checkpoint =
-        Checkpoint::from_stored(checkpoint_text, number(attr::CHECKPOINT_SUB)?.unwrap_or(0))
-            .map_err(|e| corrupt(e.to_string()))?;
+    let checkpoint = Checkpoint::from_stored(checkpoint_text, sub_sequence(attr::CHECKPOINT_SUB)?)
+        .map_err(|e| corrupt(e.to_string()))?;
     let pending_checkpoint = match text(attr::PENDING)? {
         None => None,
         Some(pending) => {
-            let position =
-                Checkpoint::from_stored(pending, number(attr::PENDING_SUB)?.unwrap_or(0))
-                    .map_err(|e| corrupt(format!("pending {e}")))?;
+            let position = Checkpoint::from_stored(pending, sub_sequence(attr::PENDING_SUB)?)
+                .map_err(|e| corrupt(format!("pending {e}")))?;
             let state = match item.get(attr::PENDING_STATE) {
                 Some(AttributeValue::B(bytes)) => Some(bytes.as_ref().to_vec()),
                 _ => None,

@@ -160,20 +160,28 @@ impl DynamoDbLeaseStore {
             Checkpoint::TrimHorizon | Checkpoint::Latest | Checkpoint::AtTimestamp => {
                 Some((starts.to_owned(), start_values))
             }
-            Checkpoint::At(position) => {
-                let sequence = position.sequence.as_str();
+            Checkpoint::Before(_) | Checkpoint::At(_) => {
+                let sequence = new.stored_text();
+                let sub = new.stored_sub_sequence();
                 let mut values = start_values;
                 values.extend([
                     (":shard_end", s(Checkpoint::SHARD_END)),
                     (":seq", s(sequence)),
-                    (":seq_len", n(sequence.len() as u64)),
-                    (":sub", n(position.sub_sequence)),
+                    (":seq_len", n(sequence.len())),
+                    (":sub", n(sub)),
                 ]);
+                // A missing sub-sequence number reads as 0, which is not behind a position in
+                // the record, but is behind `Before` it.
+                let missing_sub = if sub >= 0 {
+                    "attribute_not_exists(checkpointSubSequenceNumber) OR "
+                } else {
+                    ""
+                };
                 let condition = format!(
                     "({starts} OR (checkpoint <> :shard_end AND (size(checkpoint) < :seq_len \
                      OR (size(checkpoint) = :seq_len AND checkpoint < :seq) \
-                     OR (checkpoint = :seq AND (attribute_not_exists(checkpointSubSequenceNumber) \
-                     OR checkpointSubSequenceNumber <= :sub)))))"
+                     OR (checkpoint = :seq AND ({missing_sub}\
+                     checkpointSubSequenceNumber <= :sub)))))"
                 );
                 Some((condition, values))
             }

@@ -529,3 +529,38 @@ fn bad_table_names_are_refused_before_any_call() {
         assert_eq!(err.kind(), StoreErrorKind::Config, "{bad}");
     }
 }
+
+/// A shard read from `LATEST` is pinned to its first record as `checkpoint` = its sequence
+/// number and `checkpointSubSequenceNumber` = -1: the Java KCL parses both (a `String` and a
+/// `long`), resumes `AT_SEQUENCE_NUMBER` there and keeps the record, since (seq, 0) > (seq, -1).
+#[tokio::test]
+async fn a_checkpoint_before_a_record_is_stored_as_the_kcl_reads_it() {
+    let store = common::fresh_store("before").await;
+    let table = store.table_name().as_str().to_owned();
+    let k = key("shardId-000000000000");
+    let me = worker("w");
+    let lease = Lease::new(k.clone(), Checkpoint::Latest);
+    assert!(store.create_if_absent(&lease).await.unwrap().is_won());
+    let held = store
+        .take(&k, lease.counter, &me)
+        .await
+        .unwrap()
+        .won()
+        .unwrap();
+    let before = Checkpoint::Before(SequenceNumber::new(SEQ).unwrap());
+    let pinned = store
+        .update_checkpoint(
+            &k,
+            &me,
+            held.counter,
+            &CheckpointUpdate::commit(before.clone()),
+        )
+        .await
+        .unwrap()
+        .won()
+        .unwrap();
+    assert_eq!(pinned.checkpoint, before);
+    let row = raw(store.client(), &table, k.as_str()).await;
+    assert_eq!(row.get("checkpoint"), Some(&s(SEQ)));
+    assert_eq!(row.get("checkpointSubSequenceNumber"), Some(&n("-1")));
+}

@@ -38,23 +38,16 @@ pub(crate) fn decode(row: &PgRow) -> Result<Lease, CorruptLease> {
     let counter = unsigned("counter", counter).map_err(&corrupt)?;
     let checkpoint: String = column!("checkpoint");
     let checkpoint_sub: i64 = column!("checkpoint_sub_sequence");
-    let checkpoint = Checkpoint::from_stored(
-        &checkpoint,
-        unsigned("checkpoint_sub_sequence", checkpoint_sub).map_err(&corrupt)?,
-    )
-    .map_err(|e| corrupt(e.to_string()))?;
+    let checkpoint = Checkpoint::from_stored(&checkpoint, i128::from(checkpoint_sub))
+        .map_err(|e| corrupt(e.to_string()))?;
     let pending: Option<String> = column!("pending_checkpoint");
     let pending_sub: Option<i64> = column!("pending_checkpoint_sub_sequence");
     let pending_state: Option<Vec<u8>> = column!("pending_checkpoint_state");
     let pending_checkpoint = match (pending, pending_state) {
         (Some(text), state) => {
-            let sub = unsigned(
-                "pending_checkpoint_sub_sequence",
-                pending_sub.unwrap_or_default(),
-            )
-            .map_err(&corrupt)?;
+            let sub = i128::from(pending_sub.unwrap_or_default());
             let position =
-                Checkpoint::from_stored(&text, sub).map_err(|e| corrupt(e.to_string()))?;
+                Checkpoint::from_stored(&text, sub).map_err(|e| corrupt(format!("pending {e}")))?;
             Some(PendingCheckpoint::new(position, state))
         }
         (None, Some(_)) => {
@@ -127,15 +120,31 @@ pub(crate) fn to_bigint(what: &str, value: u64) -> Result<i64, StoreError> {
     })
 }
 
+/// A checkpoint's stored sub-sequence number (-1 before a record) as the `BIGINT` it is stored
+/// in; larger values are refused as invalid requests.
+pub(crate) fn sub_sequence(checkpoint: &Checkpoint) -> Result<i64, StoreError> {
+    let value = checkpoint.stored_sub_sequence();
+    i64::try_from(value).map_err(|_| {
+        StoreError::new(
+            StoreErrorKind::InvalidArgument,
+            format!(
+                "sub-sequence number {value} is above the largest storable value {}",
+                i64::MAX
+            ),
+        )
+    })
+}
+
 /// How far a checkpoint has come, in the form the progress condition compares in SQL:
-/// (0 start sentinel | 1 position | 2 shard end, sequence number as decimal text, sub-sequence).
+/// (0 start sentinel | 1 position | 2 shard end, sequence number as decimal text, sub-sequence,
+/// -1 before a record).
 pub(crate) fn progress(checkpoint: &Checkpoint) -> Result<(i32, Option<String>, i64), StoreError> {
     Ok(match checkpoint {
         Checkpoint::TrimHorizon | Checkpoint::Latest | Checkpoint::AtTimestamp => (0, None, 0),
-        Checkpoint::At(position) => (
+        Checkpoint::Before(_) | Checkpoint::At(_) => (
             1,
-            Some(position.sequence.as_str().to_owned()),
-            to_bigint("sub-sequence number", position.sub_sequence)?,
+            Some(checkpoint.stored_text().to_owned()),
+            sub_sequence(checkpoint)?,
         ),
         Checkpoint::ShardEnd => (2, None, 0),
     })

@@ -14,7 +14,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::config::PostgresConfig;
 use crate::error::store_error;
-use crate::row::{decode, decode_one, progress, to_bigint};
+use crate::row::{decode, decode_one, progress, sub_sequence, to_bigint};
 use crate::sql::Statements;
 
 /// A [`LeaseStore`] on PostgreSQL: one row per lease in a table shared by any number of
@@ -211,14 +211,10 @@ impl LeaseStore for PostgresLeaseStore {
             lease.owner_switches_since_checkpoint,
         )
         .map_err(with_key)?;
-        let sub = to_bigint(
-            "sub-sequence number",
-            lease.checkpoint.stored_sub_sequence(),
-        )
-        .map_err(with_key)?;
+        let sub = sub_sequence(&lease.checkpoint).map_err(with_key)?;
         let pending = lease.pending_checkpoint.as_ref();
         let pending_sub = pending
-            .map(|p| to_bigint("sub-sequence number", p.position.stored_sub_sequence()))
+            .map(|p| sub_sequence(&p.position))
             .transpose()
             .map_err(with_key)?;
         let range = lease.hash_key_range;
@@ -376,14 +372,10 @@ impl LeaseStore for PostgresLeaseStore {
         };
         let with_key = |e: StoreError| e.with_lease_key(key.as_str());
         let (rank, sequence, compared_sub) = progress(&update.checkpoint).map_err(with_key)?;
-        let sub = to_bigint(
-            "sub-sequence number",
-            update.checkpoint.stored_sub_sequence(),
-        )
-        .map_err(with_key)?;
+        let sub = sub_sequence(&update.checkpoint).map_err(with_key)?;
         let pending = update.pending.as_ref();
         let pending_sub = pending
-            .map(|p| to_bigint("sub-sequence number", p.position.stored_sub_sequence()))
+            .map(|p| sub_sequence(&p.position))
             .transpose()
             .map_err(with_key)?;
         let query = self

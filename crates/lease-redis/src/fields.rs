@@ -113,20 +113,26 @@ pub(crate) fn decode(raw_key: &str, flat: Vec<Vec<u8>>) -> Result<Lease, Corrupt
             .parse::<u64>()
             .map_err(|_| corrupt(format!("field {name} is not a number: {value:?}")))
     };
+    // Sub-sequence numbers may be -1 (before a record).
+    let sub_sequence = |name: &str, value: &str| -> Result<i128, CorruptLease> {
+        value
+            .parse::<i128>()
+            .map_err(|_| corrupt(format!("field {name} is not a number: {value:?}")))
+    };
     let key = LeaseKey::new(required("key")?).map_err(|e| corrupt(e.to_string()))?;
     let owner = text("owner")?
         .map(WorkerId::new)
         .transpose()
         .map_err(|e| corrupt(e.to_string()))?;
     let counter = number("counter", &required("counter")?)?;
-    let cp_sub = number("cp_sub", &required("cp_sub")?)?;
+    let cp_sub = sub_sequence("cp_sub", &required("cp_sub")?)?;
     let checkpoint =
         Checkpoint::from_stored(&required("cp")?, cp_sub).map_err(|e| corrupt(e.to_string()))?;
     let pending_checkpoint = match text("pend")? {
         Some(pending) => {
-            let sub = number("pend_sub", &required("pend_sub")?)?;
-            let position =
-                Checkpoint::from_stored(&pending, sub).map_err(|e| corrupt(e.to_string()))?;
+            let sub = sub_sequence("pend_sub", &required("pend_sub")?)?;
+            let position = Checkpoint::from_stored(&pending, sub)
+                .map_err(|e| corrupt(format!("pending {e}")))?;
             Some(PendingCheckpoint::new(
                 position,
                 fields.get("pend_state").cloned(),

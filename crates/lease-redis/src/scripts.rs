@@ -8,7 +8,8 @@ use redis::Script;
 
 /// Helpers shared by the scripts: ownership at a counter, and checkpoint progress compared as
 /// numbers (canonical decimals: the longer is larger, equal lengths compare byte by byte; Lua's
-/// `<` on strings follows the locale, so it is not used).
+/// `<` on strings follows the locale, so it is not used). The one negative sub-sequence number
+/// is -1 (before a record), below every other.
 const HELPERS: &str = r"
 local function owned_at(key, counter, owner)
   local v = redis.call('HMGET', key, 'counter', 'owner')
@@ -39,6 +40,9 @@ local function cmp_progress(cp_a, sub_a, cp_b, sub_b)
   if ra ~= 1 then return 0 end
   local c = cmp_num(cp_a, cp_b)
   if c ~= 0 then return c end
+  if sub_a == sub_b then return 0 end
+  if sub_a == '-1' then return -1 end
+  if sub_b == '-1' then return 1 end
   return cmp_num(sub_a, sub_b)
 end
 local function won(key)
