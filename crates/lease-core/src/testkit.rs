@@ -525,16 +525,13 @@ pub async fn checkpoint_with_stale_counter_loses(store: Arc<dyn LeaseStore>) {
     assert_eq!(get(&*store, &k).await.counter, renewed);
 }
 
-/// A checkpoint behind the stored one is refused with `CheckpointRegression` and nothing
-/// changes; the same holds inside an aggregate and after `SHARD_END`.
 /// A checkpoint before a record (how the worker pins `LATEST` to the first record it reads)
 /// round-trips, and orders between the position before it and the record's first sub-record:
 /// it replaces `LATEST`, a position in the record replaces it, and it never comes back.
 pub async fn checkpoint_before_a_record(store: Arc<dyn LeaseStore>) {
     let k = key("shardId-11");
     let me = worker("a");
-    let mut lease = Lease::new(k.clone(), Checkpoint::Latest);
-    lease.pending_checkpoint = None;
+    let lease = Lease::new(k.clone(), Checkpoint::Latest);
     won(store.create_if_absent(&lease).await, "create at LATEST");
     let held = won(store.take(&k, lease.counter, &me).await, "take");
     let first = SequenceNumber::new(&real_seq(100)).unwrap();
@@ -599,6 +596,8 @@ pub async fn checkpoint_before_a_record(store: Arc<dyn LeaseStore>) {
     assert_eq!(get(&*store, &k).await, through, "unchanged");
 }
 
+/// A checkpoint behind the stored one is refused with `CheckpointRegression` and nothing
+/// changes; the same holds inside an aggregate and after `SHARD_END`.
 pub async fn checkpoint_never_moves_backwards(store: Arc<dyn LeaseStore>) {
     let k = key("shardId-10");
     let me = worker("a");
