@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use shardwise::lease::{Checkpoint, LeaseKey, LeaseStoreExt, Race};
+use shardwise::lease::{Checkpoint, LeaseKey, Race};
 
 use crate::aws::AwsArgs;
 use crate::error::{CliError, ExitCode};
@@ -70,7 +70,7 @@ pub(crate) async fn reset(args: ResetArgs) -> Result<(), CliError> {
         }
         let previous = lease.checkpoint.clone();
         let outcome = store
-            .reset_checkpoint(&key, lease.counter, args.to.clone())
+            .reset_checkpoint(&key, lease.counter, &args.to)
             .await
             .map_err(|e| CliError::store(&format!("resetting lease {key}"), &e))?;
         if let Race::Won(lease) = outcome {

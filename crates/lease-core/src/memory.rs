@@ -248,6 +248,25 @@ impl LeaseStore for MemoryLeaseStore {
         })
     }
 
+    async fn reset_checkpoint(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        checkpoint: &Checkpoint,
+    ) -> Result<Race<Lease>, StoreError> {
+        self.write(
+            key,
+            |lease| lease.counter == expected_counter,
+            |lease| {
+                lease.owner = None;
+                lease.checkpoint = checkpoint.clone();
+                lease.pending_checkpoint = None;
+                lease.owner_switches_since_checkpoint = 0;
+                Ok(())
+            },
+        )
+    }
+
     async fn delete(&self, key: &LeaseKey, expected_counter: u64) -> Result<Race<()>, StoreError> {
         let mut leases = self.enter()?;
         match leases.get(key) {

@@ -171,6 +171,18 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
         children: &[ShardId],
     ) -> Result<Race<Lease>, StoreError>;
 
+    /// Moves a lease's checkpoint anywhere, even backwards (an operator's reset), if its
+    /// counter is still `expected_counter`, whoever owns it: the lease becomes free, with
+    /// `checkpoint`, no pending checkpoint, no owner switches, and the counter one higher, so
+    /// that every earlier holder stays fenced out. One conditional write: the row is never
+    /// missing, even for a moment, whatever fails.
+    async fn reset_checkpoint(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        checkpoint: &Checkpoint,
+    ) -> Result<Race<Lease>, StoreError>;
+
     /// Deletes the lease, if its counter is still `expected_counter`.
     async fn delete(&self, key: &LeaseKey, expected_counter: u64) -> Result<Race<()>, StoreError>;
 }
@@ -186,38 +198,6 @@ pub trait LeaseStoreExt: LeaseStore {
             .into_iter()
             .filter(|l| l.is_owned_by(worker))
             .collect())
-    }
-
-    /// Moves a lease's checkpoint anywhere, even backwards (an operator's reset): deletes the
-    /// row at `expected_counter` and creates it again free, with `checkpoint`, no pending
-    /// checkpoint, and the counter one higher so that every earlier holder stays fenced out.
-    ///
-    /// Returns [`Race::Lost`] when the lease changed meanwhile, or when another writer created
-    /// it again between the two steps (then the other writer's row stands).
-    async fn reset_checkpoint(
-        &self,
-        key: &LeaseKey,
-        expected_counter: u64,
-        checkpoint: Checkpoint,
-    ) -> Result<Race<Lease>, StoreError> {
-        let Some(current) = self.get(key).await? else {
-            return Ok(Race::Lost);
-        };
-        if current.counter != expected_counter {
-            return Ok(Race::Lost);
-        }
-        if self.delete(key, expected_counter).await?.is_lost() {
-            return Ok(Race::Lost);
-        }
-        let reset = Lease {
-            owner: None,
-            counter: expected_counter.saturating_add(1),
-            checkpoint,
-            pending_checkpoint: None,
-            owner_switches_since_checkpoint: 0,
-            ..current
-        };
-        self.create_if_absent(&reset).await
     }
 }
 

@@ -32,9 +32,13 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use crate::{
-    Checkpoint, CheckpointUpdate, HashKeyRange, Lease, LeaseKey, LeaseStore, LeaseStoreExt,
-    PendingCheckpoint, Race, SequenceNumber, ShardId, StoreErrorKind, WorkerId,
+    Checkpoint, CheckpointUpdate, HashKeyRange, Lease, LeaseKey, LeaseStore, PendingCheckpoint,
+    Race, SequenceNumber, ShardId, StoreError, StoreErrorKind, WorkerId,
 };
+
+mod faulty;
+
+pub use faulty::{Fault, FaultyStore, Operation};
 
 /// Stamps out the whole conformance suite as `#[tokio::test]` functions in the calling module.
 ///
@@ -67,10 +71,12 @@ macro_rules! lease_store_conformance_tests {
             mark_ended_records_children,
             delete_is_conditional,
             reset_checkpoint_fences_old_holders,
+            reset_checkpoint_is_one_write,
             odd_keys,
             racing_creates,
             racing_takes,
             racing_checkpoint_against_take,
+            racing_reset_against_take,
         );
     };
 }
@@ -790,9 +796,70 @@ pub async fn delete_is_conditional(store: Arc<dyn LeaseStore>) {
     create(&*store, &k).await;
 }
 
-/// An operator's reset moves a checkpoint backwards and fences out the old holder.
+/// An operator's reset moves a checkpoint backwards and fences out the old holder: the lease is
+/// free, at the new checkpoint, with no pending checkpoint and no owner switches, its counter
+/// one higher; its shard's lineage and hash range stay.
 pub async fn reset_checkpoint_fences_old_holders(store: Arc<dyn LeaseStore>) {
     let k = key("shardId-15");
+    let me = worker("a");
+    let mut lease =
+        Lease::new(k.clone(), Checkpoint::TrimHorizon).with_parents([shard("shardId-3")]);
+    lease.hash_key_range = Some(HashKeyRange::new(5, 500).unwrap());
+    won(store.create_if_absent(&lease).await, "create");
+    let held = won(store.take(&k, lease.counter, &me).await, "take");
+    let progressed = won(
+        store
+            .update_checkpoint(
+                &k,
+                &me,
+                held.counter,
+                &CheckpointUpdate::prepare(
+                    at("900", 0),
+                    PendingCheckpoint::new(at("950", 2), Some(b"state".to_vec())),
+                ),
+            )
+            .await,
+        "checkpoint",
+    );
+    lost(
+        store
+            .reset_checkpoint(&k, progressed.counter - 1, &Checkpoint::TrimHorizon)
+            .await,
+        "stale reset",
+    );
+    let reset = won(
+        store
+            .reset_checkpoint(&k, progressed.counter, &Checkpoint::TrimHorizon)
+            .await,
+        "reset",
+    );
+    let expected = Lease {
+        owner: None,
+        counter: progressed.counter + 1,
+        checkpoint: Checkpoint::TrimHorizon,
+        pending_checkpoint: None,
+        owner_switches_since_checkpoint: 0,
+        ..progressed.clone()
+    };
+    assert_eq!(reset, expected, "the reset lease");
+    lost(
+        store.renew(&k, &me, progressed.counter).await,
+        "old holder renews",
+    );
+    assert_eq!(get(&*store, &k).await, reset);
+    lost(
+        store
+            .reset_checkpoint(&key("shardId-missing"), 0, &Checkpoint::TrimHorizon)
+            .await,
+        "reset of a missing lease",
+    );
+}
+
+/// A reset is one conditional write: when creating rows fails (throttling, a dropped
+/// connection), the reset still happens whole, or fails with the row as it was; the row is
+/// never missing.
+pub async fn reset_checkpoint_is_one_write(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-16");
     let me = worker("a");
     let held = create_owned(&*store, &k, &me).await;
     let progressed = won(
@@ -806,26 +873,77 @@ pub async fn reset_checkpoint_fences_old_holders(store: Arc<dyn LeaseStore>) {
             .await,
         "checkpoint",
     );
-    lost(
-        store
-            .reset_checkpoint(&k, progressed.counter - 1, Checkpoint::TrimHorizon)
-            .await,
-        "stale reset",
-    );
-    let reset = won(
-        store
-            .reset_checkpoint(&k, progressed.counter, Checkpoint::TrimHorizon)
-            .await,
-        "reset",
-    );
-    assert_eq!(reset.checkpoint, Checkpoint::TrimHorizon);
-    assert_eq!(reset.owner, None);
-    assert!(reset.counter > progressed.counter, "counter moves forward");
-    lost(
-        store.renew(&k, &me, progressed.counter).await,
-        "old holder renews",
-    );
-    assert_eq!(get(&*store, &k).await, reset);
+    let faulty = FaultyStore::new(store.clone());
+    faulty.set_rule(|operation, _| {
+        (operation == Operation::CreateIfAbsent)
+            .then(|| Fault::Fail(StoreError::unavailable("injected: creating rows fails")))
+    });
+    let outcome = faulty
+        .reset_checkpoint(&k, progressed.counter, &Checkpoint::TrimHorizon)
+        .await;
+    let after = store
+        .get(&k)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("the reset left no row ({outcome:?})"));
+    match outcome {
+        Ok(Race::Won(reset)) => {
+            assert_eq!(after, reset, "stored as returned");
+            assert_eq!(after.checkpoint, Checkpoint::TrimHorizon);
+        }
+        Ok(Race::Lost) => panic!("the reset lost a race nobody ran"),
+        Err(_) => assert_eq!(after, progressed, "a failed reset leaves the row as it was"),
+    }
+}
+
+/// Operators reset while workers take the same lease at the same counter: exactly one wins each
+/// round, and a reader never finds the row missing.
+pub async fn racing_reset_against_take(store: Arc<dyn LeaseStore>) {
+    let k = key("race-reset");
+    create(&*store, &k).await;
+    for round in 0..ROUNDS / 5 {
+        let before = get(&*store, &k).await;
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let mut tasks = JoinSet::new();
+        for t in 0..RACERS {
+            let (store, k, barrier) = (store.clone(), k.clone(), barrier.clone());
+            let counter = before.counter;
+            tasks.spawn(async move {
+                barrier.wait().await;
+                match t % 3 {
+                    0 => store
+                        .reset_checkpoint(&k, counter, &at(&real_seq(round as u64), 0))
+                        .await
+                        .map(|r| r.is_won()),
+                    1 => store
+                        .take(&k, counter, &worker(&format!("taker-{t}")))
+                        .await
+                        .map(|r| r.is_won()),
+                    _ => {
+                        for _ in 0..4 {
+                            if store.get(&k).await?.is_none() {
+                                panic!("round {round}: the row was missing during a reset");
+                            }
+                        }
+                        Ok(false)
+                    }
+                }
+            });
+        }
+        let mut winners = 0;
+        while let Some(joined) = tasks.join_next().await {
+            match joined.unwrap() {
+                Ok(won) => winners += usize::from(won),
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(winners, 1, "round {round}: {winners} writers won");
+        assert_eq!(
+            get(&*store, &k).await.counter,
+            before.counter + 1,
+            "round {round}: counter advanced once"
+        );
+    }
 }
 
 /// Keys with separators, unicode, quotes and 256 bytes work in every operation.
@@ -1272,6 +1390,16 @@ impl<S: LeaseStore> LeaseStore for CleanupStore<S> {
     ) -> Result<Race<Lease>, crate::StoreError> {
         self.store
             .mark_ended(key, owner, expected_counter, children)
+            .await
+    }
+    async fn reset_checkpoint(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        checkpoint: &Checkpoint,
+    ) -> Result<Race<Lease>, crate::StoreError> {
+        self.store
+            .reset_checkpoint(key, expected_counter, checkpoint)
             .await
     }
     async fn delete(

@@ -362,6 +362,28 @@ impl LeaseStore for DynamoDbLeaseStore {
         self.send_update("UpdateItem (evict)", request).await
     }
 
+    async fn reset_checkpoint(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        checkpoint: &Checkpoint,
+    ) -> Result<Race<Lease>, StoreError> {
+        let request = self
+            .update(key, expected_counter, None)
+            .update_expression(
+                "SET leaseCounter = :next, checkpoint = :checkpoint, \
+                 checkpointSubSequenceNumber = :checkpoint_sub, \
+                 ownerSwitchesSinceCheckpoint = :zero \
+                 REMOVE leaseOwner, checkpointOwner, pendingCheckpoint, \
+                 pendingCheckpointSubSequenceNumber, pendingCheckpointState",
+            )
+            .expression_attribute_values(":checkpoint", s(checkpoint.stored_text()))
+            .expression_attribute_values(":checkpoint_sub", n(checkpoint.stored_sub_sequence()))
+            .expression_attribute_values(":zero", n(0));
+        self.send_update("UpdateItem (reset checkpoint)", request)
+            .await
+    }
+
     async fn update_checkpoint(
         &self,
         key: &LeaseKey,

@@ -27,6 +27,7 @@ pub(crate) struct Statements {
     pub(crate) evict: String,
     pub(crate) update_checkpoint: String,
     pub(crate) mark_ended: String,
+    pub(crate) reset_checkpoint: String,
     pub(crate) delete: String,
     pub(crate) delete_namespace: String,
 }
@@ -110,6 +111,13 @@ impl Statements {
                  pending_checkpoint_state = NULL, owner_switches_since_checkpoint = 0, \
                  child_shard_ids = $5, counter = counter + 1 \
                  WHERE {owned_at} RETURNING {COLUMNS}"
+            ),
+            reset_checkpoint: format!(
+                "UPDATE {t} SET owner = NULL, checkpoint = $4, checkpoint_sub_sequence = $5, \
+                 pending_checkpoint = NULL, pending_checkpoint_sub_sequence = NULL, \
+                 pending_checkpoint_state = NULL, owner_switches_since_checkpoint = 0, \
+                 counter = counter + 1 \
+                 WHERE namespace = $1 AND lease_key = $2 AND counter = $3 RETURNING {COLUMNS}"
             ),
             delete: format!(
                 "DELETE FROM {t} WHERE namespace = $1 AND lease_key = $2 AND counter = $3"

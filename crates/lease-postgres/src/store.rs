@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use shardwise_lease_core::{
-    CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Race, ShardId, StoreError,
-    StoreErrorKind, WorkerId,
+    Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Race, ShardId,
+    StoreError, StoreErrorKind, WorkerId,
 };
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{AssertSqlSafe, Row};
@@ -435,6 +435,26 @@ impl LeaseStore for PostgresLeaseStore {
             .bind(counter)
             .bind(shard_texts(children));
         self.fetch_lease(query, "mark shard ended", key).await
+    }
+
+    async fn reset_checkpoint(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        checkpoint: &Checkpoint,
+    ) -> Result<Race<Lease>, StoreError> {
+        let Some(counter) = expected(expected_counter) else {
+            return Ok(Race::Lost);
+        };
+        let sub = sub_sequence(checkpoint).map_err(|e| e.with_lease_key(key.as_str()))?;
+        let query = self
+            .query(&self.sql.reset_checkpoint)
+            .bind(&self.namespace)
+            .bind(key.as_str())
+            .bind(counter)
+            .bind(checkpoint.stored_text().to_owned())
+            .bind(sub);
+        self.fetch_lease(query, "reset checkpoint", key).await
     }
 
     async fn delete(&self, key: &LeaseKey, expected_counter: u64) -> Result<Race<()>, StoreError> {

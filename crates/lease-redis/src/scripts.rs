@@ -129,6 +129,15 @@ redis.call('HINCRBY', KEYS[1], 'counter', 1)
 return won(KEYS[1])
 ";
 
+/// KEYS: lease hash. ARGV: expected counter, checkpoint, sub-sequence.
+const RESET_CHECKPOINT: &str = r"
+if redis.call('HGET', KEYS[1], 'counter') ~= ARGV[1] then return {'lost'} end
+redis.call('HDEL', KEYS[1], 'owner', 'pend', 'pend_sub', 'pend_state')
+redis.call('HSET', KEYS[1], 'cp', ARGV[2], 'cp_sub', ARGV[3], 'switches', '0')
+redis.call('HINCRBY', KEYS[1], 'counter', 1)
+return won(KEYS[1])
+";
+
 /// KEYS: lease hash, index. ARGV: expected counter, lease key. Answers 1 when deleted.
 const DELETE: &str = r"
 if redis.call('HGET', KEYS[1], 'counter') ~= ARGV[1] then return 0 end
@@ -163,6 +172,7 @@ pub(crate) struct Scripts {
     pub(crate) evict: Script,
     pub(crate) checkpoint: Script,
     pub(crate) mark_ended: Script,
+    pub(crate) reset_checkpoint: Script,
     pub(crate) delete: Script,
     pub(crate) read: Script,
 }
@@ -178,6 +188,7 @@ impl Scripts {
             evict: with_helpers(EVICT),
             checkpoint: with_helpers(CHECKPOINT),
             mark_ended: with_helpers(MARK_ENDED),
+            reset_checkpoint: with_helpers(RESET_CHECKPOINT),
             delete: with_helpers(DELETE),
             read: with_helpers(READ),
         }

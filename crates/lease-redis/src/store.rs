@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Script, ScriptInvocation};
 use shardwise_lease_core::{
-    CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Race, ShardId, StoreError,
-    StoreErrorKind, WorkerId,
+    Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Race, ShardId,
+    StoreError, StoreErrorKind, WorkerId,
 };
 
 use crate::config::RedisConfig;
@@ -411,6 +411,26 @@ impl LeaseStore for RedisLeaseStore {
         ];
         self.write_lease(&self.scripts.mark_ended, key, &args, "mark shard ended")
             .await
+    }
+
+    async fn reset_checkpoint(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        checkpoint: &Checkpoint,
+    ) -> Result<Race<Lease>, StoreError> {
+        let args = [
+            bytes(expected_counter),
+            bytes(checkpoint.stored_text()),
+            bytes(checkpoint.stored_sub_sequence()),
+        ];
+        self.write_lease(
+            &self.scripts.reset_checkpoint,
+            key,
+            &args,
+            "reset checkpoint",
+        )
+        .await
     }
 
     async fn delete(&self, key: &LeaseKey, expected_counter: u64) -> Result<Race<()>, StoreError> {
