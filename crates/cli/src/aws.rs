@@ -4,13 +4,25 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use base64::Engine;
 use tokio::sync::OnceCell;
 
 use crate::error::CliError;
+
+/// How long connecting to an AWS endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(3_100);
+/// How long one attempt of a call may take until its response starts (a `GetRecords` of 10 MiB
+/// included; a `SubscribeToShard` event stream, which lasts minutes, is not cut by it: the
+/// timeouts end when the response starts).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a call may take, retries included. (The worker bounds its lease-store calls more
+/// tightly still.)
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The command-line flags that change how AWS services are reached.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,7 +50,13 @@ impl AwsArgs {
     }
 
     async fn load(&self) -> Result<SdkConfig, CliError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .operation_timeout(OPERATION_TIMEOUT)
+                .build(),
+        );
         if let Some(path) = &self.ca_file {
             let pem = std::fs::read(path)
                 .map_err(|e| CliError::usage(format!("--ca-file {}: {e}", path.display())))?;

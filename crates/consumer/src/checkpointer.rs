@@ -3,6 +3,8 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio::time::Instant;
+
 use shardwise_lease_core::{
     Checkpoint, CheckpointBounds, CheckpointUpdate, ExtendedSequenceNumber, LeaseStore,
     PendingCheckpoint, Race, SequenceNumber, ShardId, StoreError, WorkerId, validate_checkpoint,
@@ -145,7 +147,7 @@ impl Checkpointer {
 
     /// The checkpoint currently stored in the lease.
     pub async fn stored(&self) -> Checkpoint {
-        self.inner.grant.state.lock().await.checkpoint.clone()
+        self.inner.grant.state().checkpoint.clone()
     }
 
     /// Checkpoints everything delivered so far: the batch being processed and every batch
@@ -220,10 +222,11 @@ impl Checkpointer {
     /// record rather than after the newest. Does nothing unless the stored checkpoint is `LATEST`.
     pub(crate) async fn pin_latest(&self, first: &SequenceNumber) -> Result<(), CheckpointError> {
         let grant = &self.inner.grant;
-        let mut state = grant.state.lock().await;
+        let _turn = grant.writing.lock().await;
         if grant.is_lost() {
             return Err(CheckpointError::LeaseLost);
         }
+        let state = grant.state().clone();
         if state.checkpoint != Checkpoint::Latest {
             return Ok(());
         }
@@ -239,12 +242,7 @@ impl Checkpointer {
             checkpoint,
             pending,
         };
-        let outcome = self
-            .inner
-            .store
-            .update_checkpoint(&grant.key, &self.inner.worker, state.counter, &update)
-            .await;
-        self.settle(&mut state, outcome)
+        self.update(state.counter, &update).await
     }
 
     fn check(&self, stored: &Checkpoint, target: &Checkpoint) -> Result<(), CheckpointError> {
@@ -261,67 +259,78 @@ impl Checkpointer {
 
     async fn write_pending(&self, pending: PendingCheckpoint) -> Result<(), CheckpointError> {
         let grant = &self.inner.grant;
-        let mut state = grant.state.lock().await;
+        let _turn = grant.writing.lock().await;
         if grant.is_lost() {
             return Err(CheckpointError::LeaseLost);
         }
+        let state = grant.state().clone();
         self.check(&state.checkpoint, &pending.position)?;
         let update = CheckpointUpdate::prepare(state.checkpoint.clone(), pending);
-        let outcome = self
-            .inner
-            .store
-            .update_checkpoint(&grant.key, &self.inner.worker, state.counter, &update)
-            .await;
-        self.settle(&mut state, outcome)
+        self.update(state.counter, &update).await
     }
 
-    /// Validates and writes under the grant's lock (so a renewal never races it).
+    /// Validates and writes, in the grant's turn to write (so a renewal never races it).
     pub(crate) async fn write(
         &self,
         target: Checkpoint,
         pending: Option<PendingCheckpoint>,
     ) -> Result<(), CheckpointError> {
         let grant = &self.inner.grant;
-        let mut state = grant.state.lock().await;
+        let _turn = grant.writing.lock().await;
         if grant.is_lost() {
             return Err(CheckpointError::LeaseLost);
         }
+        let state = grant.state().clone();
         self.check(&state.checkpoint, &target)?;
         if target == state.checkpoint && pending.is_none() && !state.has_pending {
             // Already stored: nothing to write (saves a store call per idle batch).
             return Ok(());
         }
-        let store = &self.inner.store;
-        let outcome = if target.is_shard_end() {
+        if target.is_shard_end() {
             let children = self.with_cursor(|c| c.children.clone());
-            store
+            let sent = Instant::now();
+            let outcome = self
+                .inner
+                .store
                 .mark_ended(&grant.key, &self.inner.worker, state.counter, &children)
-                .await
-        } else {
-            let update = CheckpointUpdate {
-                checkpoint: target,
-                pending,
-            };
-            store
-                .update_checkpoint(&grant.key, &self.inner.worker, state.counter, &update)
-                .await
+                .await;
+            return self.settle(outcome, sent);
+        }
+        let update = CheckpointUpdate {
+            checkpoint: target,
+            pending,
         };
-        self.settle(&mut state, outcome)
+        self.update(state.counter, &update).await
     }
 
+    /// One `update_checkpoint` at `counter`; the caller holds the grant's turn to write.
+    async fn update(&self, counter: u64, update: &CheckpointUpdate) -> Result<(), CheckpointError> {
+        let sent = Instant::now();
+        let outcome = self
+            .inner
+            .store
+            .update_checkpoint(&self.inner.grant.key, &self.inner.worker, counter, update)
+            .await;
+        self.settle(outcome, sent)
+    }
+
+    /// Records a write's outcome in the grant: a won write moved the counter and, like a
+    /// renewal, proves the lease ours from the time it was `sent`.
     fn settle(
         &self,
-        state: &mut crate::grant::GrantState,
         outcome: Result<Race<shardwise_lease_core::Lease>, StoreError>,
+        sent: Instant,
     ) -> Result<(), CheckpointError> {
         let outcome =
             outcome.inspect_err(|_| self.inner.metrics.checkpoint_failures.increment(1))?;
         match outcome {
             Race::Won(lease) => {
                 self.inner.metrics.checkpoint_writes.increment(1);
+                let mut state = self.inner.grant.state();
                 state.counter = lease.counter;
                 state.checkpoint = lease.checkpoint;
                 state.has_pending = lease.pending_checkpoint.is_some();
+                state.renewed_at = state.renewed_at.max(sent);
                 Ok(())
             }
             Race::Lost => {

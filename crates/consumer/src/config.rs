@@ -116,6 +116,14 @@ impl ConsumerConfig {
         self.lease_duration / 3
     }
 
+    /// How long one lease-store call of the worker may take before it counts as a retryable
+    /// failure: half the renew interval (1.67 s with the default lease duration). A call that
+    /// never answers (a half-open connection, an exhausted pool) so costs its lease one missed
+    /// renewal at most, and the renewal of every other lease nothing.
+    pub fn store_timeout(&self) -> Duration {
+        self.renew_interval() / 2
+    }
+
     /// Checks the settings; the message names the bad one.
     pub fn validate(&self) -> Result<(), String> {
         if self.lease_duration < Duration::from_millis(300) {

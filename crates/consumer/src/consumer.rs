@@ -196,6 +196,10 @@ impl ConsumerBuilder {
         let metric_names = shardwise_metrics::MetricNames::new(&self.config.metrics_prefix)
             .map_err(|e| ConsumerError::Config(format!("metrics_prefix: {e}")))?;
         shardwise_metrics::describe(&metric_names);
+        let store = Arc::new(crate::timed_store::TimedStore::new(
+            store,
+            self.config.store_timeout(),
+        ));
         Ok(Consumer {
             ctx: Arc::new(Context {
                 store,

@@ -1,22 +1,28 @@
 //! A lease this worker holds: the counter it last wrote, the checkpoint stored, and whether it is
-//! still ours. The renewer and the checkpointer share it and take turns under its lock, so a
-//! renewal never races a checkpoint on the same counter (a known KCL trap).
+//! still ours. The renewer, the checkpointer and the coordinator's release share it.
+//!
+//! Every conditional write of a grant (renewal, checkpoint, release) must start from the counter
+//! the one before it left, so they take turns through [`Grant::writing`], held across one store
+//! call, which the store timeout bounds. The renewer never waits for a turn: it skips a grant
+//! whose checkpoint is in flight (that write, when it succeeds, renews the lease too), so one
+//! slow call can cost its own lease a renewal, never another lease's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use shardwise_lease_core::{Checkpoint, HashKeyRange, Lease, LeaseKey, PendingCheckpoint, ShardId};
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// What changes while the lease is held.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct GrantState {
     /// The counter of our last successful write.
     pub(crate) counter: u64,
     /// The checkpoint stored in the lease.
     pub(crate) checkpoint: Checkpoint,
-    /// When the lease was last renewed (or taken) successfully: the time the request left.
+    /// When the request of the last successful write (taking, renewal or checkpoint) left: the
+    /// lease was ours from then for at least a lease duration.
     pub(crate) renewed_at: Instant,
     /// Whether a prepared (uncommitted) checkpoint is stored beside the checkpoint.
     pub(crate) has_pending: bool,
@@ -34,7 +40,10 @@ pub(crate) struct Grant {
     pub(crate) pending: Option<PendingCheckpoint>,
     /// A number unique to this grant within the worker (the KCL's concurrency token).
     pub(crate) token: u64,
-    pub(crate) state: Mutex<GrantState>,
+    /// The turn to write: held across one conditional write of this lease.
+    pub(crate) writing: tokio::sync::Mutex<()>,
+    /// Never held across an await.
+    state: Mutex<GrantState>,
     /// Cancelled when the lease is lost (or released): the pipeline stops at once.
     pub(crate) lost: CancellationToken,
 }
@@ -50,6 +59,7 @@ impl Grant {
             hash_key_range: lease.hash_key_range,
             pending: lease.pending_checkpoint.clone(),
             token: NEXT_TOKEN.fetch_add(1, Ordering::Relaxed),
+            writing: tokio::sync::Mutex::new(()),
             state: Mutex::new(GrantState {
                 counter: lease.counter,
                 checkpoint: lease.checkpoint.clone(),
@@ -64,6 +74,12 @@ impl Grant {
     pub(crate) fn for_lease(lease: &Lease) -> Option<Self> {
         let shard = ShardId::new(lease.key.as_str().rsplit(':').next().unwrap_or_default()).ok()?;
         Some(Self::new(lease, shard))
+    }
+
+    /// The state, to read or change; only ever held briefly.
+    pub(crate) fn state(&self) -> MutexGuard<'_, GrantState> {
+        // Every change replaces whole fields: the state behind a poisoned lock is consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn is_lost(&self) -> bool {

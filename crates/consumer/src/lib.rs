@@ -26,6 +26,7 @@ mod processor;
 mod record;
 mod renewer;
 mod shard_sync;
+mod timed_store;
 mod user_records;
 mod worker;
 

@@ -344,7 +344,7 @@ impl Pipeline {
     /// The renewer gives a lease up after two thirds of the lease duration without a renewal;
     /// the pipeline checks too, so that no batch starts on a lease that may be expiring.
     async fn renewed_recently(&self) -> bool {
-        let renewed_at = self.grant.state.lock().await.renewed_at;
+        let renewed_at = self.grant.state().renewed_at;
         let config = &self.ctx.config;
         renewed_at.elapsed()
             < config

@@ -44,29 +44,42 @@ pub(crate) async fn run(ctx: Arc<Context>, grants: Grants, stop: CancellationTok
     }
 }
 
-/// One renewal round: one `renew_many`, holding each grant's lock (in key order) so that no
-/// checkpoint runs on the same counter meanwhile, bounded by the renew interval. A lease not
-/// renewed for two thirds of the lease duration is given up before anyone else may take it.
+/// One renewal round: one `renew_many` for every grant whose turn to write is free, bounded by
+/// the renew interval. A grant with a checkpoint in flight is skipped (the checkpoint, when it
+/// succeeds, renews the lease too); nothing here waits for another write. A lease not renewed
+/// for two thirds of the lease duration is given up before anyone else may take it.
 async fn renew(
     ctx: &Context,
     grants: &[Arc<Grant>],
     metrics: &shardwise_metrics::LeaseStoreMetrics,
 ) {
-    let grants: Vec<&Arc<Grant>> = grants.iter().filter(|g| !g.is_lost()).collect();
-    if grants.is_empty() {
-        return;
+    let mut turns = Vec::with_capacity(grants.len());
+    let mut busy = Vec::new();
+    for grant in grants.iter().filter(|g| !g.is_lost()) {
+        match grant.writing.try_lock() {
+            Ok(turn) => turns.push((grant, turn)),
+            Err(_) => busy.push(grant),
+        }
     }
-    let mut states = Vec::with_capacity(grants.len());
-    for grant in &grants {
-        states.push(grant.state.lock().await);
-    }
-    let batch: Vec<(LeaseKey, u64)> = grants
-        .iter()
-        .zip(&states)
-        .map(|(g, s)| (g.key.clone(), s.counter))
-        .collect();
+    let give_up_after = ctx
+        .config
+        .lease_duration
+        .saturating_sub(ctx.config.renew_interval());
     // The time the request leaves: a renewal that succeeds proves the lease ours from then.
     let sent = Instant::now();
+    for grant in busy {
+        if sent.saturating_duration_since(grant.state().renewed_at) >= give_up_after {
+            warn!(lease = %grant.key, "lease not renewed in time (a write kept it busy); stopping its processing");
+            grant.lost.cancel();
+        }
+    }
+    if turns.is_empty() {
+        return;
+    }
+    let batch: Vec<(LeaseKey, u64)> = turns
+        .iter()
+        .map(|(g, _)| (g.key.clone(), g.state().counter))
+        .collect();
     let outcomes = match tokio::time::timeout(
         ctx.config.renew_interval(),
         ctx.store.renew_many(&ctx.worker_id, &batch),
@@ -80,13 +93,10 @@ async fn renew(
         Err(_) => vec![Err("renewal timed out".to_owned()); batch.len()],
     };
     metrics.time.record(sent.elapsed().as_secs_f64() * 1_000.0);
-    let give_up_after = ctx
-        .config
-        .lease_duration
-        .saturating_sub(ctx.config.renew_interval());
-    for ((grant, state), outcome) in grants.iter().zip(states.iter_mut()).zip(outcomes) {
+    for ((grant, _turn), outcome) in turns.iter().zip(outcomes) {
         match outcome {
             Ok(Race::Won(counter)) => {
+                let mut state = grant.state();
                 state.counter = counter;
                 state.renewed_at = sent;
             }
@@ -96,7 +106,8 @@ async fn renew(
             }
             Err(e) => {
                 metrics.failures.increment(1);
-                if sent.saturating_duration_since(state.renewed_at) >= give_up_after {
+                let renewed_at = grant.state().renewed_at;
+                if sent.saturating_duration_since(renewed_at) >= give_up_after {
                     warn!(lease = %grant.key, error = %e, "lease not renewed in time; stopping its processing");
                     grant.lost.cancel();
                 } else {

@@ -312,15 +312,16 @@ impl Worker {
 
     /// Gives a lease back (owner removed) so another worker can take it at once.
     async fn release(&self, grant: &Grant) {
-        let state = grant.state.lock().await;
+        let _turn = grant.writing.lock().await;
         if grant.is_lost() {
             return;
         }
         grant.lost.cancel();
+        let counter = grant.state().counter;
         match self
             .ctx
             .store
-            .evict(&grant.key, &self.ctx.worker_id, state.counter)
+            .evict(&grant.key, &self.ctx.worker_id, counter)
             .await
         {
             Ok(Race::Won(_)) => debug!(lease = %grant.key, "lease released"),

@@ -16,5 +16,5 @@ mod item;
 mod store;
 mod table;
 
-pub use store::DynamoDbLeaseStore;
+pub use store::{DynamoDbLeaseStore, OPERATION_ATTEMPT_TIMEOUT, OPERATION_TIMEOUT};
 pub use table::{Billing, TableName, TableOptions};

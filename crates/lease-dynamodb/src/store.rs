@@ -1,7 +1,10 @@
 //! `LeaseStore` on DynamoDB: every write a conditional write, as the KCL does it.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use futures_util::stream::{self, StreamExt};
 use shardwise_lease_core::{
@@ -62,6 +65,14 @@ pub struct DynamoDbLeaseStore {
     options: TableOptions,
 }
 
+/// The attempt timeout of a client made by [`DynamoDbLeaseStore::from_sdk_config`], unless the
+/// configuration sets one: 2 s (lease operations take milliseconds).
+pub const OPERATION_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The operation timeout (all attempts of one call) of a client made by
+/// [`DynamoDbLeaseStore::from_sdk_config`], unless the configuration sets one: 6 s.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(6);
+
 impl DynamoDbLeaseStore {
     /// A store on `table`, using a ready client.
     pub fn new(client: Client, table: impl Into<String>) -> Result<Self, StoreError> {
@@ -74,11 +85,26 @@ impl DynamoDbLeaseStore {
 
     /// A store on `table`, with a client made from the application's AWS configuration. The
     /// library never loads configuration itself.
+    ///
+    /// Timeouts the configuration leaves unset get this store's defaults, so that a call that
+    /// never answers fails instead of stalling its caller: [`OPERATION_ATTEMPT_TIMEOUT`] per
+    /// attempt and [`OPERATION_TIMEOUT`] per call, retries included. (A worker bounds each of its
+    /// store calls more tightly still: `ConsumerConfig::store_timeout`.)
     pub fn from_sdk_config(
         config: &aws_types::SdkConfig,
         table: impl Into<String>,
     ) -> Result<Self, StoreError> {
-        Self::new(Client::new(config), table)
+        let defaults = TimeoutConfig::builder()
+            .operation_attempt_timeout(OPERATION_ATTEMPT_TIMEOUT)
+            .operation_timeout(OPERATION_TIMEOUT);
+        let timeouts = match config.timeout_config() {
+            Some(set) => set.to_builder().take_unset_from(defaults),
+            None => defaults,
+        };
+        let client_config = aws_sdk_dynamodb::config::Builder::from(config)
+            .timeout_config(timeouts.build())
+            .build();
+        Self::new(Client::from_conf(client_config), table)
     }
 
     /// Sets how the table is created when missing.
@@ -514,5 +540,51 @@ impl LeaseStore for DynamoDbLeaseStore {
                 Failure::Fault(e) => Err(e.with_lease_key(key.as_str())),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeouts(config: &aws_types::SdkConfig) -> TimeoutConfig {
+        let store = DynamoDbLeaseStore::from_sdk_config(config, "leases").unwrap();
+        store.client().config().timeout_config().cloned().unwrap()
+    }
+
+    #[test]
+    fn a_client_made_from_sdk_config_has_timeouts() {
+        let version = aws_sdk_dynamodb::config::BehaviorVersion::latest();
+        let bare = aws_types::SdkConfig::builder()
+            .behavior_version(version)
+            .build();
+        let set = timeouts(&bare);
+        assert_eq!(
+            set.operation_attempt_timeout(),
+            Some(OPERATION_ATTEMPT_TIMEOUT)
+        );
+        assert_eq!(set.operation_timeout(), Some(OPERATION_TIMEOUT));
+
+        let own = aws_types::SdkConfig::builder()
+            .behavior_version(version)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(Duration::from_secs(42))
+                    .connect_timeout(Duration::from_secs(1))
+                    .build(),
+            )
+            .build();
+        let set = timeouts(&own);
+        assert_eq!(
+            set.operation_timeout(),
+            Some(Duration::from_secs(42)),
+            "the application's own"
+        );
+        assert_eq!(set.connect_timeout(), Some(Duration::from_secs(1)));
+        assert_eq!(
+            set.operation_attempt_timeout(),
+            Some(OPERATION_ATTEMPT_TIMEOUT),
+            "ours where unset"
+        );
     }
 }
