@@ -130,7 +130,7 @@ impl ShardProcessor for RecordingProcessor {
                 seen.push(Seen {
                     worker: self.worker.clone(),
                     shard: shard.clone(),
-                    partition_key: r.partition_key.clone(),
+                    partition_key: r.partition_key.to_string(),
                     data: String::from_utf8_lossy(&r.data).into_owned(),
                     sequence: r.sequence_number.clone(),
                     sub_sequence: r.sub_sequence_number,

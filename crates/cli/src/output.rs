@@ -123,7 +123,7 @@ mod tests {
         UserRecord {
             data: Bytes::copy_from_slice(data),
             partition_key: "customer-\"7\"".into(),
-            explicit_hash_key: hash_key.map(str::to_owned),
+            explicit_hash_key: hash_key.map(Into::into),
             sequence_number: SequenceNumber::new("4959").unwrap(),
             sub_sequence_number: 2,
             aggregated: hash_key.is_some(),

@@ -37,7 +37,7 @@ pub use processor::{
     FnProcessorFactory, InitializeInput, ProcessorError, ProcessorFactory, ShardProcessor,
     processor_fn,
 };
-pub use record::{RecordBatch, UserRecord};
+pub use record::{RecordBatch, Records, UserRecord};
 
 /// Kinesis access: the API seam, readers' settings, stream ids.
 pub mod kinesis {

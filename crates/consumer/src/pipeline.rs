@@ -295,7 +295,7 @@ impl Pipeline {
             if !records.is_empty() {
                 let batch = RecordBatch {
                     shard_id: self.shard().clone(),
-                    records,
+                    records: records.into(),
                     millis_behind_latest,
                 };
                 if let Err(ending) = self.process(processor, batch).await {

@@ -1,19 +1,24 @@
 //! What a processor receives: user records (KPL-deaggregated) in batches.
 
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use shardwise_lease_core::{ExtendedSequenceNumber, SequenceNumber, ShardId};
 
 /// One user record: a plain Kinesis record, or one sub-record of a KPL aggregate.
+///
+/// Cloning copies no data and no keys: the sub-records of an aggregate share its partition and
+/// explicit hash keys, however many use them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
     /// The data (a slice of the Kinesis record's buffer; no copy was made).
     pub data: Bytes,
-    /// The partition key.
-    pub partition_key: String,
+    /// The partition key (bytes that are not UTF-8 replaced with U+FFFD, as the KCL does).
+    pub partition_key: Arc<str>,
     /// The explicit hash key, when the producer set one (KPL aggregates only).
-    pub explicit_hash_key: Option<String>,
+    pub explicit_hash_key: Option<Arc<str>>,
     /// The Kinesis record's sequence number.
     pub sequence_number: SequenceNumber,
     /// The position inside a KPL aggregate (0 for a plain record).
@@ -31,13 +36,55 @@ impl UserRecord {
     }
 }
 
+/// The user records of a batch, in order: a shared list, so that handing a batch to the
+/// processor again (a retry) copies nothing. Reads as a slice (`len`, `iter`, `last`, indexing,
+/// `for record in &batch.records`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Records(Arc<[UserRecord]>);
+
+impl Records {
+    /// The records as a slice.
+    pub fn as_slice(&self) -> &[UserRecord] {
+        &self.0
+    }
+
+    /// The records as a vector of their own (a copy of the list; the data is shared).
+    pub fn to_vec(&self) -> Vec<UserRecord> {
+        self.0.to_vec()
+    }
+}
+
+impl Deref for Records {
+    type Target = [UserRecord];
+
+    fn deref(&self) -> &[UserRecord] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Records {
+    type Item = &'a UserRecord;
+    type IntoIter = std::slice::Iter<'a, UserRecord>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl From<Vec<UserRecord>> for Records {
+    fn from(records: Vec<UserRecord>) -> Self {
+        Self(records.into())
+    }
+}
+
 /// The records handed to [`ShardProcessor::process_records`](crate::ShardProcessor::process_records).
+/// Cloning it copies no record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordBatch {
     /// The shard the records come from.
     pub shard_id: ShardId,
     /// The user records, in order; never empty.
-    pub records: Vec<UserRecord>,
+    pub records: Records,
     /// How far behind the newest record of the shard this batch is, in milliseconds.
     pub millis_behind_latest: Option<i64>,
 }

@@ -203,12 +203,14 @@ impl Deaggregator {
                 *slot = position;
             }
         }
+        let compute_hash_keys = !self.range.is_full();
         let mut tables = Tables {
+            partition_key_hashes: vec![None; partition_key_table.len()],
             partition_keys: &mut partition_key_table,
             last_use: &last_use,
             explicit_hash_keys: &explicit_hash_key_table,
             parsed_explicit_hash_keys: vec![None; explicit_hash_key_table.len()],
-            compute_hash_keys: !self.range.is_full(),
+            compute_hash_keys,
         };
         let mut out_of_range = false;
         let mut skipped = 0_usize;
@@ -332,11 +334,15 @@ fn pass_through(
     report
 }
 
-/// The key tables of one aggregate, with explicit hash keys parsed once per table entry.
+/// The key tables of one aggregate, with explicit hash keys parsed and partition keys hashed once
+/// per table entry: however many sub-records use a key, and however long it is, the work per
+/// aggregate stays proportional to its size.
 struct Tables<'a> {
     partition_keys: &'a mut [Bytes],
     /// For each partition key, the position of the last sub-record that uses it.
     last_use: &'a [usize],
+    /// For each partition key, its hash key once computed.
+    partition_key_hashes: Vec<Option<u128>>,
     explicit_hash_keys: &'a [Bytes],
     parsed_explicit_hash_keys: Vec<Option<Result<u128, ExplicitHashKeyError>>>,
     compute_hash_keys: bool,
@@ -363,11 +369,11 @@ impl Tables<'_> {
         let table_len = self.partition_keys.len();
         let slot = usize::try_from(index).ok().and_then(|i| {
             let last = self.last_use.get(i).is_some_and(|&last| last == position);
-            Some((self.partition_keys.get_mut(i)?, last))
+            Some((i, self.partition_keys.get_mut(i)?, last))
         });
-        let partition_key = match slot {
-            Some((key, true)) => std::mem::take(key),
-            Some((key, false)) => key.clone(),
+        let (key_index, partition_key) = match slot {
+            Some((i, key, true)) => (i, std::mem::take(key)),
+            Some((i, key, false)) => (i, key.clone()),
             None => {
                 return Err(SubRecordDefect::PartitionKeyIndexOutOfRange { index, table_len });
             }
@@ -402,7 +408,12 @@ impl Tables<'_> {
             }
         };
         let hash_key = match hash_key {
-            None if self.compute_hash_keys => Some(hash_key_of_raw_partition_key(&partition_key)),
+            None if self.compute_hash_keys => {
+                let cached = self.partition_key_hashes.get_mut(key_index).map(|cached| {
+                    *cached.get_or_insert_with(|| hash_key_of_raw_partition_key(&partition_key))
+                });
+                Some(cached.unwrap_or_else(|| hash_key_of_raw_partition_key(&partition_key)))
+            }
             known => known,
         };
         Ok(ResolvedKeys {
@@ -410,5 +421,59 @@ impl Tables<'_> {
             explicit_hash_key,
             hash_key,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash_key::{HASHED, hash_key_of_partition_key};
+
+    /// A valid aggregate anyone allowed to put records can write: one huge partition key and
+    /// tens of thousands of empty sub-records that all use it.
+    fn one_huge_key(key_len: usize, sub_records: usize) -> (Bytes, Bytes) {
+        let key = Bytes::from(vec![b'k'; key_len]);
+        let message = proto::AggregatedRecord {
+            partition_key_table: vec![key.clone()],
+            explicit_hash_key_table: Vec::new(),
+            records: (0..sub_records)
+                .map(|_| proto::Record {
+                    partition_key_index: Some(0),
+                    explicit_hash_key_index: None,
+                    data: Some(Bytes::new()),
+                    tags: Vec::new(),
+                })
+                .collect(),
+        };
+        let body = message.encode_to_vec();
+        let mut data = MAGIC.to_vec();
+        data.extend_from_slice(&body);
+        data.extend_from_slice(&Md5::digest(&body));
+        (key, data.into())
+    }
+
+    #[test]
+    fn a_key_shared_by_every_sub_record_is_hashed_once() {
+        let (key, data) = one_huge_key(600_000, 70_000);
+        assert!(data.len() <= 1024 * 1024, "{} bytes", data.len());
+        let hash = hash_key_of_partition_key(&key);
+        let range = HashKeyRange::new(hash, hash).unwrap();
+        HASHED.with(|hashed| hashed.set(0));
+        let out = Deaggregator::new()
+            .with_policy(InvalidSubRecordPolicy::SkipInvalid)
+            .with_hash_key_range(range)
+            .deaggregate("outer", data)
+            .unwrap();
+        assert_eq!(out.records.len(), 70_000);
+        assert_eq!(
+            HASHED.with(std::cell::Cell::get),
+            1,
+            "hashed once per table entry"
+        );
+        assert!(
+            out.records.iter().all(|r| r.partition_key_bytes().as_ptr()
+                == out.records[0].partition_key_bytes().as_ptr()),
+            "every sub-record shares the key"
+        );
     }
 }

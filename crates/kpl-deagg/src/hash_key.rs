@@ -17,11 +17,19 @@ pub fn hash_key_of_partition_key(partition_key: &[u8]) -> u128 {
     u128::from_be_bytes(Md5::digest(partition_key).into())
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many partition keys this thread hashed, for the tests that bound the work.
+    pub(crate) static HASHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// The hash key the reference consumer (KCL) computes for a partition key that arrived as raw
 /// protobuf bytes: those bytes are first decoded as UTF-8 with U+FFFD replacement (as Java does),
 /// and the MD5 is taken over the re-encoded string. Identical to
 /// [`hash_key_of_partition_key`] for valid UTF-8.
 pub(crate) fn hash_key_of_raw_partition_key(partition_key: &[u8]) -> u128 {
+    #[cfg(test)]
+    HASHED.with(|hashed| hashed.set(hashed.get() + 1));
     match String::from_utf8_lossy(partition_key) {
         std::borrow::Cow::Borrowed(valid) => hash_key_of_partition_key(valid.as_bytes()),
         std::borrow::Cow::Owned(replaced) => hash_key_of_partition_key(replaced.as_bytes()),

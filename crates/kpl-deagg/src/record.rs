@@ -62,6 +62,12 @@ impl UserRecord {
             .and_then(|text| std::str::from_utf8(text).ok())
     }
 
+    /// The explicit hash key exactly as it was on the wire (an optional sign and ASCII digits).
+    #[must_use]
+    pub fn explicit_hash_key_bytes(&self) -> Option<&Bytes> {
+        self.explicit_hash_key.as_ref()
+    }
+
     /// The 128-bit hash key that places this record on a shard: the explicit hash key if the
     /// record has one, otherwise the MD5 of the partition key read as a big-endian integer (for a
     /// plain record, of the Kinesis record's partition key). Computed on first need: the
