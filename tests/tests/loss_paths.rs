@@ -501,3 +501,34 @@ async fn a_hung_checkpoint_does_not_stall_other_renewals() {
     stop.cancel();
     task.await.unwrap();
 }
+
+/// Item 8: a worker-wide prefetch budget far below one response still delivers every record of
+/// every shard (readers take turns; none waits forever), by polling and by fan-out.
+#[tokio::test(start_paused = true)]
+async fn a_tiny_prefetch_budget_still_delivers_everything() {
+    for retrieval in [Retrieval::default(), Retrieval::fan_out()] {
+        let memory = Memory::new("s");
+        memory.create(10).await;
+        memory.put(0..500, 50).await;
+        let mut config = config(InitialPosition::TrimHorizon);
+        config.retrieval = retrieval.clone();
+        config.prefetch_memory = 16 * 1024;
+        let recorder = Arc::new(Recorder::default());
+        let (stop, task) = start(
+            &memory,
+            Arc::new(MemoryLeaseStore::new()),
+            "w",
+            config,
+            factory("w", &recorder, Behaviour::Checkpointing),
+        );
+        let r = recorder.clone();
+        wait_for("every record", PATIENCE, move || {
+            let r = r.clone();
+            async move { r.coverage(500).0 == 500 }
+        })
+        .await;
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(recorder.coverage(500), (500, 0), "{retrieval:?}");
+    }
+}

@@ -83,6 +83,11 @@ pub struct ConsumerConfig {
     pub process_retry_backoff: Duration,
     /// How long graceful shutdown waits for processors to checkpoint.
     pub shutdown_timeout: Duration,
+    /// Bytes of record data all of the worker's readers together may fetch ahead of the
+    /// processors (and have in flight); default 256 MiB, sized for a small container. Each
+    /// reader is also bounded on its own (`PollingConfig`/`FanOutConfig` prefetch limits); this
+    /// bounds the sum, however many shards the worker holds. Metric `PrefetchedBytes`.
+    pub prefetch_memory: usize,
     /// Prefix of the metric names in Prometheus (`shardwise_records_processed_total`, …).
     pub metrics_prefix: String,
     /// Which labels metrics carry: per shard (`Detailed`), per worker (`Summary`), none.
@@ -104,6 +109,7 @@ impl Default for ConsumerConfig {
             max_process_attempts: 3,
             process_retry_backoff: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
+            prefetch_memory: 256 * 1024 * 1024,
             metrics_prefix: shardwise_metrics::DEFAULT_PREFIX.to_owned(),
             metrics_level: MetricsLevel::default(),
         }
@@ -146,6 +152,9 @@ impl ConsumerConfig {
         }
         if self.max_leases_to_steal_at_one_time == 0 {
             return Err("max_leases_to_steal_at_one_time must be at least 1".into());
+        }
+        if self.prefetch_memory == 0 {
+            return Err("prefetch_memory must be above zero".into());
         }
         if self.max_process_attempts == 0 {
             return Err("max_process_attempts must be at least 1".into());

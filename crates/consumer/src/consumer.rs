@@ -196,6 +196,12 @@ impl ConsumerBuilder {
         let metric_names = shardwise_metrics::MetricNames::new(&self.config.metrics_prefix)
             .map_err(|e| ConsumerError::Config(format!("metrics_prefix: {e}")))?;
         shardwise_metrics::describe(&metric_names);
+        let worker_metrics = shardwise_metrics::WorkerMetrics::register(
+            &metric_names,
+            self.config.metrics_level,
+            worker_id.as_str(),
+        );
+        let prefetch = shardwise_kinesis_source::MemoryBudget::new(self.config.prefetch_memory);
         let store = Arc::new(crate::timed_store::TimedStore::new(
             store,
             self.config.store_timeout(),
@@ -209,6 +215,8 @@ impl ConsumerBuilder {
                 config: self.config,
                 factory,
                 metric_names,
+                worker_metrics,
+                prefetch,
                 application: self.application.unwrap_or_else(|| "shardwise".to_owned()),
                 consumer_arn: std::sync::OnceLock::new(),
             }),

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use shardwise_kinesis_source::{KinesisApi, StreamId};
+use shardwise_kinesis_source::{KinesisApi, MemoryBudget, StreamId};
 use shardwise_lease_core::{LeaseStore, WorkerId};
 use tokio::time::Instant;
 
@@ -18,6 +18,10 @@ pub(crate) struct Context {
     pub(crate) config: ConsumerConfig,
     pub(crate) factory: Arc<dyn ProcessorFactory>,
     pub(crate) metric_names: shardwise_metrics::MetricNames,
+    /// The worker's metrics, shared by its tasks.
+    pub(crate) worker_metrics: shardwise_metrics::WorkerMetrics,
+    /// The prefetch memory all readers share.
+    pub(crate) prefetch: MemoryBudget,
     pub(crate) application: String,
     /// The stream consumer's ARN, when reading by enhanced fan-out (set once at start).
     pub(crate) consumer_arn: OnceLock<String>,

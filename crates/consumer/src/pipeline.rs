@@ -211,6 +211,7 @@ impl Pipeline {
                     shard,
                     position,
                     config.clone(),
+                    ctx.prefetch.clone(),
                 ))
             }
             (Retrieval::Polling(polling), _) => ShardReader::Polling(PollingReader::start(
@@ -219,6 +220,7 @@ impl Pipeline {
                 shard,
                 position,
                 polling.clone(),
+                ctx.prefetch.clone(),
             )),
             (Retrieval::FanOut { .. }, None) => {
                 warn!(shard = %self.shard(), "fan-out without a registered consumer; releasing the lease");
@@ -247,6 +249,10 @@ impl Pipeline {
                 next = reader.next_batch() => next,
             };
             report_reader(&reader, &self.metrics);
+            self.ctx
+                .worker_metrics
+                .prefetched_bytes
+                .set(self.ctx.prefetch.used() as f64);
             let batch = match next {
                 Some(Ok(batch)) => batch,
                 Some(Err(e)) => {

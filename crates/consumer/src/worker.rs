@@ -25,14 +25,14 @@ struct Metrics {
 
 impl Metrics {
     fn new(ctx: &Context) -> Self {
-        use shardwise_metrics::{LeaseStoreMetrics, WorkerMetrics, operation};
+        use shardwise_metrics::{LeaseStoreMetrics, operation};
         let (names, level, worker) = (
             &ctx.metric_names,
             ctx.config.metrics_level,
             ctx.worker_id.as_str(),
         );
         Self {
-            leases: WorkerMetrics::register(names, level, worker),
+            leases: ctx.worker_metrics.clone(),
             list: LeaseStoreMetrics::register(names, level, worker, operation::LIST_LEASES),
             take: LeaseStoreMetrics::register(names, level, worker, operation::TAKE_LEASE),
         }

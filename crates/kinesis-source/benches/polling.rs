@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use shardwise_kinesis_source::MemoryBudget;
 use shardwise_kinesis_source::testkit::InMemoryKinesis;
 use shardwise_kinesis_source::{
     KinesisApi, PollingConfig, PollingReader, StartPosition, StreamId, list_all_shards,
@@ -113,6 +114,7 @@ async fn read_all(api: Arc<dyn KinesisApi>, stream: &StreamId, shards: Vec<(Stri
                     shard.clone(),
                     StartPosition::TrimHorizon,
                     config(),
+                    MemoryBudget::unlimited(),
                 );
                 let mut got = 0;
                 while got < want {

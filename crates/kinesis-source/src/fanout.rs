@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use crate::api::{KinesisApi, ShardSubscription, StartPosition, SubscriptionEvent};
 use crate::backoff::Backoff;
 use crate::batch::Batch;
+use crate::budget::{MemoryBudget, Reservation};
 use crate::error::{KinesisError, KinesisErrorKind};
 use crate::prefetch::{self, PrefetchLimits, PrefetchReceiver, PrefetchSender};
 use crate::stats::ReaderStats;
@@ -126,20 +127,27 @@ pub struct FanOutReader {
 
 impl FanOutReader {
     /// Starts reading `shard_id` through the consumer `consumer_arn` (see
-    /// [`find_or_register_consumer`](crate::find_or_register_consumer)) from `position`.
+    /// [`find_or_register_consumer`](crate::find_or_register_consumer)) from `position`, within
+    /// `memory` (shared by the worker's readers): the reader stops taking events while the
+    /// budget is spent, and an event's data stays counted until the processor takes it (events
+    /// are pushed, so one already on its way may go over the budget).
     pub fn start(
         api: Arc<dyn KinesisApi>,
         consumer_arn: String,
         shard_id: String,
         position: StartPosition,
         config: FanOutConfig,
+        memory: MemoryBudget,
     ) -> Self {
         let stats = ReaderStats::default();
-        let (tx, batches) = prefetch::channel(PrefetchLimits {
-            records: config.prefetch_records,
-            bytes: config.prefetch_bytes,
-            batches: config.prefetch_batches,
-        });
+        let (tx, batches) = prefetch::channel(
+            PrefetchLimits {
+                records: config.prefetch_records,
+                bytes: config.prefetch_bytes,
+                batches: config.prefetch_batches,
+            },
+            memory,
+        );
         let subscriber = Subscriber {
             api,
             consumer_arn,
@@ -255,12 +263,15 @@ impl Subscriber {
     ) -> Ended {
         let expires = started + self.config.max_subscription_age;
         loop {
-            if tokio::time::timeout_at(expires, self.tx.room())
-                .await
-                .is_err()
-            {
+            // Events are pushed: waiting only while the worker's budget is overspent, and an
+            // event on its way is counted when it arrives.
+            let ready = async {
+                self.tx.room().await;
+                self.tx.reserve(0).await
+            };
+            let Ok(memory) = tokio::time::timeout_at(expires, ready).await else {
                 return Ended::Cleanly;
-            }
+            };
             let silence = Instant::now() + self.config.event_timeout;
             let event = match tokio::time::timeout_at(
                 silence.min(expires),
@@ -283,14 +294,14 @@ impl Subscriber {
                 }
             };
             self.backoff.reset();
-            if !self.hand_over(event).await {
+            if !self.hand_over(event, memory).await {
                 return Ended::Finished;
             }
         }
     }
 
     /// Queues an event's records; `false` when the reader should stop (shard end, reader gone).
-    async fn hand_over(&mut self, event: SubscriptionEvent) -> bool {
+    async fn hand_over(&mut self, event: SubscriptionEvent, memory: Reservation) -> bool {
         let mut records = event.records;
         if let Some(last) = &self.last_record {
             records.retain(|r| sequence_after(&r.sequence_number, last));
@@ -308,7 +319,7 @@ impl Subscriber {
         if batch.records.is_empty() && !ended {
             // "Caught up" only: never wait for room to hand it over.
             self.tx.offer_empty(batch);
-        } else if !self.tx.send(batch).await {
+        } else if !self.tx.send(batch, memory).await {
             return false;
         }
         if last_record.is_some() {

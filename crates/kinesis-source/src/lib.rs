@@ -42,6 +42,7 @@
 mod api;
 mod backoff;
 mod batch;
+mod budget;
 mod consumer_registration;
 mod discovery;
 mod error;
@@ -61,6 +62,7 @@ pub use api::{
     StreamConsumer, StreamId, StreamStatus, StreamSummary, SubscriptionEvent,
 };
 pub use batch::Batch;
+pub use budget::MemoryBudget;
 pub use consumer_registration::{
     RegistrationConfig, deregister_consumer, find_or_register_consumer, list_all_consumers,
     stream_arn,

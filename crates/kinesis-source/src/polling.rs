@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::api::{KinesisApi, StartPosition, StreamId};
 use crate::backoff::Backoff;
 use crate::batch::Batch;
+use crate::budget::MemoryBudget;
 use crate::error::{KinesisError, KinesisErrorKind};
 use crate::prefetch::{self, PrefetchLimits, PrefetchReceiver, PrefetchSender};
 use crate::stats::ReaderStats;
@@ -119,20 +120,26 @@ pub struct PollingReader {
 }
 
 impl PollingReader {
-    /// Starts reading `shard_id` of `stream` from `position`.
+    /// Starts reading `shard_id` of `stream` from `position`, within `memory` (shared by the
+    /// worker's readers): each call reserves `max_response_memory` of it while in flight, and a
+    /// response's data stays counted until the processor takes it.
     pub fn start(
         api: Arc<dyn KinesisApi>,
         stream: StreamId,
         shard_id: String,
         position: StartPosition,
         config: PollingConfig,
+        memory: MemoryBudget,
     ) -> Self {
         let stats = ReaderStats::default();
-        let (tx, batches) = prefetch::channel(PrefetchLimits {
-            records: config.prefetch_records,
-            bytes: config.prefetch_bytes,
-            batches: config.prefetch_batches,
-        });
+        let (tx, batches) = prefetch::channel(
+            PrefetchLimits {
+                records: config.prefetch_records,
+                bytes: config.prefetch_bytes,
+                batches: config.prefetch_batches,
+            },
+            memory,
+        );
         let fetcher = Fetcher {
             api,
             stream,
@@ -196,6 +203,8 @@ impl Fetcher {
             // Waits while the prefetch queue is full; woken when the processor takes a batch.
             let room = self.tx.room().await;
             tokio::time::sleep_until(next_call).await;
+            // Only now, so that a reader pausing between calls holds none of the budget.
+            let memory = self.tx.reserve(self.config.max_response_memory).await;
             let started = Instant::now();
 
             let current = match iterator.take() {
@@ -261,7 +270,7 @@ impl Fetcher {
                         self.tx.offer_empty(batch);
                         continue;
                     }
-                    if !self.tx.send(batch).await || ended {
+                    if !self.tx.send(batch, memory).await || ended {
                         return;
                     }
                 }

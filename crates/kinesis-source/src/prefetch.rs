@@ -1,12 +1,14 @@
 //! The bounded queue between a reader's background task and the processor: at most so many
 //! batches, records and bytes fetched ahead (exceeded by at most one response), so a slow
-//! processor never makes memory grow.
+//! processor never makes memory grow; and within the worker's [`MemoryBudget`] shared by all
+//! its readers.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Notify, mpsc};
 
 use crate::batch::Batch;
+use crate::budget::{MemoryBudget, Reservation};
 use crate::error::KinesisError;
 
 /// How far a reader may read ahead of the processor.
@@ -65,8 +67,11 @@ impl Budget {
     }
 }
 
-/// A new queue bounded by `limits`.
-pub(crate) fn channel(limits: PrefetchLimits) -> (PrefetchSender, PrefetchReceiver) {
+/// A new queue bounded by `limits` and by the shared `memory`.
+pub(crate) fn channel(
+    limits: PrefetchLimits,
+    memory: MemoryBudget,
+) -> (PrefetchSender, PrefetchReceiver) {
     let budget = Arc::new(Budget {
         limits,
         buffered: Mutex::new(Buffered::default()),
@@ -77,10 +82,12 @@ pub(crate) fn channel(limits: PrefetchLimits) -> (PrefetchSender, PrefetchReceiv
         PrefetchSender {
             tx,
             budget: budget.clone(),
+            memory: memory.clone(),
         },
         PrefetchReceiver {
             rx,
             budget,
+            memory,
             finished: false,
         },
     )
@@ -91,6 +98,7 @@ pub(crate) fn channel(limits: PrefetchLimits) -> (PrefetchSender, PrefetchReceiv
 pub(crate) struct PrefetchSender {
     tx: mpsc::Sender<Result<Batch, KinesisError>>,
     budget: Arc<Budget>,
+    memory: MemoryBudget,
 }
 
 impl PrefetchSender {
@@ -107,10 +115,23 @@ impl PrefetchSender {
         }
     }
 
-    /// Queues a batch, waiting for a free slot; `false` once the reader is gone.
-    pub(crate) async fn send(&self, batch: Batch) -> bool {
-        self.budget.add(batch.records.len(), batch.bytes());
-        self.tx.send(Ok(batch)).await.is_ok()
+    /// Waits until `bytes` fit in the shared memory budget and reserves them for a response on
+    /// its way (0: waits only until the budget is not overspent).
+    pub(crate) async fn reserve(&self, bytes: usize) -> Reservation {
+        self.memory.reserve(bytes).await
+    }
+
+    /// Queues a batch, waiting for a free slot; `false` once the reader is gone. Its data stays
+    /// counted in the shared budget, instead of `memory`, until the processor takes it.
+    pub(crate) async fn send(&self, batch: Batch, memory: Reservation) -> bool {
+        let bytes = batch.bytes();
+        self.budget.add(batch.records.len(), bytes);
+        memory.settle(bytes);
+        let sent = self.tx.send(Ok(batch)).await.is_ok();
+        if !sent {
+            self.memory.release(bytes);
+        }
+        sent
     }
 
     /// Queues a batch without records (only "caught up" and the lag) if a slot is free, never
@@ -130,6 +151,7 @@ impl PrefetchSender {
 pub(crate) struct PrefetchReceiver {
     rx: mpsc::Receiver<Result<Batch, KinesisError>>,
     budget: Arc<Budget>,
+    memory: MemoryBudget,
     finished: bool,
 }
 
@@ -144,6 +166,7 @@ impl PrefetchReceiver {
         match &item {
             Some(Ok(batch)) => {
                 self.budget.remove(batch.records.len(), batch.bytes());
+                self.memory.release(batch.bytes());
                 if batch.is_shard_end() {
                     self.finished = true;
                 }
@@ -156,5 +179,17 @@ impl PrefetchReceiver {
     /// Records and bytes fetched but not yet handed out.
     pub(crate) fn buffered(&self) -> (usize, usize) {
         self.budget.snapshot()
+    }
+}
+
+impl Drop for PrefetchReceiver {
+    fn drop(&mut self) {
+        // What was fetched and never taken goes back to the shared budget.
+        self.rx.close();
+        while let Ok(item) = self.rx.try_recv() {
+            if let Ok(batch) = item {
+                self.memory.release(batch.bytes());
+            }
+        }
     }
 }

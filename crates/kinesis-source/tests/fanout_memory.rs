@@ -68,6 +68,7 @@ fn reader(
         shard.to_owned(),
         StartPosition::TrimHorizon,
         config,
+        shardwise_kinesis_source::MemoryBudget::unlimited(),
     )
 }
 

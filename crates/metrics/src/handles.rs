@@ -161,6 +161,8 @@ pub struct WorkerMetrics {
     pub expired_leases: Gauge,
     /// [`Metric::NumWorkers`]
     pub num_workers: Gauge,
+    /// [`Metric::PrefetchedBytes`]
+    pub prefetched_bytes: Gauge,
 }
 
 impl WorkerMetrics {
@@ -176,6 +178,7 @@ impl WorkerMetrics {
             lost_leases: counter(names, Metric::LostLeases, l),
             expired_leases: gauge(names, Metric::ExpiredLeases, l),
             num_workers: gauge(names, Metric::NumWorkers, l),
+            prefetched_bytes: gauge(names, Metric::PrefetchedBytes, l),
         }
     }
 }

@@ -46,6 +46,7 @@
 //! | `LostLeases` | `shardwise_lost_leases_total` | counter | count | worker |
 //! | `ExpiredLeases` | `shardwise_expired_leases` | gauge | count | worker |
 //! | `NumWorkers` | `shardwise_workers` | gauge | count | worker |
+//! | `PrefetchedBytes` | `shardwise_prefetched_bytes` | gauge | bytes | worker |
 //! | `LeaseStore.Time` | `shardwise_lease_store_call_milliseconds` | histogram | ms | worker, operation |
 //! | `LeaseStore.Failure` | `shardwise_lease_store_failures_total` | counter | count | worker, operation |
 //!

@@ -89,6 +89,9 @@ pub enum Metric {
     ExpiredLeases,
     /// Workers seen holding leases, this one included.
     NumWorkers,
+    /// Bytes of record data the worker's readers fetched ahead of the processors (or are
+    /// fetching), within the worker's prefetch budget.
+    PrefetchedBytes,
     /// Lease-store call latency, by operation.
     LeaseStoreTime,
     /// Lease-store calls that failed, by operation (lost races are not failures).
@@ -187,6 +190,8 @@ const TABLE: &[Row] = &[
         "Leases seen expired when this worker last looked for leases to take"),
     row(Metric::NumWorkers, "NumWorkers", "workers", Gauge, Count, Worker,
         "Workers seen holding leases, this one included"),
+    row(Metric::PrefetchedBytes, "PrefetchedBytes", "prefetched_bytes", Gauge, Bytes, Worker,
+        "Bytes of record data fetched ahead of the processors or being fetched, within the worker's prefetch budget"),
     row(Metric::LeaseStoreTime, "LeaseStore.Time", "lease_store_call_milliseconds", Histogram, Milliseconds, Operation,
         "Lease-store call latency, by operation"),
     row(Metric::LeaseStoreFailures, "LeaseStore.Failure", "lease_store_failures_total", Counter, Count, Operation,
@@ -195,7 +200,7 @@ const TABLE: &[Row] = &[
 
 impl Metric {
     /// Every metric, in table order.
-    pub const ALL: [Metric; 29] = [
+    pub const ALL: [Metric; 30] = [
         Metric::RecordsProcessed,
         Metric::DataBytesProcessed,
         Metric::MillisBehindLatest,
@@ -223,6 +228,7 @@ impl Metric {
         Metric::LostLeases,
         Metric::ExpiredLeases,
         Metric::NumWorkers,
+        Metric::PrefetchedBytes,
         Metric::LeaseStoreTime,
         Metric::LeaseStoreFailures,
     ];

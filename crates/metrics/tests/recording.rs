@@ -61,6 +61,7 @@ fn register_everything(names: &MetricNames, level: MetricsLevel) {
         &worker.total_leases,
         &worker.expired_leases,
         &worker.num_workers,
+        &worker.prefetched_bytes,
     ] {
         g.set(1.0);
     }

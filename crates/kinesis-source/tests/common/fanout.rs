@@ -58,6 +58,7 @@ fn start(
         shard.to_owned(),
         StartPosition::TrimHorizon,
         config,
+        shardwise_kinesis_source::MemoryBudget::unlimited(),
     )
 }
 

@@ -78,6 +78,7 @@ fn start(
         shard.to_owned(),
         position,
         config(),
+        shardwise_kinesis_source::MemoryBudget::unlimited(),
     )
 }
 
