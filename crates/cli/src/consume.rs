@@ -169,6 +169,7 @@ impl ShardProcessor for JsonLinesProcessor {
 /// Runs `shardwise consume` until a signal (exit 0) or a failure.
 pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
     let signals = Signals::install()?;
+    let leases = args.store.url()?;
     let stream = StreamId::parse(&args.stream);
     if stream.name().is_empty() {
         return Err(CliError::usage("--stream must not be empty"));
@@ -182,11 +183,11 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
 
     let kinesis: Arc<dyn KinesisApi> = Arc::new(args.aws.kinesis_client().await?);
     check_stream(kinesis.as_ref(), &stream).await?;
-    let store = args.store.open(&args.aws).await?;
+    let store = leases.open(&args.store.app, &args.aws).await?;
     store
         .create_table_if_missing()
         .await
-        .map_err(|e| CliError::store(&format!("lease store {}", args.store.leases), &e))?;
+        .map_err(|e| CliError::store(&format!("lease store {}", leases), &e))?;
 
     let stop = CancellationToken::new();
     let shared = Arc::new(Shared {
@@ -225,7 +226,7 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::usage(e.to_string()))?;
     let worker = consumer.worker_id().clone();
     let _ = shared.worker.set(worker.to_string());
-    tracing::info!(worker = %worker, stream = %stream, leases = %args.store.leases, "consuming");
+    tracing::info!(worker = %worker, stream = %stream, leases = %leases, "consuming");
 
     tokio::spawn(signals.cancel_on_signal(stop.clone()));
     if !args.quiet {

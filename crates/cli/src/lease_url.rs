@@ -1,12 +1,13 @@
 //! `--leases URL`: which lease store, chosen by the URL's scheme, and opening it.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use shardwise::lease::dynamodb::DynamoDbLeaseStore;
 use shardwise::lease::postgres::{PostgresConfig, PostgresLeaseStore};
 use shardwise::lease::redis::{RedisConfig, RedisLeaseStore};
-use shardwise::lease::{LeaseStore, MemoryLeaseStore};
+use shardwise::lease::{LeaseStore, MemoryLeaseStore, redact_url};
 
 use crate::aws::AwsArgs;
 use crate::error::CliError;
@@ -16,7 +17,7 @@ const SCHEMES: &str =
     "dynamodb://TABLE, postgres://…, postgresql://…, redis://…, rediss://…, memory://";
 
 /// The flags that name an application's leases.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub(crate) struct StoreArgs {
     /// The application name: workers with the same name share the stream's shards. It is the
     /// PostgreSQL namespace, the Redis key prefix, and the DynamoDB table when the URL names
@@ -24,20 +25,64 @@ pub(crate) struct StoreArgs {
     #[arg(long, value_name = "APP", value_parser = parse_app)]
     pub(crate) app: String,
     /// Where the leases live: dynamodb://TABLE, postgres://USER@HOST/DB (or postgresql://),
-    /// redis://HOST:PORT (or rediss://), or memory:// (this process only).
-    #[arg(long, value_name = "URL", value_parser = LeaseUrl::parse)]
-    pub(crate) leases: LeaseUrl,
+    /// redis://HOST:PORT (or rediss://), or memory:// (this process only). A URL with a
+    /// password is better given in SHARDWISE_LEASES or --leases-file: `ps` shows the command
+    /// line to every user of the machine.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SHARDWISE_LEASES",
+        hide_env_values = true
+    )]
+    leases: Option<String>,
+    /// A file whose first line is the --leases URL.
+    #[arg(long, value_name = "FILE")]
+    leases_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for StoreArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreArgs")
+            .field("app", &self.app)
+            .field("leases", &self.leases.as_deref().map(redact_url))
+            .field("leases_file", &self.leases_file)
+            .finish()
+    }
 }
 
 impl StoreArgs {
-    /// Opens the store (see [`LeaseUrl::open`]).
-    pub(crate) async fn open(&self, aws: &AwsArgs) -> Result<Arc<dyn LeaseStore>, CliError> {
-        self.leases.open(&self.app, aws).await
+    /// The lease store URL, from --leases, SHARDWISE_LEASES or --leases-file (exactly one).
+    pub(crate) fn url(&self) -> Result<LeaseUrl, CliError> {
+        let text = match (&self.leases, &self.leases_file) {
+            (Some(text), None) => text.clone(),
+            (None, Some(path)) => {
+                let contents = std::fs::read_to_string(path).map_err(|e| {
+                    CliError::usage(format!("--leases-file {}: {e}", path.display()))
+                })?;
+                contents
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            }
+            (Some(_), Some(_)) => {
+                return Err(CliError::usage(
+                    "give the lease store once: --leases (or SHARDWISE_LEASES) or --leases-file",
+                ));
+            }
+            (None, None) => {
+                return Err(CliError::usage(
+                    "where do the leases live? give --leases URL, SHARDWISE_LEASES or --leases-file",
+                ));
+            }
+        };
+        LeaseUrl::parse(&text)
     }
 
     /// Refuses memory:// for the commands that inspect or change another process's leases.
-    pub(crate) fn shared_store(&self) -> Result<(), CliError> {
-        if self.leases.is_memory() {
+    pub(crate) fn shared_store(url: &LeaseUrl) -> Result<(), CliError> {
+        if url.is_memory() {
             return Err(CliError::usage(
                 "memory:// leases live inside one `shardwise consume` process and cannot be \
                  inspected or changed from another; use a shared store",
@@ -74,9 +119,9 @@ impl LeaseUrl {
     /// Reads `--leases`.
     pub(crate) fn parse(text: &str) -> Result<Self, CliError> {
         let Some((scheme, rest)) = text.split_once("://") else {
+            // Without a scheme there is no telling a password from a name: never shown.
             return Err(CliError::usage(format!(
-                "--leases {:?} is not a URL; expected one of {SCHEMES}",
-                redact(text)
+                "--leases is not a URL; expected one of {SCHEMES}"
             )));
         };
         match scheme.to_ascii_lowercase().as_str() {
@@ -84,7 +129,8 @@ impl LeaseUrl {
                 let table = rest.trim_end_matches('/');
                 if table.contains('/') || table.contains('?') {
                     return Err(CliError::usage(format!(
-                        "--leases {text:?}: a DynamoDB lease URL is dynamodb://TABLE"
+                        "--leases {}: a DynamoDB lease URL is dynamodb://TABLE",
+                        redact_url(text)
                     )));
                 }
                 Ok(Self::DynamoDb {
@@ -99,7 +145,8 @@ impl LeaseUrl {
             }),
             "memory" if rest.trim_end_matches('/').is_empty() => Ok(Self::Memory),
             "memory" => Err(CliError::usage(format!(
-                "--leases {text:?}: the in-memory lease store is just memory://"
+                "--leases {}: the in-memory lease store is just memory://",
+                redact_url(text)
             ))),
             other => Err(CliError::usage(format!(
                 "--leases: unknown scheme {other:?}; expected one of {SCHEMES}"
@@ -160,7 +207,7 @@ impl fmt::Display for LeaseUrl {
         match self {
             Self::DynamoDb { table: Some(table) } => write!(f, "dynamodb://{table}"),
             Self::DynamoDb { table: None } => f.write_str("dynamodb://"),
-            Self::Postgres { url } | Self::Redis { url } => f.write_str(&redact(url)),
+            Self::Postgres { url } | Self::Redis { url } => f.write_str(&redact_url(url)),
             Self::Memory => f.write_str("memory://"),
         }
     }
@@ -172,20 +219,27 @@ impl fmt::Debug for LeaseUrl {
     }
 }
 
-/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`; anything else unchanged.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-        None => url.to_owned(),
+/// Every URL in `text` (a run of non-blank characters around `://`) with its secrets hidden (see
+/// [`redact_url`]): for messages that may quote what the user typed, such as clap's.
+pub(crate) fn redact_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(found) = rest.find("://") {
+        let is_scheme = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
+        let start = rest[..found]
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !is_scheme(c))
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        let end = rest[found..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '`'))
+            .map_or(rest.len(), |i| found + i);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_url(&rest[start..end]));
+        rest = &rest[end..];
     }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -247,14 +301,23 @@ mod tests {
     #[test]
     fn passwords_never_shown() {
         let cases = [
-            ("postgres://app:s3cret@db/x", "postgres://app:***@db/x"),
-            ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
-            ("redis://h:6379", "redis://h:6379"),
-            ("postgres://app@db", "postgres://app@db"),
-            ("postgres://a:b@c@db?x=1", "postgres://a:***@db?x=1"),
+            (
+                "error: invalid value 'postgress://u:s3cret@h/db' for '--leases <URL>'",
+                "error: invalid value 'postgress://u:***@h/db' for '--leases <URL>'",
+            ),
+            (
+                "unexpected argument \"postgres://u:pa/s3cret@h/db?password=s3cret\" found",
+                "unexpected argument \"postgres://u:***@h/db?password=***\" found",
+            ),
+            (
+                "two: redis://:s3cret@h x rediss://s3cret@h",
+                "two: redis://:***@h x rediss://***@h",
+            ),
+            ("no url here", "no url here"),
+            ("dynamodb://orders is fine", "dynamodb://orders is fine"),
         ];
-        for (url, shown) in cases {
-            assert_eq!(redact(url), shown, "{url}");
+        for (text, shown) in cases {
+            assert_eq!(redact_urls_in(text), shown, "{text}");
         }
         let error = match LeaseUrl::parse("mysql://u:s3cret@h") {
             Err(e) => e.to_string(),

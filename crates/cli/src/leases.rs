@@ -140,11 +140,13 @@ fn view(lease: &Lease) -> LeaseView {
 
 /// Runs `shardwise leases`.
 pub(crate) async fn run(args: LeasesArgs) -> Result<(), CliError> {
-    args.store.shared_store()?;
-    let store = args.store.open(&args.aws).await?;
-    let listing: LeaseListing = store.list().await.map_err(|e| {
-        CliError::store(&format!("listing the leases in {}", args.store.leases), &e)
-    })?;
+    let leases = args.store.url()?;
+    StoreArgs::shared_store(&leases)?;
+    let store = leases.open(&args.store.app, &args.aws).await?;
+    let listing: LeaseListing = store
+        .list()
+        .await
+        .map_err(|e| CliError::store(&format!("listing the leases in {}", leases), &e))?;
     let mut views: Vec<LeaseView> = listing.leases.iter().map(view).collect();
     if let Some(stream) = &args.stream {
         let kinesis: Arc<dyn KinesisApi> = Arc::new(args.aws.kinesis_client().await?);

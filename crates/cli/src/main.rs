@@ -22,6 +22,7 @@ use std::io::IsTerminal;
 use clap::{Parser, Subcommand};
 
 use crate::error::{CliError, ExitCode};
+use crate::lease_url::redact_urls_in;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,8 +66,16 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    // clap prints its own errors and help, with exit code 2 for mistakes and 0 for --help.
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version as clap prints them (exit 0); mistakes with any URL in them
+        // redacted, since clap quotes what was typed (exit 2).
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            eprint!("{}", redact_urls_in(&e.render().to_string()));
+            return std::process::ExitCode::from(ExitCode::Usage as u8);
+        }
+    };
     init_logs();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -93,7 +102,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn fail(error: &CliError) -> std::process::ExitCode {
-    eprintln!("shardwise: error: {error}");
+    // Store and SDK errors may quote a URL: never with its password.
+    eprintln!("shardwise: error: {}", redact_urls_in(&error.to_string()));
     let code: ExitCode = error.code();
     std::process::ExitCode::from(code as u8)
 }
@@ -104,7 +114,22 @@ fn init_logs() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Redacting(std::io::stderr()))
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+}
+
+/// Writes log lines with any URL in them redacted (each line arrives in one write).
+struct Redacting<W>(W);
+
+impl<W: std::io::Write> std::io::Write for Redacting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.0.write_all(redact_urls_in(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }

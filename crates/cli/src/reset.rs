@@ -43,11 +43,12 @@ pub(crate) struct ResetArgs {
 
 /// Runs `shardwise reset`.
 pub(crate) async fn reset(args: ResetArgs) -> Result<(), CliError> {
-    args.store.shared_store()?;
+    let leases = args.store.url()?;
+    StoreArgs::shared_store(&leases)?;
     let key =
         LeaseKey::new(args.shard.as_str()).map_err(|e| CliError::usage(format!("--shard: {e}")))?;
-    let store = args.store.open(&args.aws).await?;
-    let where_ = format!("application {} in {}", args.store.app, args.store.leases);
+    let store = leases.open(&args.store.app, &args.aws).await?;
+    let where_ = format!("application {} in {}", args.store.app, leases);
     for _ in 0..ATTEMPTS {
         let lease = store
             .get(&key)
@@ -109,9 +110,10 @@ pub(crate) struct DeleteLeasesArgs {
 
 /// Runs `shardwise delete-leases`.
 pub(crate) async fn delete_leases(args: DeleteLeasesArgs) -> Result<(), CliError> {
-    args.store.shared_store()?;
-    let store = args.store.open(&args.aws).await?;
-    let where_ = format!("application {} in {}", args.store.app, args.store.leases);
+    let leases = args.store.url()?;
+    StoreArgs::shared_store(&leases)?;
+    let store = leases.open(&args.store.app, &args.aws).await?;
+    let where_ = format!("application {} in {}", args.store.app, leases);
     let listing = store
         .list()
         .await

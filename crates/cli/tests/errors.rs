@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::process::Output;
+
 use common::*;
 
 fn assert_fails(args: &[&str], code: i32, message: &str) {
@@ -115,7 +117,7 @@ fn usage_mistakes_exit_2() {
         ),
         (
             &["consume", "--stream", "s", "--app", "a"],
-            "--leases <URL>",
+            "give --leases URL, SHARDWISE_LEASES or --leases-file",
         ),
         (&["frobnicate"], "unrecognized subcommand"),
     ];
@@ -299,4 +301,85 @@ fn demo_counts_everything() {
             && last.ends_with("missing 0"),
         "{last}"
     );
+}
+
+/// A password given to the CLI never shows on stderr or stdout (debug logs included), however
+/// it is given and whatever goes wrong: a mistyped or unknown scheme, a password holding `/`, a
+/// `password=` option, a URL where clap expects no argument, an unreachable server; and the URL
+/// can come from SHARDWISE_LEASES or --leases-file instead of the command line (`ps`).
+#[test]
+fn secrets_never_reach_stderr_or_logs() {
+    const SECRET: &str = "Sup3rSecret";
+    let dir = std::env::temp_dir().join(unique("cli-secret"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("leases-url");
+    std::fs::write(&file, format!("postgres://app:{SECRET}@127.0.0.1:1/db\n")).unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let urls = [
+        format!("postgress://app:{SECRET}@127.0.0.1:1/db"),
+        format!("mysql://app:{SECRET}@127.0.0.1:1/db"),
+        format!("postgres://app:pa/{SECRET}@127.0.0.1:1/db"),
+        format!("postgres://app@127.0.0.1:1/db?sslmode=disable&password={SECRET}"),
+        format!("redis://:{SECRET}@127.0.0.1:1"),
+        format!("redis://:pa/{SECRET}@127.0.0.1:1"),
+        SECRET.to_owned(),
+    ];
+    let mut runs: Vec<(String, Output)> = Vec::new();
+    for url in &urls {
+        let args = ["leases", "--app", "a", "--leases", url.as_str()];
+        let output = shardwise()
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .output()
+            .unwrap();
+        runs.push((format!("--leases {url}"), output));
+    }
+    let positional = format!("postgres://app:{SECRET}@127.0.0.1:1/db");
+    runs.push((
+        "a URL where none is expected".into(),
+        shardwise()
+            .args(["leases", "--app", "a", positional.as_str()])
+            .output()
+            .unwrap(),
+    ));
+    let from_env = shardwise()
+        .args(["leases", "--app", "a"])
+        .env("SHARDWISE_LEASES", &positional)
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_eq!(from_env.status.code(), Some(4), "{}", stderr(&from_env));
+    assert!(
+        stderr(&from_env).contains("127.0.0.1:1"),
+        "{}",
+        stderr(&from_env)
+    );
+    runs.push(("SHARDWISE_LEASES".into(), from_env));
+    runs.push((
+        "--help with SHARDWISE_LEASES set".into(),
+        shardwise()
+            .args(["leases", "--help"])
+            .env("SHARDWISE_LEASES", &positional)
+            .output()
+            .unwrap(),
+    ));
+    let from_file = shardwise()
+        .args(["leases", "--app", "a", "--leases-file", file.as_str()])
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_eq!(from_file.status.code(), Some(4), "{}", stderr(&from_file));
+    assert!(
+        stderr(&from_file).contains("127.0.0.1:1"),
+        "{}",
+        stderr(&from_file)
+    );
+    runs.push(("--leases-file".into(), from_file));
+    for (how, output) in &runs {
+        let (err, out) = (stderr(output), stdout(output));
+        assert!(!err.contains(SECRET), "{how}: the secret on stderr: {err}");
+        assert!(!out.contains(SECRET), "{how}: the secret on stdout: {out}");
+        assert!(!err.contains("panicked"), "{how}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

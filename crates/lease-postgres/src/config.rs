@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use shardwise_lease_core::{StoreError, StoreErrorKind};
+use shardwise_lease_core::{REDACTED, StoreError, StoreErrorKind, redact_url};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::name::SqlIdentifier;
@@ -204,44 +204,6 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
-const REDACTED: &str = "***";
-
-/// The URL with the password (in the user part or a `password=` option) replaced by `***`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (Some(scheme), rest),
-        None => (None, url),
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((user_info, host)) => match user_info.split_once(':') {
-            Some((user, _password)) => format!("{user}:{REDACTED}@{host}"),
-            None => format!("{user_info}@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((name, _)) if name.eq_ignore_ascii_case("password") => {
-                        format!("{name}={REDACTED}")
-                    }
-                    _ => pair.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", query.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    match scheme {
-        Some(scheme) => format!("{scheme}://{authority}{tail}"),
-        None => format!("{authority}{tail}"),
-    }
-}
-
 /// Builds a [`PostgresConfig`]; [`PostgresConfigBuilder::build`] validates every setting.
 #[derive(Clone)]
 #[must_use = "call build() to get the configuration"]
@@ -429,23 +391,6 @@ fn namespace(application: &str, stream: Option<&str>) -> Result<String, StoreErr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redaction_table() {
-        let cases = [
-            ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
-            ("postgres://u@h/db", "postgres://u@h/db"),
-            (
-                "postgres://h/db?password=pw&sslmode=require",
-                "postgres://h/db?password=***&sslmode=require",
-            ),
-            ("postgres://u:p@ss@h/db", "postgres://u:***@h/db"),
-            ("postgres://u:pw@h", "postgres://u:***@h"),
-        ];
-        for (url, expected) in cases {
-            assert_eq!(redact_url(url), expected, "{url}");
-        }
-    }
 
     #[test]
     fn namespaces() {

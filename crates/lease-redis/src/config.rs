@@ -4,11 +4,9 @@ use std::fmt;
 use std::time::Duration;
 
 use redis::IntoConnectionInfo;
-use shardwise_lease_core::{StoreError, StoreErrorKind};
+use shardwise_lease_core::{REDACTED, StoreError, StoreErrorKind, redact_url};
 
 use crate::prefix::KeyPrefix;
-
-const REDACTED: &str = "***";
 
 /// Everything [`RedisLeaseStore::connect`](crate::RedisLeaseStore::connect) needs. Made with
 /// [`RedisConfig::builder`]; the prefix is validated there, before anything is sent.
@@ -141,29 +139,6 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
-/// The URL with the password of its user part replaced by `***`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (format!("{scheme}://"), rest),
-        None => (String::new(), url),
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((user_info, host)) => match user_info.split_once(':') {
-            Some((user, _password)) => format!("{user}:{REDACTED}@{host}"),
-            None => format!("{REDACTED}@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    // A password may also come as a query option.
-    let tail = match tail.split_once('?') {
-        Some((path, _query)) => format!("{path}?{REDACTED}"),
-        None => tail.to_owned(),
-    };
-    format!("{scheme}{authority}{tail}")
-}
-
 /// Builds a [`RedisConfig`]; [`RedisConfigBuilder::build`] validates every setting.
 #[derive(Clone)]
 #[must_use = "call build() to get the configuration"]
@@ -264,24 +239,5 @@ impl RedisConfigBuilder {
         // Parse the URL (and any root certificate) now, so a bad one is reported by `build`.
         config.client()?;
         Ok(config)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redaction_table() {
-        let cases = [
-            ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
-            ("redis://user:pw@h", "redis://user:***@h"),
-            ("rediss://pw@h", "rediss://***@h"),
-            ("redis://h:6379", "redis://h:6379"),
-            ("redis://h/0?password=pw", "redis://h/0?***"),
-        ];
-        for (url, expected) in cases {
-            assert_eq!(redact_url(url), expected, "{url}");
-        }
     }
 }
