@@ -15,6 +15,22 @@
 //! checkpoints are fenced by the lease counter; a parent shard is fully processed (`SHARD_END`)
 //! before its children start; KPL aggregates are deaggregated and filtered by the shard's hash
 //! range; nothing is skipped after a failure (at-least-once delivery).
+//!
+//! Two rules make the last one hold:
+//! - **Delivered** means handed to a `process_records` call that is running or returned `Ok`.
+//!   A checkpoint never covers more than was delivered, so a batch whose call failed or
+//!   panicked is processed again, even when shutdown (whose default `shutdown_requested`
+//!   checkpoints everything delivered) arrives between two attempts.
+//! - **`LATEST` is resolved before anything is delivered.** When a shard read from `LATEST`
+//!   returns its first records, the lease records where they start
+//!   ([`Checkpoint::Before`](lease::Checkpoint::Before) the first) before the processor sees
+//!   them; a lease at `LATEST` is so never released with records behind it, and its next holder
+//!   resumes there rather than after the newest record.
+//!
+//! Liveness: each lease-store call of a worker is bounded by
+//! [`ConsumerConfig::store_timeout`], and a renewal never waits for a checkpoint, so one slow
+//! call costs at most its own lease a renewal. The record data read ahead of the processors is
+//! bounded per shard and, across all shards, by [`ConsumerConfig::prefetch_memory`].
 
 mod checkpointer;
 mod config;
