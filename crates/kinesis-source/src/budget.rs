@@ -59,7 +59,10 @@ impl MemoryBudget {
         self.0.limit
     }
 
-    /// Bytes reserved or held now.
+    /// Bytes reserved or held now. Batches a processor has taken no longer count (the prefetch
+    /// is what the budget bounds), so a worker's record data in memory is at most the budget
+    /// plus the batch each pipeline is processing. Waiting readers are not served in order: under
+    /// sustained contention one may wait longer than others.
     pub fn used(&self) -> usize {
         *self.lock()
     }
@@ -90,8 +93,16 @@ impl MemoryBudget {
         }
     }
 
-    /// Gives back `bytes` held for data the processor took.
-    pub(crate) fn release(&self, bytes: usize) {
+    /// A hold on nothing, for a batch without data.
+    pub(crate) fn hold_nothing(&self) -> Held {
+        Held {
+            budget: self.clone(),
+            bytes: 0,
+        }
+    }
+
+    /// Gives back `bytes`.
+    fn release(&self, bytes: usize) {
         if bytes == 0 {
             return;
         }
@@ -112,8 +123,10 @@ pub(crate) struct Reservation {
 
 impl Reservation {
     /// Holds `actual` bytes (the data of the response now queued) instead of the reservation,
-    /// until [`MemoryBudget::release`] gives them back.
-    pub(crate) fn settle(mut self, actual: usize) {
+    /// for as long as the returned guard lives: it travels with the batch, so that the bytes
+    /// come back however the batch goes (taken, dropped in a closed queue, or with an aborted
+    /// reader).
+    pub(crate) fn settle(mut self, actual: usize) -> Held {
         let reserved = std::mem::take(&mut self.bytes);
         {
             let mut used = self.budget.lock();
@@ -122,10 +135,27 @@ impl Reservation {
         if actual < reserved {
             self.budget.0.freed.notify_waiters();
         }
+        Held {
+            budget: self.budget.clone(),
+            bytes: actual,
+        }
     }
 }
 
 impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
+/// Bytes of queued data; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Held {
+    budget: MemoryBudget,
+    bytes: usize,
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
         self.budget.release(self.bytes);
     }
@@ -146,7 +176,7 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "6 more do not fit in 10");
-        first.settle(3);
+        let held = first.settle(3);
         assert_eq!(budget.used(), 3, "the response took less than reserved");
         let second = waiting.await.unwrap();
         assert_eq!(budget.used(), 9);
@@ -156,8 +186,8 @@ mod tests {
             3,
             "a dropped reservation gives its bytes back"
         );
-        budget.release(3);
-        assert_eq!(budget.used(), 0);
+        drop(held);
+        assert_eq!(budget.used(), 0, "and the queued data when it goes");
     }
 
     #[tokio::test(start_paused = true)]

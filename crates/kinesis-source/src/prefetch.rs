@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{Notify, mpsc};
 
 use crate::batch::Batch;
-use crate::budget::{MemoryBudget, Reservation};
+use crate::budget::{Held, MemoryBudget, Reservation};
 use crate::error::KinesisError;
 
 /// How far a reader may read ahead of the processor.
@@ -82,21 +82,23 @@ pub(crate) fn channel(
         PrefetchSender {
             tx,
             budget: budget.clone(),
-            memory: memory.clone(),
+            memory,
         },
         PrefetchReceiver {
             rx,
             budget,
-            memory,
             finished: false,
         },
     )
 }
 
 /// The background task's end.
+/// A queued batch, with the shared budget's hold on its bytes.
+type Item = Result<(Batch, Held), KinesisError>;
+
 #[derive(Debug)]
 pub(crate) struct PrefetchSender {
-    tx: mpsc::Sender<Result<Batch, KinesisError>>,
+    tx: mpsc::Sender<Item>,
     budget: Arc<Budget>,
     memory: MemoryBudget,
 }
@@ -126,18 +128,15 @@ impl PrefetchSender {
     pub(crate) async fn send(&self, batch: Batch, memory: Reservation) -> bool {
         let bytes = batch.bytes();
         self.budget.add(batch.records.len(), bytes);
-        memory.settle(bytes);
-        let sent = self.tx.send(Ok(batch)).await.is_ok();
-        if !sent {
-            self.memory.release(bytes);
-        }
-        sent
+        let held = memory.settle(bytes);
+        self.tx.send(Ok((batch, held))).await.is_ok()
     }
 
     /// Queues a batch without records (only "caught up" and the lag) if a slot is free, never
     /// waiting: the task goes on reading meanwhile.
     pub(crate) fn offer_empty(&self, batch: Batch) {
-        let _ = self.tx.try_send(Ok(batch));
+        let none = self.memory.hold_nothing();
+        let _ = self.tx.try_send(Ok((batch, none)));
     }
 
     /// Hands an error that retrying cannot fix to the processor.
@@ -149,9 +148,8 @@ impl PrefetchSender {
 /// The processor's end.
 #[derive(Debug)]
 pub(crate) struct PrefetchReceiver {
-    rx: mpsc::Receiver<Result<Batch, KinesisError>>,
+    rx: mpsc::Receiver<Item>,
     budget: Arc<Budget>,
-    memory: MemoryBudget,
     finished: bool,
 }
 
@@ -162,34 +160,28 @@ impl PrefetchReceiver {
         if self.finished {
             return None;
         }
-        let item = self.rx.recv().await;
-        match &item {
-            Some(Ok(batch)) => {
+        match self.rx.recv().await {
+            Some(Ok((batch, held))) => {
                 self.budget.remove(batch.records.len(), batch.bytes());
-                self.memory.release(batch.bytes());
+                drop(held);
                 if batch.is_shard_end() {
                     self.finished = true;
                 }
+                Some(Ok(batch))
             }
-            Some(Err(_)) | None => self.finished = true,
+            Some(Err(e)) => {
+                self.finished = true;
+                Some(Err(e))
+            }
+            None => {
+                self.finished = true;
+                None
+            }
         }
-        item
     }
 
     /// Records and bytes fetched but not yet handed out.
     pub(crate) fn buffered(&self) -> (usize, usize) {
         self.budget.snapshot()
-    }
-}
-
-impl Drop for PrefetchReceiver {
-    fn drop(&mut self) {
-        // What was fetched and never taken goes back to the shared budget.
-        self.rx.close();
-        while let Ok(item) = self.rx.try_recv() {
-            if let Ok(batch) = item {
-                self.memory.release(batch.bytes());
-            }
-        }
     }
 }

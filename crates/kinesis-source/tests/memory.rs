@@ -489,3 +489,32 @@ async fn readers_share_one_memory_budget() {
     drop(readers);
     assert_eq!(budget.used(), 0, "dropped readers give back what they held");
 }
+
+/// A reader dropped while its task waits to queue a batch (its queue full, the processor slow)
+/// gives back every byte it held in the shared budget: a lease lost or released does not shrink
+/// the worker's budget for good.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_reader_gives_back_its_budget() {
+    use shardwise_kinesis_source::MemoryBudget;
+    let (kinesis, shard) = busy_shard(1_000);
+    let budget = MemoryBudget::new(1 << 30);
+    let reader = PollingReader::start(
+        kinesis.clone(),
+        stream_id("s"),
+        shard,
+        StartPosition::TrimHorizon,
+        PollingConfig {
+            max_records: 10,
+            prefetch_batches: 1,
+            ..config()
+        },
+        budget.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (queued, _) = reader.buffered();
+    assert_eq!(queued, 20, "one batch queued and one waiting to be queued");
+    assert!(budget.used() > 0);
+    drop(reader);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(budget.used(), 0, "everything given back");
+}
