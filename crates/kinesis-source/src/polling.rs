@@ -196,6 +196,10 @@ impl Fetcher {
     async fn run(mut self) {
         let mut iterator: Option<String> = None;
         let mut last_fetched: Option<String> = None;
+        // When reading from LATEST began: an iterator that expires before any record came (the
+        // reader waited on the worker's budget, say) is replaced from then, not from a new LATEST
+        // that would skip what arrived meanwhile. A second early, for clocks that differ.
+        let mut latest_since: Option<std::time::SystemTime> = None;
         let mut next_call = Instant::now();
         // The largest record of the last response with records.
         let mut bytes_per_record: Option<f64> = None;
@@ -210,10 +214,16 @@ impl Fetcher {
             let current = match iterator.take() {
                 Some(it) => it,
                 None => {
-                    let position = match &last_fetched {
-                        Some(seq) => StartPosition::AfterSequenceNumber(seq.clone()),
-                        None => self.start.clone(),
+                    let position = match (&last_fetched, &self.start, latest_since) {
+                        (Some(seq), _, _) => StartPosition::AfterSequenceNumber(seq.clone()),
+                        (None, StartPosition::Latest, Some(since)) => StartPosition::AtTimestamp(
+                            since.checked_sub(Duration::from_secs(1)).unwrap_or(since),
+                        ),
+                        (None, start, _) => start.clone(),
                     };
+                    if position == StartPosition::Latest {
+                        latest_since = Some(std::time::SystemTime::now());
+                    }
                     match self
                         .api
                         .get_shard_iterator(&self.stream, &self.shard_id, &position)

@@ -518,3 +518,38 @@ async fn a_dropped_reader_gives_back_its_budget() {
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert_eq!(budget.used(), 0, "everything given back");
 }
+
+/// A reader at LATEST whose iterator expires before any record came (it waited for the
+/// worker's memory budget, say) replaces it from when reading began, not from a new LATEST:
+/// records put in between are read, not skipped.
+#[tokio::test(start_paused = true)]
+async fn an_expired_iterator_at_latest_keeps_its_place() {
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    kinesis.create_stream("s", 1);
+    let shard = list_all_shards(kinesis.as_ref(), &stream_id("s"), None, None)
+        .await
+        .unwrap()[0]
+        .shard_id
+        .clone();
+    let mut reader = PollingReader::start(
+        kinesis.clone(),
+        stream_id("s"),
+        shard.clone(),
+        StartPosition::Latest,
+        config(),
+        shardwise_kinesis_source::MemoryBudget::unlimited(),
+    );
+    while kinesis.get_records_calls(&shard).is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 0..5 {
+        kinesis.put("s", "k", format!("r{i}").into_bytes()).unwrap();
+    }
+    kinesis.inject(Fault::ExpireIterators);
+    let (records, _) = read_records(&mut reader, 5).await;
+    let data: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.data).into_owned())
+        .collect();
+    assert_eq!(data, ["r0", "r1", "r2", "r3", "r4"]);
+}
