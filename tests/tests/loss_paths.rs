@@ -532,3 +532,67 @@ async fn a_tiny_prefetch_budget_still_delivers_everything() {
         assert_eq!(recorder.coverage(500), (500, 0), "{retrieval:?}");
     }
 }
+
+/// Review finding: a write that times out after the store applied it (a renewal, a checkpoint)
+/// leaves the worker's counter one behind. Before its next write the grant reads the lease and
+/// adopts what its own write left, instead of losing the lease to itself.
+#[tokio::test(start_paused = true)]
+async fn a_write_applied_but_unanswered_does_not_lose_the_lease() {
+    use shardwise::lease::StoreError;
+    use std::sync::atomic::AtomicBool;
+    let memory = Memory::new("s");
+    memory.create(1).await;
+    let shard = only_shard(&memory).await;
+    let memory_store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::new());
+    let store = Arc::new(FaultyStore::new(memory_store.clone()));
+    let (renewal, checkpoint) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    {
+        let (renewal, checkpoint) = (renewal.clone(), checkpoint.clone());
+        store.set_rule(move |operation, _| {
+            let first = match operation {
+                Operation::Renew => !renewal.swap(true, Ordering::SeqCst),
+                Operation::UpdateCheckpoint => !checkpoint.swap(true, Ordering::SeqCst),
+                _ => false,
+            };
+            first.then(|| Fault::Ambiguous(StoreError::unavailable("injected: answer lost")))
+        });
+    }
+    let config = config(InitialPosition::TrimHorizon);
+    let lease_duration = config.lease_duration;
+    let recorder = Arc::new(Recorder::default());
+    let (stop, task) = start(
+        &memory,
+        store.clone(),
+        "w",
+        config,
+        factory("w", &recorder, Behaviour::Checkpointing),
+    );
+    for round in 0..6 {
+        memory.put(round * 10..(round + 1) * 10, 3).await;
+        tokio::time::sleep(lease_duration / 2).await;
+    }
+    let r = recorder.clone();
+    wait_for("every record", PATIENCE, move || {
+        let r = r.clone();
+        async move { r.coverage(60).0 == 60 }
+    })
+    .await;
+    assert!(
+        renewal.load(Ordering::SeqCst) && checkpoint.load(Ordering::SeqCst),
+        "both faults injected"
+    );
+    let inits = recorder
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| **e == format!("init:{shard}"))
+        .count();
+    assert_eq!(inits, 1, "the lease was never lost and taken again");
+    assert_eq!(recorder.lost.load(Ordering::SeqCst), 0, "no lease_lost");
+    stop.cancel();
+    task.await.unwrap();
+}

@@ -231,9 +231,22 @@ pub(crate) fn redact_urls_in(text: &str) -> String {
             .rev()
             .find(|&(_, c)| !is_scheme(c))
             .map_or(0, |(i, c)| i + c.len_utf8());
-        let end = rest[found..]
-            .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '`'))
-            .map_or(rest.len(), |i| found + i);
+        let stop = |from: usize| {
+            rest[from..]
+                .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '`'))
+                .map_or(rest.len(), |i| from + i)
+        };
+        // A password may hold a space or a quote: the user part runs to the last `@` before the
+        // end of the line or the next URL.
+        let after = found + 3;
+        let reach = rest[after..]
+            .find(['\n'])
+            .map_or(rest.len(), |i| after + i)
+            .min(rest[after..].find("://").map_or(rest.len(), |i| after + i));
+        let end = match rest[after..reach].rfind('@') {
+            Some(at) => stop(after + at),
+            None => stop(found),
+        };
         out.push_str(&rest[..start]);
         out.push_str(&redact_url(&rest[start..end]));
         rest = &rest[end..];
@@ -314,6 +327,10 @@ mod tests {
                 "two: redis://:***@h x rediss://***@h",
             ),
             ("no url here", "no url here"),
+            (
+                "'postgres://u:a b\"c@h/db' refused",
+                "'postgres://u:***@h/db' refused",
+            ),
             ("dynamodb://orders is fine", "dynamodb://orders is fine"),
         ];
         for (text, shown) in cases {

@@ -74,6 +74,15 @@ pub struct Checkpointer {
     inner: Arc<Inner>,
 }
 
+/// Clears the batch in hand when dropped.
+struct InHand<'a>(&'a Checkpointer);
+
+impl Drop for InHand<'_> {
+    fn drop(&mut self) {
+        self.0.with_cursor(|c| c.in_hand = None);
+    }
+}
+
 /// The first phase of a two-phase checkpoint; [`PreparedCheckpoint::commit`] completes it.
 #[derive(Debug)]
 #[must_use = "a prepared checkpoint does nothing until committed"]
@@ -121,6 +130,9 @@ impl Checkpointer {
         succeeded: impl FnOnce(&T) -> bool,
     ) -> T {
         self.with_cursor(|c| c.in_hand = Some(last));
+        // Cleared however the call ends, a pipeline aborted in the middle of it included: a
+        // clone of this checkpointer kept by the processor can never cover the batch then.
+        let _clear = InHand(self);
         let outcome = handle.await;
         let succeeded = succeeded(&outcome);
         self.with_cursor(|c| {
@@ -222,10 +234,7 @@ impl Checkpointer {
     /// record rather than after the newest. Does nothing unless the stored checkpoint is `LATEST`.
     pub(crate) async fn pin_latest(&self, first: &SequenceNumber) -> Result<(), CheckpointError> {
         let grant = &self.inner.grant;
-        let _turn = grant.writing.lock().await;
-        if grant.is_lost() {
-            return Err(CheckpointError::LeaseLost);
-        }
+        let _turn = self.turn().await?;
         let state = grant.state().clone();
         if state.checkpoint != Checkpoint::Latest {
             return Ok(());
@@ -259,10 +268,7 @@ impl Checkpointer {
 
     async fn write_pending(&self, pending: PendingCheckpoint) -> Result<(), CheckpointError> {
         let grant = &self.inner.grant;
-        let _turn = grant.writing.lock().await;
-        if grant.is_lost() {
-            return Err(CheckpointError::LeaseLost);
-        }
+        let _turn = self.turn().await?;
         let state = grant.state().clone();
         self.check(&state.checkpoint, &pending.position)?;
         let update = CheckpointUpdate::prepare(state.checkpoint.clone(), pending);
@@ -276,10 +282,7 @@ impl Checkpointer {
         pending: Option<PendingCheckpoint>,
     ) -> Result<(), CheckpointError> {
         let grant = &self.inner.grant;
-        let _turn = grant.writing.lock().await;
-        if grant.is_lost() {
-            return Err(CheckpointError::LeaseLost);
-        }
+        let _turn = self.turn().await?;
         let state = grant.state().clone();
         self.check(&state.checkpoint, &target)?;
         if target == state.checkpoint && pending.is_none() && !state.has_pending {
@@ -303,6 +306,22 @@ impl Checkpointer {
         self.update(state.counter, &update).await
     }
 
+    /// The grant's turn to write, with any doubt about its counter settled; `LeaseLost` when the
+    /// lease turned out lost.
+    async fn turn(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, CheckpointError> {
+        let grant = &self.inner.grant;
+        let turn = grant.writing.lock().await;
+        if !grant.is_lost() {
+            grant
+                .settle_doubt(self.inner.store.as_ref(), &self.inner.worker)
+                .await?;
+        }
+        if grant.is_lost() {
+            return Err(CheckpointError::LeaseLost);
+        }
+        Ok(turn)
+    }
+
     /// One `update_checkpoint` at `counter`; the caller holds the grant's turn to write.
     async fn update(&self, counter: u64, update: &CheckpointUpdate) -> Result<(), CheckpointError> {
         let sent = Instant::now();
@@ -321,8 +340,10 @@ impl Checkpointer {
         outcome: Result<Race<shardwise_lease_core::Lease>, StoreError>,
         sent: Instant,
     ) -> Result<(), CheckpointError> {
-        let outcome =
-            outcome.inspect_err(|_| self.inner.metrics.checkpoint_failures.increment(1))?;
+        let outcome = outcome.inspect_err(|e| {
+            self.inner.metrics.checkpoint_failures.increment(1);
+            self.inner.grant.failed_write(e);
+        })?;
         match outcome {
             Race::Won(lease) => {
                 self.inner.metrics.checkpoint_writes.increment(1);
@@ -339,5 +360,49 @@ impl Checkpointer {
                 Err(CheckpointError::LeaseLost)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shardwise_lease_core::{Lease, LeaseKey, MemoryLeaseStore, ShardId};
+
+    use super::*;
+
+    /// A `process_records` call cut off in the middle (its pipeline aborted at the end of the
+    /// shutdown timeout) leaves nothing delivered: a clone of the checkpointer that the processor
+    /// kept cannot checkpoint the batch it was handling.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_cut_off_delivers_nothing() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let key = LeaseKey::new("shardId-0").unwrap();
+        let me = WorkerId::new("w").unwrap();
+        let lease = Lease::new(key.clone(), Checkpoint::TrimHorizon);
+        assert!(store.create_if_absent(&lease).await.unwrap().is_won());
+        let taken = store.take(&key, 0, &me).await.unwrap().won().unwrap();
+        let grant = Arc::new(Grant::new(&taken, ShardId::new("shardId-0").unwrap()));
+        let names = shardwise_metrics::MetricNames::new("test").unwrap();
+        let metrics = shardwise_metrics::ShardMetrics::register(
+            &names,
+            shardwise_metrics::MetricsLevel::default(),
+            "s",
+            "shardId-0",
+            "w",
+        );
+        let checkpointer = Checkpointer::new(store.clone(), me, grant, metrics);
+        let last = ExtendedSequenceNumber::new(SequenceNumber::new("42").unwrap(), 0);
+        let call = checkpointer.delivering(last, std::future::pending::<()>(), |_| true);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), call)
+                .await
+                .is_err()
+        );
+        checkpointer.checkpoint().await.unwrap();
+        let stored = store.get(&key).await.unwrap().unwrap().checkpoint;
+        assert_eq!(
+            stored,
+            Checkpoint::TrimHorizon,
+            "the cut-off batch is not checkpointed"
+        );
     }
 }

@@ -125,7 +125,10 @@ impl ConsumerConfig {
     /// How long one lease-store call of the worker may take before it counts as a retryable
     /// failure: half the renew interval (1.67 s with the default lease duration). A call that
     /// never answers (a half-open connection, an exhausted pool) so costs its lease one missed
-    /// renewal at most, and the renewal of every other lease nothing.
+    /// renewal at most, and the renewal of every other lease nothing. A write cut off this way
+    /// may still have been applied: the lease is read before its next write. Listing every lease
+    /// (several pages on a big table, and no lease's turn to write) is bounded by the take
+    /// interval instead.
     pub fn store_timeout(&self) -> Duration {
         self.renew_interval() / 2
     }

@@ -205,6 +205,7 @@ impl ConsumerBuilder {
         let store = Arc::new(crate::timed_store::TimedStore::new(
             store,
             self.config.store_timeout(),
+            self.config.take_interval.max(self.config.store_timeout()),
         ));
         Ok(Consumer {
             ctx: Arc::new(Context {

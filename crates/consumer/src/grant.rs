@@ -6,11 +6,18 @@
 //! call, which the store timeout bounds. The renewer never waits for a turn: it skips a grant
 //! whose checkpoint is in flight (that write, when it succeeds, renews the lease too), so one
 //! slow call can cost its own lease a renewal, never another lease's.
+//!
+//! A write that failed in a way that may still have been applied (a timeout, a dropped
+//! connection) leaves the counter in doubt: before its next write, the grant reads the lease and
+//! adopts what its own write left, instead of losing the lease to its own renewal.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use shardwise_lease_core::{Checkpoint, HashKeyRange, Lease, LeaseKey, PendingCheckpoint, ShardId};
+use shardwise_lease_core::{
+    Checkpoint, HashKeyRange, Lease, LeaseKey, LeaseStore, PendingCheckpoint, ShardId, StoreError,
+    WorkerId,
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +33,8 @@ pub(crate) struct GrantState {
     pub(crate) renewed_at: Instant,
     /// Whether a prepared (uncommitted) checkpoint is stored beside the checkpoint.
     pub(crate) has_pending: bool,
+    /// A write failed in a way that may have applied it: the counter may be one behind.
+    pub(crate) in_doubt: bool,
 }
 
 /// One grant of a lease to this worker. A lease lost and taken again is a new grant: the old
@@ -65,6 +74,7 @@ impl Grant {
                 checkpoint: lease.checkpoint.clone(),
                 renewed_at: Instant::now(),
                 has_pending: lease.pending_checkpoint.is_some(),
+                in_doubt: false,
             }),
             lost: CancellationToken::new(),
         }
@@ -84,5 +94,47 @@ impl Grant {
 
     pub(crate) fn is_lost(&self) -> bool {
         self.lost.is_cancelled()
+    }
+
+    /// Notes a failed write of this grant: one that may have been applied (a retryable error:
+    /// unavailable, throttled, timed out) leaves the counter in doubt.
+    pub(crate) fn failed_write(&self, error: &StoreError) {
+        if error.is_retryable() {
+            self.state().in_doubt = true;
+        }
+    }
+
+    /// In the grant's turn to write, before writing: when the counter is in doubt, reads the
+    /// lease and adopts what this grant's own write left (owned by `me`, the counter one
+    /// higher), or finds the lease lost (another owner, or gone). `Err` when the lease cannot be
+    /// read: the doubt stays and nothing should be written.
+    pub(crate) async fn settle_doubt(
+        &self,
+        store: &dyn LeaseStore,
+        me: &WorkerId,
+    ) -> Result<(), StoreError> {
+        let counter = {
+            let state = self.state();
+            if !state.in_doubt {
+                return Ok(());
+            }
+            state.counter
+        };
+        let stored = store.get(&self.key).await?;
+        let mut state = self.state();
+        state.in_doubt = false;
+        match stored {
+            Some(lease) if lease.is_owned_by(me) && lease.counter == counter => {}
+            Some(lease) if lease.is_owned_by(me) && lease.counter == counter.saturating_add(1) => {
+                state.counter = lease.counter;
+                state.checkpoint = lease.checkpoint;
+                state.has_pending = lease.pending_checkpoint.is_some();
+            }
+            _ => {
+                drop(state);
+                self.lost.cancel();
+            }
+        }
+        Ok(())
     }
 }

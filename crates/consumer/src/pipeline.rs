@@ -338,7 +338,11 @@ impl Pipeline {
             tokio::select! {
                 () = self.grant.lost.cancelled() => return Err(Ending::LeaseLost),
                 () = self.shutdown.cancelled() => {
-                    warn!(shard = %self.shard(), "stopping before LATEST was resolved: the next holder starts after the newest record");
+                    // One last try: released at LATEST, the lease's next holder would start
+                    // after the newest record.
+                    if let Err(e) = self.checkpointer.pin_latest(&first).await {
+                        warn!(shard = %self.shard(), error = %e, "stopping before LATEST was resolved: the next holder starts after the newest record");
+                    }
                     return Err(Ending::ShutdownRequested);
                 }
                 () = tokio::time::sleep(pause) => {}

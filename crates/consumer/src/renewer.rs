@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use shardwise_lease_core::{LeaseKey, Race};
+use shardwise_lease_core::{LeaseKey, Race, StoreError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -73,6 +73,25 @@ async fn renew(
             grant.lost.cancel();
         }
     }
+    // Counters in doubt after a write that may have been applied: read before renewing.
+    let settled = futures_util::future::join_all(
+        turns
+            .iter()
+            .map(|(grant, _)| grant.settle_doubt(ctx.store.as_ref(), &ctx.worker_id)),
+    )
+    .await;
+    let mut ready = Vec::with_capacity(turns.len());
+    for ((grant, turn), settled) in turns.into_iter().zip(settled) {
+        match settled {
+            Ok(()) if !grant.is_lost() => ready.push((grant, turn)),
+            Ok(()) => info!(lease = %grant.key, "lease lost (found after a write in doubt)"),
+            Err(e) => {
+                metrics.failures.increment(1);
+                give_up_if_late(grant, sent, give_up_after, &e.to_string());
+            }
+        }
+    }
+    let turns = ready;
     if turns.is_empty() {
         return;
     }
@@ -86,11 +105,8 @@ async fn renew(
     )
     .await
     {
-        Ok(outcomes) => outcomes
-            .into_iter()
-            .map(|o| o.map_err(|e| e.to_string()))
-            .collect(),
-        Err(_) => vec![Err("renewal timed out".to_owned()); batch.len()],
+        Ok(outcomes) => outcomes,
+        Err(_) => vec![Err(StoreError::unavailable("renewal timed out")); batch.len()],
     };
     metrics.time.record(sent.elapsed().as_secs_f64() * 1_000.0);
     for ((grant, _turn), outcome) in turns.iter().zip(outcomes) {
@@ -106,14 +122,21 @@ async fn renew(
             }
             Err(e) => {
                 metrics.failures.increment(1);
-                let renewed_at = grant.state().renewed_at;
-                if sent.saturating_duration_since(renewed_at) >= give_up_after {
-                    warn!(lease = %grant.key, error = %e, "lease not renewed in time; stopping its processing");
-                    grant.lost.cancel();
-                } else {
-                    warn!(lease = %grant.key, error = %e, "renewal failed; retrying");
-                }
+                grant.failed_write(&e);
+                give_up_if_late(grant, sent, give_up_after, &e.to_string());
             }
         }
+    }
+}
+
+/// After a failed renewal (or a failure to settle a doubt): a lease not renewed for
+/// `give_up_after` stops being processed, before anyone else may take it.
+fn give_up_if_late(grant: &Grant, sent: Instant, give_up_after: std::time::Duration, error: &str) {
+    let renewed_at = grant.state().renewed_at;
+    if sent.saturating_duration_since(renewed_at) >= give_up_after {
+        warn!(lease = %grant.key, error, "lease not renewed in time; stopping its processing");
+        grant.lost.cancel();
+    } else {
+        warn!(lease = %grant.key, error, "renewal failed; retrying");
     }
 }

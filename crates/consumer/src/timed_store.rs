@@ -14,17 +14,27 @@ use shardwise_lease_core::{
 
 /// Passes every call to the store, failing it with a retryable
 /// [`Unavailable`](shardwise_lease_core::StoreErrorKind::Unavailable) error when no answer came
-/// within the timeout. Creating the table is not bounded: it waits for the table to exist, once,
-/// before the worker starts.
+/// within the timeout. Listing every lease takes several pages on a big table and holds no
+/// lease's turn to write, so it has a bound of its own; creating the table is not bounded: it
+/// waits for the table to exist, once, before the worker starts.
 #[derive(Debug)]
 pub(crate) struct TimedStore {
     inner: Arc<dyn LeaseStore>,
     timeout: Duration,
+    list_timeout: Duration,
 }
 
 impl TimedStore {
-    pub(crate) fn new(inner: Arc<dyn LeaseStore>, timeout: Duration) -> Self {
-        Self { inner, timeout }
+    pub(crate) fn new(
+        inner: Arc<dyn LeaseStore>,
+        timeout: Duration,
+        list_timeout: Duration,
+    ) -> Self {
+        Self {
+            inner,
+            timeout,
+            list_timeout,
+        }
     }
 
     async fn timed<T>(
@@ -32,18 +42,27 @@ impl TimedStore {
         operation: &str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(self.timed_out(operation)),
-        }
+        bounded(self.timeout, operation, call).await
     }
 
     fn timed_out(&self, operation: &str) -> StoreError {
-        StoreError::unavailable(format!(
-            "{operation} did not answer within {:?}",
-            self.timeout
-        ))
+        timed_out(self.timeout, operation)
     }
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    operation: &str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(timed_out(timeout, operation)),
+    }
+}
+
+fn timed_out(timeout: Duration, operation: &str) -> StoreError {
+    StoreError::unavailable(format!("{operation} did not answer within {timeout:?}"))
 }
 
 #[async_trait]
@@ -53,7 +72,7 @@ impl LeaseStore for TimedStore {
     }
 
     async fn list(&self) -> Result<LeaseListing, StoreError> {
-        self.timed("listing leases", self.inner.list()).await
+        bounded(self.list_timeout, "listing leases", self.inner.list()).await
     }
 
     async fn get(&self, key: &LeaseKey) -> Result<Option<Lease>, StoreError> {

@@ -316,6 +316,14 @@ impl Worker {
         if grant.is_lost() {
             return;
         }
+        // A counter in doubt that cannot be settled is tried as it is: at worst the release
+        // loses its race and the lease expires.
+        let _ = grant
+            .settle_doubt(self.ctx.store.as_ref(), &self.ctx.worker_id)
+            .await;
+        if grant.is_lost() {
+            return;
+        }
         grant.lost.cancel();
         let counter = grant.state().counter;
         match self

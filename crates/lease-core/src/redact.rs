@@ -16,11 +16,13 @@ const SECRET_OPTIONS: [&str; 8] = [
 ];
 
 /// The URL with every secret replaced by `***`: the password of the user part, and the value of
-/// query options such as `password=` (`sslpassword`, `pwd`, `token`, …). The user part runs to
-/// the **last** `@`, as a password may hold `/`, `?`, `#` or `@` unencoded, which parsers read
-/// differently: a wide reading hides too much rather than too little. For `redis://` and
-/// `rediss://`, a user part without `:` is hidden whole (it is usually a password put in the
-/// wrong place). Text that is not a URL comes back unchanged.
+/// query options such as `password=` (`sslpassword`, `pwd`, `token`, …, names compared after
+/// percent-decoding; a value runs on over `&`-separated parts that are no `name=value` pair).
+/// The user part runs to the **last** `@`, as a password may hold `/`, `?`, `#` or `@`
+/// unencoded, which parsers read differently: a wide reading hides too much rather than too
+/// little. A user part without `:` is hidden whole (for Redis it is usually a password put in
+/// the wrong place), except for PostgreSQL, where it is the user name. Text that is not a URL
+/// comes back unchanged.
 ///
 /// ```
 /// use shardwise_lease_core::redact_url;
@@ -33,14 +35,16 @@ pub fn redact_url(url: &str) -> String {
         return url.to_owned();
     };
     let (scheme, rest) = (&url[..scheme_end], &url[scheme_end + 3..]);
-    let redis = scheme.eq_ignore_ascii_case("redis") || scheme.eq_ignore_ascii_case("rediss");
+    // `ends_with`: whatever precedes the scheme in a message (a terminal colour code, say).
+    let lower = scheme.to_ascii_lowercase();
+    let user_only_is_a_name = lower.ends_with("postgres") || lower.ends_with("postgresql");
     let rest = match rest.rfind('@') {
         Some(at) => {
             let (user_info, host) = rest.split_at(at);
             match user_info.split_once(':') {
                 Some((user, _password)) => format!("{user}:{REDACTED}{host}"),
-                None if redis => format!("{REDACTED}{host}"),
-                None => rest.to_owned(),
+                None if user_only_is_a_name => rest.to_owned(),
+                None => format!("{REDACTED}{host}"),
             }
         }
         None => rest.to_owned(),
@@ -53,16 +57,52 @@ fn redact_query(text: &str) -> String {
     let Some((before, query)) = text.split_once('?') else {
         return text.to_owned();
     };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if SECRET_OPTIONS.iter().any(|s| name.eq_ignore_ascii_case(s)) => {
-                format!("{name}={REDACTED}")
+    let mut pairs: Vec<String> = Vec::new();
+    let mut in_secret = false;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some((name, _)) => {
+                let decoded = percent_decoded(name);
+                in_secret = SECRET_OPTIONS
+                    .iter()
+                    .any(|s| decoded.eq_ignore_ascii_case(s));
+                pairs.push(if in_secret {
+                    format!("{name}={REDACTED}")
+                } else {
+                    pair.to_owned()
+                });
             }
-            _ => pair.to_owned(),
-        })
-        .collect();
+            // No `name=`: the rest of a secret value that held an unencoded `&`.
+            None if in_secret => {}
+            None => pairs.push(pair.to_owned()),
+        }
+    }
     format!("{before}?{}", pairs.join("&"))
+}
+
+/// `%XX` escapes decoded (invalid ones kept as they are), for comparing option names.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -97,6 +137,15 @@ mod tests {
             ("redis://h:6379", "redis://h:6379"),
             ("redis://h/0?password=pw", "redis://h/0?password=***"),
             ("mysql://root:pw@h/db", "mysql://root:***@h/db"),
+            ("\u{1b}[0mrediss://pw@h", "\u{1b}[0mrediss://***@h"),
+            (
+                "postgres://h/db?pass%77ord=pw",
+                "postgres://h/db?pass%77ord=***",
+            ),
+            (
+                "postgres://h/db?password=a&b&sslmode=require",
+                "postgres://h/db?password=***&sslmode=require",
+            ),
             ("not a url", "not a url"),
             ("dynamodb://table", "dynamodb://table"),
         ];

@@ -66,12 +66,13 @@ pub struct DynamoDbLeaseStore {
 }
 
 /// The attempt timeout of a client made by [`DynamoDbLeaseStore::from_sdk_config`], unless the
-/// configuration sets one: 2 s (lease operations take milliseconds).
-pub const OPERATION_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// configuration sets one: 1 s (lease operations take milliseconds; below a worker's default
+/// store timeout, so that the SDK's own retries fit in it).
+pub const OPERATION_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The operation timeout (all attempts of one call) of a client made by
-/// [`DynamoDbLeaseStore::from_sdk_config`], unless the configuration sets one: 6 s.
-pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(6);
+/// [`DynamoDbLeaseStore::from_sdk_config`], unless the configuration sets one: 3 s.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl DynamoDbLeaseStore {
     /// A store on `table`, using a ready client.

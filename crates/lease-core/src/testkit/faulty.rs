@@ -43,6 +43,9 @@ pub enum Fault {
     Fail(StoreError),
     /// Never answer (a half-open connection, an exhausted pool); nothing is written.
     Hang,
+    /// Pass the call on, then answer with this error instead of its outcome: the write happened
+    /// but the caller cannot know (a timeout after the server applied it).
+    Ambiguous(StoreError),
 }
 
 type Rule = dyn Fn(Operation, Option<&LeaseKey>) -> Option<Fault> + Send + Sync;
@@ -114,11 +117,21 @@ impl FaultyStore {
         rule.and_then(|rule| rule(operation, key))
     }
 
-    async fn enter(&self, operation: Operation, key: Option<&LeaseKey>) -> Result<(), StoreError> {
+    /// Runs `call` unless a fault says otherwise.
+    async fn run<T>(
+        &self,
+        operation: Operation,
+        key: Option<&LeaseKey>,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         match self.fault(operation, key) {
-            None => Ok(()),
+            None => call.await,
             Some(Fault::Fail(error)) => Err(error),
             Some(Fault::Hang) => std::future::pending().await,
+            Some(Fault::Ambiguous(error)) => {
+                let _ = call.await;
+                Err(error)
+            }
         }
     }
 }
@@ -126,24 +139,27 @@ impl FaultyStore {
 #[async_trait::async_trait]
 impl LeaseStore for FaultyStore {
     async fn create_table_if_missing(&self) -> Result<(), StoreError> {
-        self.enter(Operation::CreateTable, None).await?;
-        self.inner.create_table_if_missing().await
+        self.run(
+            Operation::CreateTable,
+            None,
+            self.inner.create_table_if_missing(),
+        )
+        .await
     }
 
     async fn list(&self) -> Result<LeaseListing, StoreError> {
-        self.enter(Operation::List, None).await?;
-        self.inner.list().await
+        self.run(Operation::List, None, self.inner.list()).await
     }
 
     async fn get(&self, key: &LeaseKey) -> Result<Option<Lease>, StoreError> {
-        self.enter(Operation::Get, Some(key)).await?;
-        self.inner.get(key).await
+        self.run(Operation::Get, Some(key), self.inner.get(key))
+            .await
     }
 
     async fn create_if_absent(&self, lease: &Lease) -> Result<Race<Lease>, StoreError> {
-        self.enter(Operation::CreateIfAbsent, Some(&lease.key))
-            .await?;
-        self.inner.create_if_absent(lease).await
+        let call = self.inner.create_if_absent(lease);
+        self.run(Operation::CreateIfAbsent, Some(&lease.key), call)
+            .await
     }
 
     async fn take(
@@ -152,8 +168,8 @@ impl LeaseStore for FaultyStore {
         expected_counter: u64,
         new_owner: &WorkerId,
     ) -> Result<Race<Lease>, StoreError> {
-        self.enter(Operation::Take, Some(key)).await?;
-        self.inner.take(key, expected_counter, new_owner).await
+        let call = self.inner.take(key, expected_counter, new_owner);
+        self.run(Operation::Take, Some(key), call).await
     }
 
     async fn renew(
@@ -162,8 +178,8 @@ impl LeaseStore for FaultyStore {
         owner: &WorkerId,
         expected_counter: u64,
     ) -> Result<Race<u64>, StoreError> {
-        self.enter(Operation::Renew, Some(key)).await?;
-        self.inner.renew(key, owner, expected_counter).await
+        let call = self.inner.renew(key, owner, expected_counter);
+        self.run(Operation::Renew, Some(key), call).await
     }
 
     async fn renew_many(
@@ -178,10 +194,11 @@ impl LeaseStore for FaultyStore {
         if faults.iter().any(|f| matches!(f, Some(Fault::Hang))) {
             return std::future::pending().await;
         }
+        // Ambiguous renewals are passed on too; only their answers are replaced.
         let passed: Vec<(LeaseKey, u64)> = leases
             .iter()
             .zip(&faults)
-            .filter(|(_, fault)| fault.is_none())
+            .filter(|(_, fault)| !matches!(fault, Some(Fault::Fail(_))))
             .map(|(lease, _)| lease.clone())
             .collect();
         let mut renewed = self.inner.renew_many(owner, &passed).await.into_iter();
@@ -189,6 +206,10 @@ impl LeaseStore for FaultyStore {
             .into_iter()
             .map(|fault| match fault {
                 Some(Fault::Fail(error)) => Err(error),
+                Some(Fault::Ambiguous(error)) => {
+                    let _ = renewed.next();
+                    Err(error)
+                }
                 _ => renewed
                     .next()
                     .unwrap_or_else(|| Err(StoreError::unavailable("renew_many answered short"))),
@@ -202,8 +223,8 @@ impl LeaseStore for FaultyStore {
         owner: &WorkerId,
         expected_counter: u64,
     ) -> Result<Race<Lease>, StoreError> {
-        self.enter(Operation::Evict, Some(key)).await?;
-        self.inner.evict(key, owner, expected_counter).await
+        let call = self.inner.evict(key, owner, expected_counter);
+        self.run(Operation::Evict, Some(key), call).await
     }
 
     async fn update_checkpoint(
@@ -213,10 +234,10 @@ impl LeaseStore for FaultyStore {
         expected_counter: u64,
         update: &CheckpointUpdate,
     ) -> Result<Race<Lease>, StoreError> {
-        self.enter(Operation::UpdateCheckpoint, Some(key)).await?;
-        self.inner
-            .update_checkpoint(key, owner, expected_counter, update)
-            .await
+        let call = self
+            .inner
+            .update_checkpoint(key, owner, expected_counter, update);
+        self.run(Operation::UpdateCheckpoint, Some(key), call).await
     }
 
     async fn mark_ended(
@@ -226,10 +247,10 @@ impl LeaseStore for FaultyStore {
         expected_counter: u64,
         children: &[ShardId],
     ) -> Result<Race<Lease>, StoreError> {
-        self.enter(Operation::MarkEnded, Some(key)).await?;
-        self.inner
-            .mark_ended(key, owner, expected_counter, children)
-            .await
+        let call = self
+            .inner
+            .mark_ended(key, owner, expected_counter, children);
+        self.run(Operation::MarkEnded, Some(key), call).await
     }
 
     async fn reset_checkpoint(
@@ -238,14 +259,14 @@ impl LeaseStore for FaultyStore {
         expected_counter: u64,
         checkpoint: &Checkpoint,
     ) -> Result<Race<Lease>, StoreError> {
-        self.enter(Operation::ResetCheckpoint, Some(key)).await?;
-        self.inner
-            .reset_checkpoint(key, expected_counter, checkpoint)
-            .await
+        let call = self
+            .inner
+            .reset_checkpoint(key, expected_counter, checkpoint);
+        self.run(Operation::ResetCheckpoint, Some(key), call).await
     }
 
     async fn delete(&self, key: &LeaseKey, expected_counter: u64) -> Result<Race<()>, StoreError> {
-        self.enter(Operation::Delete, Some(key)).await?;
-        self.inner.delete(key, expected_counter).await
+        let call = self.inner.delete(key, expected_counter);
+        self.run(Operation::Delete, Some(key), call).await
     }
 }
