@@ -91,7 +91,8 @@ impl FanOutConfig {
 /// children. Dropping the reader stops the task and ends the subscription.
 ///
 /// If the reader must subscribe again before the first event arrived, it starts again from the
-/// original position: with [`StartPosition::Latest`], records put in between are not read.
+/// original position; from [`StartPosition::Latest`], at the time of the first subscription (a
+/// second early, for clocks that differ), so that records put in between are still read.
 ///
 /// ```
 /// # use std::sync::Arc;
@@ -112,6 +113,7 @@ impl FanOutConfig {
 ///     shard,
 ///     StartPosition::TrimHorizon,
 ///     FanOutConfig::default(),
+///     MemoryBudget::unlimited(),
 /// );
 /// let batch = reader.next_batch().await.expect("a batch")?;
 /// assert_eq!(batch.records[0].data.as_ref(), b"order 1");
@@ -219,15 +221,23 @@ struct Subscriber {
 impl Subscriber {
     async fn run(mut self) {
         let mut next_subscribe = Instant::now();
+        // When reading from LATEST began (see the type's docs).
+        let mut latest_since: Option<std::time::SystemTime> = None;
         loop {
             // Never hold a subscription open while the processor is behind.
             self.tx.room().await;
             tokio::time::sleep_until(next_subscribe).await;
             let started = Instant::now();
-            let position = match &self.resume_after {
-                Some(seq) => StartPosition::AfterSequenceNumber(seq.clone()),
-                None => self.start.clone(),
+            let position = match (&self.resume_after, &self.start, latest_since) {
+                (Some(seq), _, _) => StartPosition::AfterSequenceNumber(seq.clone()),
+                (None, StartPosition::Latest, Some(since)) => StartPosition::AtTimestamp(
+                    since.checked_sub(Duration::from_secs(1)).unwrap_or(since),
+                ),
+                (None, start, _) => start.clone(),
             };
+            if position == StartPosition::Latest {
+                latest_since = Some(std::time::SystemTime::now());
+            }
             let ended = match self
                 .api
                 .subscribe_to_shard(&self.consumer_arn, &self.shard_id, &position)

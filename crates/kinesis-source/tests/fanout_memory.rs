@@ -395,3 +395,41 @@ async fn consumers_are_found_registered_listed_and_deregistered() {
     .unwrap_err();
     assert_eq!(err.kind(), KinesisErrorKind::Unavailable, "{err}");
 }
+
+/// A subscription at LATEST that fails before its first event is replaced from when reading
+/// began, not from a new LATEST: records put in between are read.
+#[tokio::test(start_paused = true)]
+async fn a_resubscription_at_latest_keeps_its_place() {
+    let (kinesis, shard, consumer) = setup().await;
+    kinesis.inject(Fault::FailSubscribe {
+        kind: KinesisErrorKind::Unavailable,
+        times: 1,
+        in_stream: true,
+    });
+    let mut reader = FanOutReader::start(
+        kinesis.clone(),
+        consumer.consumer_arn.clone(),
+        shard.clone(),
+        StartPosition::Latest,
+        config(),
+        shardwise_kinesis_source::MemoryBudget::unlimited(),
+    );
+    while kinesis.subscribe_calls(&shard).is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 0..5 {
+        kinesis.put("s", "k", format!("r{i}").into_bytes()).unwrap();
+    }
+    let (records, _) = read_records(&mut reader, 6).await;
+    let data: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.data).into_owned())
+        .collect();
+    // From a second before the first subscription: the record put just before may come again
+    // (at-least-once); none put after it is missing.
+    assert_eq!(data, ["first", "r0", "r1", "r2", "r3", "r4"]);
+    assert!(
+        kinesis.subscribe_calls(&shard).len() >= 2,
+        "subscribed again"
+    );
+}
