@@ -141,6 +141,7 @@ impl Pipeline {
                 }
             }
             tokio::select! {
+                biased;
                 () = self.grant.lost.cancelled() => return Some(PipelineEnd::LeaseLost),
                 () = self.shutdown.cancelled() => return Some(PipelineEnd::ShutDown),
                 () = tokio::time::sleep(self.ctx.config.parent_poll_interval) => {}
@@ -336,6 +337,7 @@ impl Pipeline {
                 }
             }
             tokio::select! {
+                biased;
                 () = self.grant.lost.cancelled() => return Err(Ending::LeaseLost),
                 () = self.shutdown.cancelled() => {
                     // One last try: released at LATEST, the lease's next holder would start
@@ -411,6 +413,7 @@ impl Pipeline {
                 return Err(Ending::Failed);
             }
             tokio::select! {
+                biased;
                 () = self.grant.lost.cancelled() => return Err(Ending::LeaseLost),
                 () = self.shutdown.cancelled() => return Err(Ending::ShutdownRequested),
                 () = tokio::time::sleep(pause) => {}

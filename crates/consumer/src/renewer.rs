@@ -36,6 +36,7 @@ pub(crate) async fn run(ctx: Arc<Context>, grants: Grants, stop: CancellationTok
     let mut next = Instant::now() + interval;
     loop {
         tokio::select! {
+            biased;
             () = stop.cancelled() => return,
             () = tokio::time::sleep_until(next) => {}
         }

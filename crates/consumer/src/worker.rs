@@ -1,7 +1,7 @@
 //! The worker: shard sync, lease coordination (renew, take, steal, release) and one pipeline per
 //! held shard.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use shardwise_lease_core::{
@@ -64,13 +64,13 @@ async fn sync_shards(ctx: &Context) {
 /// The lease coordinator's state.
 pub(crate) struct Worker {
     ctx: Arc<Context>,
-    held: HashMap<LeaseKey, Held>,
+    held: BTreeMap<LeaseKey, Held>,
     /// The grants of `held`, shared with the renewer.
     grants: crate::renewer::Grants,
     pipelines: JoinSet<(LeaseKey, u64, PipelineEnd)>,
     tracker: ExpiryTracker,
     /// Leases this worker released after failures: not taken back before this time.
-    cooling: HashMap<LeaseKey, Instant>,
+    cooling: BTreeMap<LeaseKey, Instant>,
     metrics: Metrics,
     /// Take rounds done. The first round only takes free or expired leases: a worker that just
     /// started does not steal from workers that may have just started too (their first batch
@@ -83,11 +83,11 @@ impl Worker {
         Self {
             metrics: Metrics::new(&ctx),
             ctx,
-            held: HashMap::new(),
+            held: BTreeMap::new(),
             grants: Default::default(),
             pipelines: JoinSet::new(),
             tracker: ExpiryTracker::new(),
-            cooling: HashMap::new(),
+            cooling: BTreeMap::new(),
             rounds: 0,
         }
     }
@@ -112,6 +112,7 @@ impl Worker {
             async move {
                 loop {
                     tokio::select! {
+                        biased;
                         () = stop.cancelled() => return,
                         () = tokio::time::sleep(ctx.config.shard_sync_interval) => sync_shards(&ctx).await,
                     }
@@ -124,10 +125,13 @@ impl Worker {
                 self.take().await;
                 next_take = Instant::now() + config.take_interval;
             }
+            // Biased, here and in every select of the worker: which of several ready branches
+            // runs is then a function of the state, so that a simulated run replays exactly.
             tokio::select! {
+                biased;
                 () = cancel.cancelled() => break,
-                () = tokio::time::sleep_until(next_take) => {}
                 Some(done) = self.pipelines.join_next(), if !self.pipelines.is_empty() => self.reap(done).await,
+                () = tokio::time::sleep_until(next_take) => {}
             }
         }
         drop(syncer);
@@ -359,7 +363,10 @@ impl Worker {
                 }
             }
         }
-        let remaining: Vec<Arc<Grant>> = self.held.drain().map(|(_, h)| h.grant).collect();
+        let remaining: Vec<Arc<Grant>> = std::mem::take(&mut self.held)
+            .into_values()
+            .map(|h| h.grant)
+            .collect();
         self.grants
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -273,6 +273,13 @@ pub trait ShardSubscription: fmt::Debug + Send {
 /// [`InMemoryKinesis`](crate::testkit::InMemoryKinesis). Object safe.
 #[async_trait]
 pub trait KinesisApi: fmt::Debug + Send + Sync + 'static {
+    /// The service's wall clock, for `AT_TIMESTAMP` positions the readers compute themselves:
+    /// this machine's clock, unless the implementation keeps its own (the in-memory Kinesis
+    /// does).
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+    }
+
     /// One page of the stream's shards.
     async fn list_shards(&self, request: &ListShardsRequest) -> Result<ShardPage, KinesisError>;
 

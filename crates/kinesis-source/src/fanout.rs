@@ -236,7 +236,7 @@ impl Subscriber {
                 (None, start, _) => start.clone(),
             };
             if position == StartPosition::Latest {
-                latest_since = Some(std::time::SystemTime::now());
+                latest_since = Some(self.api.now());
             }
             let ended = match self
                 .api

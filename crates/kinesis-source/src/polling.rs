@@ -222,7 +222,7 @@ impl Fetcher {
                         (None, start, _) => start.clone(),
                     };
                     if position == StartPosition::Latest {
-                        latest_since = Some(std::time::SystemTime::now());
+                        latest_since = Some(self.api.now());
                     }
                     match self
                         .api

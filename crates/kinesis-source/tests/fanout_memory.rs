@@ -420,14 +420,17 @@ async fn a_resubscription_at_latest_keeps_its_place() {
     for i in 0..5 {
         kinesis.put("s", "k", format!("r{i}").into_bytes()).unwrap();
     }
-    let (records, _) = read_records(&mut reader, 6).await;
+    let (records, _) = read_records(&mut reader, 5).await;
     let data: Vec<String> = records
         .iter()
         .map(|r| String::from_utf8_lossy(&r.data).into_owned())
         .collect();
-    // From a second before the first subscription: the record put just before may come again
+    // From a second before the first subscription: a record put just before may come too
     // (at-least-once); none put after it is missing.
-    assert_eq!(data, ["first", "r0", "r1", "r2", "r3", "r4"]);
+    assert!(
+        data.ends_with(&["r0", "r1", "r2", "r3", "r4"].map(String::from)) && data.len() <= 6,
+        "{data:?}"
+    );
     assert!(
         kinesis.subscribe_calls(&shard).len() >= 2,
         "subscribed again"

@@ -702,6 +702,10 @@ impl InMemoryKinesis {
 
 #[async_trait]
 impl KinesisApi for InMemoryKinesis {
+    fn now(&self) -> SystemTime {
+        InMemoryKinesis::now(self)
+    }
+
     async fn list_shards(&self, request: &ListShardsRequest) -> Result<ShardPage, KinesisError> {
         let mut state = self.lock();
         // Pages continue after the last shard id listed, so a shard that ages out between two
