@@ -381,6 +381,13 @@ impl Pipeline {
             .sum::<u64>();
         let mut pause = self.ctx.config.process_retry_backoff;
         for attempt in 1.. {
+            // A retry comes after a pause: as before a new batch, never on a lease that may be
+            // expiring.
+            if attempt > 1 && !self.renewed_recently().await {
+                warn!(shard = %self.shard(), "lease not renewed recently; no retry");
+                self.grant.lost.cancel();
+                return Err(Ending::LeaseLost);
+            }
             let started = Instant::now();
             let called = self
                 .checkpointer

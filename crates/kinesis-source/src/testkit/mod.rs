@@ -475,6 +475,11 @@ impl InMemoryKinesis {
         }
     }
 
+    /// Forgets every injected fault not yet used up (throttling, errors still to come).
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
     /// When each `GetRecords` call on `shard_id` was made (tokio clock).
     pub fn get_records_calls(&self, shard_id: &str) -> Vec<Instant> {
         self.lock()

@@ -1,0 +1,227 @@
+//! The invariants, checked on the log of a run.
+//!
+//! 1. Every record put is processed at least once (handed to a processor whose
+//!    `process_records` returned `Ok`), and for every partition key the records are first
+//!    processed in the order they were put (across workers, and across parent and child shards).
+//! 2. A stored checkpoint never moves backwards.
+//! 3. Fencing: every lease write that succeeded was made by the lease's holder at the counter
+//!    it expected (a take: at the counter it expected); and no batch is handed to a processor
+//!    later than a lease duration after its worker's last successful write of that lease (by
+//!    then the worker must know it may have lost it).
+//! 4. A child shard's records are delivered only after each parent's `SHARD_END`.
+//!
+//! Liveness (every record delivered, then the fleet balanced, within bounds once faults stop) is
+//! checked while the run goes on, in [`crate::run`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::log::{Entry, Event, Write};
+use crate::plan::Plan;
+
+/// How many of the records `0..records` no processor has processed.
+pub fn undelivered(log: &[Entry], records: usize) -> usize {
+    let mut seen = vec![false; records];
+    for entry in log {
+        if let Event::Processed { ids, .. } = &entry.event {
+            for id in ids {
+                if let Some(s) = seen.get_mut(*id) {
+                    *s = true;
+                }
+            }
+        }
+    }
+    seen.iter().filter(|s| !**s).count()
+}
+
+/// Every invariant on `log`; the messages of those that broke.
+pub fn all(plan: &Plan, log: &[Entry]) -> Vec<String> {
+    let mut broken = Vec::new();
+    broken.extend(delivered_in_order(log));
+    broken.extend(checkpoints_forward(log));
+    broken.extend(fenced_writes(log));
+    broken.extend(deliveries_within_lease(plan, log));
+    broken.extend(parents_first(log));
+    broken
+}
+
+fn delivered_in_order(log: &[Entry]) -> Vec<String> {
+    let mut broken = Vec::new();
+    // Each record's key and its place in put order.
+    let mut keys: BTreeMap<usize, (String, usize)> = BTreeMap::new();
+    for entry in log {
+        if let Event::Put { id, key, .. } = &entry.event {
+            let order = keys.len();
+            keys.insert(*id, (key.clone(), order));
+        }
+    }
+    let mut first_seen = BTreeSet::new();
+    // The last record of each key delivered for the first time.
+    let mut last_of_key: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for entry in log {
+        let Event::Processed { ids, shard, worker } = &entry.event else {
+            continue;
+        };
+        for id in ids {
+            if !first_seen.insert(*id) {
+                continue;
+            }
+            let Some((key, order)) = keys.get(id) else {
+                broken.push(format!(
+                    "{worker} got r{id} of {shard}, which was never put"
+                ));
+                continue;
+            };
+            if let Some((last, last_order)) = last_of_key.insert(key, (*id, *order))
+                && last_order > *order
+            {
+                broken.push(format!(
+                    "order: key {key}: r{id} first processed at {:.3}s after r{last}, which was put later",
+                    entry.at.as_secs_f64()
+                ));
+            }
+        }
+    }
+    for (id, (key, _)) in &keys {
+        if !first_seen.contains(id) {
+            broken.push(format!("loss: r{id} (key {key}) was never processed"));
+        }
+    }
+    broken
+}
+
+fn checkpoints_forward(log: &[Entry]) -> Vec<String> {
+    log.iter()
+        .filter_map(|entry| match &entry.event {
+            Event::Wrote {
+                worker,
+                write: Write::Checkpoint | Write::MarkEnded,
+                key,
+                before: Some(before),
+                after: Some(after),
+                ..
+            } if after.checkpoint.cmp_progress(&before.checkpoint).is_lt() => Some(format!(
+                "checkpoint of {key} moved back from {} to {} by {worker} at {:.3}s",
+                before.checkpoint,
+                after.checkpoint,
+                entry.at.as_secs_f64()
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fenced_writes(log: &[Entry]) -> Vec<String> {
+    let mut broken = Vec::new();
+    for entry in log {
+        let Event::Wrote {
+            worker,
+            write,
+            key,
+            expected: Some(expected),
+            before,
+            ..
+        } = &entry.event
+        else {
+            continue;
+        };
+        let Some(before) = before else {
+            broken.push(format!(
+                "fencing: {worker} {write:?} of {key} at {:.3}s succeeded on a missing lease",
+                entry.at.as_secs_f64()
+            ));
+            continue;
+        };
+        let needs_ownership = matches!(
+            write,
+            Write::Renew | Write::Evict | Write::Checkpoint | Write::MarkEnded
+        );
+        let owner_ok = !needs_ownership || before.owner.as_deref() == Some(worker.as_str());
+        if before.counter != *expected || !owner_ok {
+            broken.push(format!(
+                "fencing: {worker} {write:?} of {key} at {:.3}s succeeded expecting counter {expected}, but the lease was {:?}@{}",
+                entry.at.as_secs_f64(),
+                before.owner,
+                before.counter
+            ));
+        }
+    }
+    broken
+}
+
+fn deliveries_within_lease(plan: &Plan, log: &[Entry]) -> Vec<String> {
+    let lease = plan.settings.lease_duration;
+    let mut broken = Vec::new();
+    // The time of each worker's last successful write of each lease.
+    let mut last_write: BTreeMap<(&str, &str), std::time::Duration> = BTreeMap::new();
+    for entry in log {
+        match &entry.event {
+            Event::Wrote {
+                worker,
+                write: Write::Take | Write::Renew | Write::Checkpoint | Write::MarkEnded,
+                key,
+                ..
+            } => {
+                last_write.insert((worker, key), entry.at);
+            }
+            Event::Delivered { worker, shard, ids } => {
+                match last_write.get(&(worker.as_str(), shard.as_str())) {
+                    Some(at) if entry.at < *at + lease => {}
+                    Some(at) => broken.push(format!(
+                        "fencing: {worker} got {} records of {shard} at {:.3}s, {:.3}s after its last write of the lease (lease duration {lease:?})",
+                        ids.len(),
+                        entry.at.as_secs_f64(),
+                        (entry.at - *at).as_secs_f64()
+                    )),
+                    None => broken.push(format!(
+                        "fencing: {worker} got {} records of {shard} at {:.3}s without ever holding the lease",
+                        ids.len(),
+                        entry.at.as_secs_f64()
+                    )),
+                }
+            }
+            _ => {}
+        }
+    }
+    broken
+}
+
+fn parents_first(log: &[Entry]) -> Vec<String> {
+    let mut broken = Vec::new();
+    let mut parents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut ended: BTreeSet<&str> = BTreeSet::new();
+    let mut started: BTreeSet<&str> = BTreeSet::new();
+    for entry in log {
+        match &entry.event {
+            Event::Resharded {
+                children,
+                parents: of,
+            } => {
+                for child in children {
+                    parents.insert(child, of.iter().map(String::as_str).collect());
+                }
+            }
+            Event::Wrote {
+                write: Write::MarkEnded,
+                key,
+                ..
+            } => {
+                ended.insert(key);
+            }
+            Event::Delivered { shard, worker, .. } => {
+                if !started.insert(shard) {
+                    continue;
+                }
+                for parent in parents.get(shard.as_str()).into_iter().flatten() {
+                    if !ended.contains(parent) {
+                        broken.push(format!(
+                            "parents first: {worker} got records of {shard} at {:.3}s before its parent {parent} reached SHARD_END",
+                            entry.at.as_secs_f64()
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    broken
+}

@@ -1,0 +1,262 @@
+//! What one seed runs: the stream, the fleet, the records put, and the faults, each at its time.
+//! Drawn from the seed before the run starts, so the plan itself is printed and replayed.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::rng::Rng;
+
+/// Settings every run shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The workers' lease duration.
+    pub lease_duration: Duration,
+    /// How long the faulty part of a run lasts.
+    pub chaos: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            lease_duration: Duration::from_secs(3),
+            chaos: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How records are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// `GetRecords`.
+    Polling,
+    /// `SubscribeToShard`.
+    FanOut,
+}
+
+/// What a processor does with a batch, drawn per call.
+#[derive(Debug, Clone, Copy)]
+pub struct Processors {
+    /// Chance that a call returns an error.
+    pub fail: f64,
+    /// Chance that a call panics.
+    pub panic: f64,
+    /// Chance that a call takes a while (up to a lease duration).
+    pub slow: f64,
+    /// Chance that a processor never checkpoints (the worker still writes SHARD_END for it).
+    pub never_checkpoints: f64,
+}
+
+/// One thing that happens during a run. (Each variant's text says what its fields are.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Action {
+    /// Records `first..first + count`, each with partition key `k{id % keys}`.
+    Put { first: usize, count: usize },
+    /// Splits the open shard at `pick % open shards` in the middle of its range.
+    Split { pick: usize },
+    /// Merges the open shard at `pick % open shards` with its right neighbour, when it has one.
+    Merge { pick: usize },
+    /// Aborts a worker (no shutdown, no release), as a killed process.
+    Kill { worker: usize },
+    /// Stops a worker gracefully, as a rolling deploy does.
+    Stop { worker: usize },
+    /// Starts a worker that is not running (again), with a fresh incarnation of its id, or a new
+    /// id.
+    Start { worker: usize, new_id: bool },
+    /// Freezes a worker's every call to the store, Kinesis and its processors (a long GC pause,
+    /// a suspended VM), then lets it go on: a zombie that must not act on leases it lost.
+    Freeze { worker: usize, for_: Duration },
+    /// Freezes a worker and starts a new process with the same id in its place (a suspended
+    /// VM replaced by its orchestrator); after `for_` the old process wakes up and goes on
+    /// beside the new one, a zombie whose leases are fenced only by their counters.
+    Zombie { worker: usize, for_: Duration },
+    /// The lease store refuses every call for a while.
+    StoreDown { for_: Duration },
+    /// The lease store answers late (longer than the renew interval) for a while.
+    StoreSlow { for_: Duration, delay: Duration },
+    /// For a while, some writes are applied but answered with an error.
+    StoreAmbiguous { for_: Duration },
+    /// Kinesis throttles the next calls.
+    Throttle { times: u32 },
+    /// Kinesis answers the next calls with 5xx errors.
+    ServiceErrors { times: u32 },
+    /// Every shard iterator expires.
+    ExpireIterators,
+    /// Every fan-out subscription drops.
+    DropSubscriptions,
+}
+
+/// An action at a time of the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// When, from the start.
+    pub at: Duration,
+    /// What.
+    pub action: Action,
+}
+
+/// Everything a seed runs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The seed.
+    pub seed: u64,
+    /// Shared settings.
+    pub settings: Settings,
+    /// Shards at the start.
+    pub shards: u32,
+    /// Workers running at the start (more may start later).
+    pub workers: usize,
+    /// Distinct partition keys.
+    pub keys: usize,
+    /// How records are read.
+    pub reading: Reading,
+    /// Processor behaviour while faults are on.
+    pub processors: Processors,
+    /// The steps, in time order.
+    pub steps: Vec<Step>,
+    /// Records put in all.
+    pub records: usize,
+}
+
+/// Most workers a plan uses (ids `w0`…).
+pub const MAX_WORKERS: usize = 4;
+
+impl Plan {
+    /// The plan of `seed`.
+    pub fn draw(seed: u64, settings: Settings) -> Self {
+        let mut rng = Rng::new(seed);
+        let shards = rng.between(1, 4) as u32;
+        let workers = rng.between(1, MAX_WORKERS as u64) as usize;
+        let keys = rng.between(3, 24) as usize;
+        let reading = if rng.chance(0.25) {
+            Reading::FanOut
+        } else {
+            Reading::Polling
+        };
+        let calm = rng.chance(0.15);
+        let processors = if calm {
+            Processors {
+                fail: 0.0,
+                panic: 0.0,
+                slow: 0.0,
+                never_checkpoints: 0.0,
+            }
+        } else {
+            Processors {
+                fail: [0.0, 0.05, 0.2][rng.below(3) as usize],
+                panic: [0.0, 0.0, 0.02][rng.below(3) as usize],
+                slow: [0.0, 0.05, 0.2][rng.below(3) as usize],
+                never_checkpoints: [0.0, 0.0, 0.3][rng.below(3) as usize],
+            }
+        };
+        let lease = settings.lease_duration;
+        let chaos_ms = settings.chaos.as_millis() as u64;
+        let mut steps = Vec::new();
+        let mut records = 0;
+        // Records in bursts over the whole faulty part.
+        let bursts = rng.between(3, 12);
+        for _ in 0..bursts {
+            let count = rng.between(5, 60) as usize;
+            let at = Duration::from_millis(rng.below(chaos_ms));
+            steps.push(Step {
+                at,
+                action: Action::Put {
+                    first: records,
+                    count,
+                },
+            });
+            records += count;
+        }
+        if !calm {
+            let faults = rng.between(1, 10);
+            for _ in 0..faults {
+                let at = Duration::from_millis(rng.below(chaos_ms));
+                let worker = rng.below(MAX_WORKERS as u64) as usize;
+                let pause = Duration::from_millis(rng.between(100, 3 * lease.as_millis() as u64));
+                let action = match rng.below(14) {
+                    0 | 1 => Action::Split {
+                        pick: rng.below(8) as usize,
+                    },
+                    2 => Action::Merge {
+                        pick: rng.below(8) as usize,
+                    },
+                    3 => Action::Kill { worker },
+                    4 => Action::Stop { worker },
+                    5 => Action::Start {
+                        worker,
+                        new_id: rng.chance(0.3),
+                    },
+                    6 => Action::Freeze {
+                        worker,
+                        for_: lease + pause,
+                    },
+                    7 => Action::StoreDown { for_: pause },
+                    8 => Action::StoreSlow {
+                        for_: pause,
+                        delay: lease / 3
+                            + Duration::from_millis(rng.below(lease.as_millis() as u64)),
+                    },
+                    9 => Action::StoreAmbiguous { for_: pause },
+                    10 => Action::Throttle {
+                        times: rng.between(1, 20) as u32,
+                    },
+                    11 => Action::ServiceErrors {
+                        times: rng.between(1, 20) as u32,
+                    },
+                    12 => Action::Zombie {
+                        worker,
+                        for_: lease + pause,
+                    },
+                    _ if rng.chance(0.5) => Action::ExpireIterators,
+                    _ => Action::DropSubscriptions,
+                };
+                // A kill or a stop is followed by a start of the same worker, sometimes.
+                let restart =
+                    matches!(action, Action::Kill { .. } | Action::Stop { .. }) && rng.chance(0.7);
+                steps.push(Step { at, action });
+                if restart {
+                    steps.push(Step {
+                        at: at + pause,
+                        action: Action::Start {
+                            worker,
+                            new_id: rng.chance(0.3),
+                        },
+                    });
+                }
+            }
+        }
+        // Stable: steps drawn for the same instant keep their drawing order.
+        steps.sort_by_key(|s| s.at);
+        Self {
+            seed,
+            settings,
+            shards,
+            workers,
+            keys,
+            reading,
+            processors,
+            steps,
+            records,
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {}: {} shards, {} workers, {} keys, {} records, {:?}, processors {:?}",
+            self.seed,
+            self.shards,
+            self.workers,
+            self.keys,
+            self.records,
+            self.reading,
+            self.processors
+        )?;
+        for step in &self.steps {
+            writeln!(f, "  {:>8.3}s {:?}", step.at.as_secs_f64(), step.action)?;
+        }
+        Ok(())
+    }
+}

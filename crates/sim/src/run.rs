@@ -1,0 +1,486 @@
+//! One seed, run: the world (in-memory Kinesis and lease store), the fleet built with the public
+//! `Consumer` builder, the plan's steps at their times, then a quiet phase without faults in
+//! which every record must be delivered and the fleet must balance.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shardwise::kinesis::testkit::{Fault, InMemoryKinesis};
+use shardwise::kinesis::{PollingConfig, StreamId, list_all_shards};
+use shardwise::lease::{LeaseStore, MemoryLeaseStore};
+use shardwise::{Consumer, ConsumerConfig, InitialPosition, Retrieval};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::check;
+use crate::log::{Entry, Event, Log};
+use crate::plan::{Action, MAX_WORKERS, Plan, Reading, Settings};
+use crate::processor::Factory;
+use crate::rng::Rng;
+use crate::wrap::{Gate, SimKinesis, SimStore, StoreFaults};
+
+const STREAM: &str = "sim";
+
+/// What a run found.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The plan that ran.
+    pub plan: Plan,
+    /// Every invariant that broke, with what broke it.
+    pub violations: Vec<String>,
+    /// The log.
+    pub log: Vec<Entry>,
+    /// Figures of the run.
+    pub stats: Stats,
+}
+
+/// Figures of one run.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Records put.
+    pub records: usize,
+    /// Records handed to processors, repeats included.
+    pub deliveries: usize,
+    /// From the start of the quiet phase until every record was delivered.
+    pub catch_up: Duration,
+    /// Virtual time the run took.
+    pub virtual_time: Duration,
+}
+
+/// Runs `seed` with `settings`.
+pub fn run(seed: u64, settings: Settings) -> Outcome {
+    let plan = Plan::draw(seed, settings);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(simulate(plan)),
+        Err(e) => Outcome {
+            plan,
+            violations: vec![format!("no runtime: {e}")],
+            log: Vec::new(),
+            stats: Stats::default(),
+        },
+    }
+}
+
+/// A worker slot: the same place in the fleet across kills and restarts.
+struct Slot {
+    id: String,
+    incarnation: u32,
+    gate: Arc<Gate>,
+    running: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+impl Slot {
+    /// Whether its worker runs (it may have ended by itself, when the store was down as it
+    /// started).
+    fn is_running(&self) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|(_, task)| !task.is_finished())
+    }
+}
+
+struct World {
+    plan: Plan,
+    log: Log,
+    kinesis: Arc<InMemoryKinesis>,
+    store: Arc<MemoryLeaseStore>,
+    faults: Arc<StoreFaults>,
+    faults_on: Arc<AtomicBool>,
+    processor_rng: Arc<Mutex<Rng>>,
+    slots: Vec<Slot>,
+    /// Old processes replaced while frozen, still running beside their replacements.
+    zombies: Vec<(CancellationToken, JoinHandle<()>)>,
+    put: usize,
+}
+
+/// How long the quiet phase may take to deliver every record: a dead worker's leases expire
+/// (one lease duration) and are taken at the next take round, a failed shard cools down for a
+/// lease duration, parents finish before children, and a frozen worker's leases expire; 20
+/// lease durations cover that with room.
+fn catch_up_bound(settings: &Settings) -> Duration {
+    settings.lease_duration * 20
+}
+
+/// How long the fleet may take to balance once every record is delivered: one steal per worker
+/// per take round.
+fn balance_bound(settings: &Settings) -> Duration {
+    settings.lease_duration * 20
+}
+
+async fn simulate(plan: Plan) -> Outcome {
+    let log = Log::new();
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    kinesis.create_stream(STREAM, plan.shards);
+    let mut rng = Rng::new(plan.seed ^ 0xA5A5_5A5A_0F0F_F0F0);
+    let mut world = World {
+        log: log.clone(),
+        kinesis,
+        store: Arc::new(MemoryLeaseStore::new()),
+        faults: Arc::new(StoreFaults::new(rng.fork())),
+        faults_on: Arc::new(AtomicBool::new(true)),
+        processor_rng: Arc::new(Mutex::new(rng.fork())),
+        slots: (0..MAX_WORKERS)
+            .map(|i| Slot {
+                id: format!("w{i}"),
+                incarnation: 0,
+                gate: Arc::default(),
+                running: None,
+            })
+            .collect(),
+        zombies: Vec::new(),
+        put: 0,
+        plan,
+    };
+    let start = Instant::now();
+    let mut violations = Vec::new();
+    for worker in 0..world.plan.workers {
+        world.start(worker, false).await;
+    }
+    let steps = world.plan.steps.clone();
+    for step in steps {
+        tokio::time::sleep_until(start + step.at).await;
+        world.apply(&step.action).await;
+    }
+    tokio::time::sleep_until(start + world.plan.settings.chaos).await;
+
+    // The quiet phase: no more faults; the planned workers run, the zombies are gone.
+    for (_, zombie) in world.zombies.drain(..) {
+        zombie.abort();
+        let _ = zombie.await;
+    }
+    world.faults.stop();
+    world.kinesis.clear_faults();
+    world.faults_on.store(false, Ordering::SeqCst);
+    for slot in &world.slots {
+        slot.gate.freeze_until(Instant::now());
+    }
+    for worker in 0..world.plan.workers {
+        if !world.slots[worker].is_running() {
+            world.slots[worker].running = None;
+            world.start(worker, false).await;
+        }
+    }
+    log.push(Event::Note("quiet: faults off".into()));
+    let quiet = Instant::now();
+    let settings = world.plan.settings;
+    let records = world.put;
+    let all_delivered = || check::undelivered(&log.entries(), records) == 0;
+    while !all_delivered() && quiet.elapsed() < catch_up_bound(&settings) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let catch_up = quiet.elapsed();
+    if !all_delivered() {
+        violations.push(format!(
+            "liveness: {} of {records} records still undelivered {:?} after faults stopped (bound {:?})",
+            check::undelivered(&log.entries(), records),
+            catch_up,
+            catch_up_bound(&settings)
+        ));
+    } else {
+        let balanced = Instant::now();
+        loop {
+            let (spread, holdings) = world.spread().await;
+            if spread <= 1 {
+                break;
+            }
+            if balanced.elapsed() >= balance_bound(&settings) {
+                violations.push(format!(
+                    "liveness: leases per worker still differ by {spread} {:?} after every record was delivered: {holdings:?}",
+                    balanced.elapsed()
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    world.stop_all().await;
+    let entries = log.entries();
+    violations.extend(check::all(&world.plan, &entries));
+    let stats = Stats {
+        records,
+        deliveries: entries
+            .iter()
+            .map(|e| match &e.event {
+                Event::Delivered { ids, .. } => ids.len(),
+                _ => 0,
+            })
+            .sum(),
+        catch_up,
+        virtual_time: start.elapsed(),
+    };
+    Outcome {
+        plan: world.plan,
+        violations,
+        log: entries,
+        stats,
+    }
+}
+
+impl World {
+    fn config(&self) -> ConsumerConfig {
+        let lease = self.plan.settings.lease_duration;
+        let retrieval = match self.plan.reading {
+            Reading::Polling => Retrieval::Polling(PollingConfig {
+                idle_time_between_reads: Duration::from_millis(500),
+                ..PollingConfig::default()
+            }),
+            Reading::FanOut => Retrieval::fan_out(),
+        };
+        ConsumerConfig {
+            initial_position: InitialPosition::TrimHorizon,
+            lease_duration: lease,
+            take_interval: lease / 2,
+            shard_sync_interval: lease * 2,
+            parent_poll_interval: Duration::from_millis(200),
+            retrieval,
+            shutdown_timeout: lease * 2,
+            ..ConsumerConfig::default()
+        }
+    }
+
+    /// Starts the worker of `slot` unless it runs: the same id again, or a new one.
+    async fn start(&mut self, slot: usize, new_id: bool) {
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if s.is_running() {
+            return;
+        }
+        s.incarnation += 1;
+        if new_id {
+            s.id = format!("w{slot}-{}", s.incarnation);
+        }
+        let id = s.id.clone();
+        let gate = s.gate.clone();
+        let store: Arc<dyn LeaseStore> = Arc::new(SimStore::new(
+            self.store.clone(),
+            &id,
+            self.log.clone(),
+            self.faults.clone(),
+            gate.clone(),
+        ));
+        let factory = Factory {
+            worker: id.clone(),
+            log: self.log.clone(),
+            behaviour: self.plan.processors,
+            rng: self.processor_rng.clone(),
+            faults_on: self.faults_on.clone(),
+            gate: gate.clone(),
+            lease_duration: self.plan.settings.lease_duration,
+        };
+        let consumer = Consumer::builder()
+            .application_name("sim")
+            .stream(STREAM)
+            .kinesis(Arc::new(SimKinesis::new(self.kinesis.clone(), gate)))
+            .lease_store(store)
+            .worker_id(id.as_str())
+            .config(self.config())
+            .processor(factory)
+            .build();
+        let consumer = match consumer {
+            Ok(consumer) => consumer,
+            Err(e) => {
+                self.log.push(Event::Note(format!("{id} not built: {e}")));
+                return;
+            }
+        };
+        let stop = CancellationToken::new();
+        let log = self.log.clone();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                if let Err(e) = consumer.run(stop).await {
+                    log.push(Event::Note(format!("{id} ended: {e}")));
+                }
+            }
+        });
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.running = Some((stop, task));
+        }
+    }
+
+    async fn apply(&mut self, action: &Action) {
+        self.log.push(Event::Step(format!("{action:?}")));
+        let now = Instant::now();
+        match action {
+            Action::Put { first, count } => {
+                for id in *first..first + count {
+                    let key = format!("k{}", id % self.plan.keys);
+                    match self
+                        .kinesis
+                        .put(STREAM, &key, format!("r{id}").into_bytes())
+                    {
+                        Ok((shard, sequence)) => {
+                            self.log.push(Event::Put {
+                                id,
+                                key,
+                                shard,
+                                sequence,
+                            });
+                            self.put = self.put.max(id + 1);
+                        }
+                        Err(e) => self.log.push(Event::Note(format!("put r{id} failed: {e}"))),
+                    }
+                }
+            }
+            Action::Split { pick } => {
+                let open = self.open_shards().await;
+                if let Some(shard) = open.get(pick % open.len().max(1)) {
+                    let middle = shard.1 + (shard.2 - shard.1) / 2;
+                    match self.kinesis.split_shard(STREAM, &shard.0, middle) {
+                        Ok(children) => self.log.push(Event::Resharded {
+                            children: children.to_vec(),
+                            parents: vec![shard.0.clone()],
+                        }),
+                        Err(e) => self.log.push(Event::Note(format!("split failed: {e}"))),
+                    }
+                }
+            }
+            Action::Merge { pick } => {
+                let open = self.open_shards().await;
+                let i = pick % open.len().max(1);
+                if let (Some(a), Some(b)) = (open.get(i), open.get(i + 1))
+                    && a.2.checked_add(1) == Some(b.1)
+                {
+                    match self.kinesis.merge_shards(STREAM, &a.0, &b.0) {
+                        Ok(child) => {
+                            self.log.push(Event::Resharded {
+                                children: vec![child],
+                                parents: vec![a.0.clone(), b.0.clone()],
+                            });
+                        }
+                        Err(e) => self.log.push(Event::Note(format!("merge failed: {e}"))),
+                    }
+                }
+            }
+            Action::Kill { worker } => {
+                if let Some((_, task)) = self.slots.get_mut(*worker).and_then(|s| s.running.take())
+                {
+                    task.abort();
+                    let _ = task.await;
+                }
+            }
+            Action::Stop { worker } => {
+                if let Some((stop, task)) =
+                    self.slots.get_mut(*worker).and_then(|s| s.running.take())
+                {
+                    stop.cancel();
+                    // The process exits before it can be started again.
+                    let _ = task.await;
+                }
+            }
+            Action::Start { worker, new_id } => self.start(*worker, *new_id).await,
+            Action::Zombie { worker, for_ } => {
+                let replaced = self.slots.get_mut(*worker).and_then(|slot| {
+                    let running = slot.running.take()?;
+                    slot.gate.freeze_until(now + *for_);
+                    slot.gate = Arc::default();
+                    Some(running)
+                });
+                if let Some(zombie) = replaced {
+                    self.zombies.push(zombie);
+                    self.start(*worker, false).await;
+                }
+            }
+            Action::Freeze { worker, for_ } => {
+                if let Some(slot) = self.slots.get(*worker) {
+                    slot.gate.freeze_until(now + *for_);
+                }
+            }
+            Action::StoreDown { for_ } => self.faults.down_until(now + *for_),
+            Action::StoreSlow { for_, delay } => self.faults.slow_until(now + *for_, *delay),
+            Action::StoreAmbiguous { for_ } => self.faults.ambiguous_until(now + *for_),
+            Action::Throttle { times } => self.kinesis.inject(Fault::ThrottleGetRecords {
+                shard_id: None,
+                times: *times,
+            }),
+            Action::ServiceErrors { times } => {
+                self.kinesis.inject(Fault::ServiceErrors { times: *times })
+            }
+            Action::ExpireIterators => self.kinesis.inject(Fault::ExpireIterators),
+            Action::DropSubscriptions => self
+                .kinesis
+                .inject(Fault::DropSubscriptions { shard_id: None }),
+        }
+    }
+
+    async fn all_shards(&self) -> Vec<shardwise::kinesis::Shard> {
+        list_all_shards(
+            self.kinesis.as_ref(),
+            &StreamId::Name(STREAM.into()),
+            None,
+            None,
+        )
+        .await
+        .unwrap_or_default()
+    }
+
+    /// The open shards as (id, first hash key, last hash key), in hash-key order.
+    async fn open_shards(&self) -> Vec<(String, u128, u128)> {
+        let mut open: Vec<(String, u128, u128)> = self
+            .all_shards()
+            .await
+            .into_iter()
+            .filter(|s| !s.is_closed())
+            .map(|s| (s.shard_id, s.hash_range.start, s.hash_range.end))
+            .collect();
+        open.sort_by_key(|s| s.1);
+        open
+    }
+
+    /// Leases of unfinished shards per running worker: the most minus the fewest, and the
+    /// holdings (`-` for leases nobody holds).
+    async fn spread(&self) -> (usize, BTreeMap<String, usize>) {
+        let running: Vec<&str> = self
+            .slots
+            .iter()
+            .filter(|s| s.is_running())
+            .map(|s| s.id.as_str())
+            .collect();
+        let mut held: BTreeMap<&str, usize> = running.iter().map(|id| (*id, 0)).collect();
+        let mut free = 0;
+        for lease in self
+            .store
+            .list()
+            .await
+            .map(|l| l.leases)
+            .unwrap_or_default()
+            .iter()
+            .filter(|l| !l.is_ended())
+        {
+            match lease.owner.as_ref().and_then(|o| held.get_mut(o.as_str())) {
+                Some(count) => *count += 1,
+                None => free += 1,
+            }
+        }
+        let most = held.values().copied().max().unwrap_or(0);
+        let fewest = held.values().copied().min().unwrap_or(0);
+        let mut holdings: BTreeMap<String, usize> =
+            held.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+        if free > 0 {
+            holdings.insert("-".into(), free);
+        }
+        // A lease nobody holds counts against balance too.
+        ((most - fewest).max(usize::from(free > 0) * 2), holdings)
+    }
+
+    async fn stop_all(&mut self) {
+        for (stop, zombie) in self.zombies.drain(..) {
+            stop.cancel();
+            let _ = zombie.await;
+        }
+        for slot in &mut self.slots {
+            if let Some((stop, task)) = slot.running.take() {
+                stop.cancel();
+                let _ = task.await;
+            }
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! What stands between a simulated worker and the shared lease store and Kinesis: a gate that
+//! holds every call while the worker is frozen, the store's faults (down, slow, ambiguous), and
+//! the log of every lease write that succeeded.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use shardwise::kinesis::testkit::InMemoryKinesis;
+use shardwise::kinesis::{
+    ConsumerPage, GetRecordsOutput, KinesisApi, KinesisError, ListShardsRequest, ShardPage,
+    ShardSubscription, StartPosition, StreamConsumer, StreamId, StreamSummary, SubscriptionEvent,
+};
+use shardwise::lease::{
+    Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, MemoryLeaseStore,
+    Race, ShardId, StoreError, WorkerId,
+};
+use tokio::time::Instant;
+
+use crate::log::{Event, LeaseState, Log, Write};
+use crate::rng::Rng;
+
+/// Holds a worker's calls while it is frozen.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    frozen_until: Mutex<Option<Instant>>,
+}
+
+impl Gate {
+    /// Freezes the worker until `until`.
+    pub(crate) fn freeze_until(&self, until: Instant) {
+        *self.lock() = Some(until);
+    }
+
+    /// Waits while the worker is frozen.
+    pub(crate) async fn pass(&self) {
+        let until = *self.lock();
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.frozen_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The store's faults, shared by every worker's view of it.
+#[derive(Debug)]
+pub(crate) struct StoreFaults {
+    state: Mutex<FaultState>,
+}
+
+#[derive(Debug)]
+struct FaultState {
+    down_until: Option<Instant>,
+    slow_until: Option<(Instant, Duration)>,
+    ambiguous_until: Option<Instant>,
+    rng: Rng,
+    /// Faults on or off as a whole (off in the quiet phase).
+    enabled: bool,
+}
+
+/// What the store does with one call.
+enum Verdict {
+    Pass,
+    Down,
+    Late(Duration),
+    Ambiguous,
+}
+
+impl StoreFaults {
+    /// No faults, with decisions drawn from `rng`.
+    pub(crate) fn new(rng: Rng) -> Self {
+        Self {
+            state: Mutex::new(FaultState {
+                down_until: None,
+                slow_until: None,
+                ambiguous_until: None,
+                rng,
+                enabled: true,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FaultState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The store refuses every call until `until`.
+    pub(crate) fn down_until(&self, until: Instant) {
+        self.lock().down_until = Some(until);
+    }
+
+    /// The store answers `delay` late until `until`.
+    pub(crate) fn slow_until(&self, until: Instant, delay: Duration) {
+        self.lock().slow_until = Some((until, delay));
+    }
+
+    /// Until `until`, half the writes are applied but answered with an error.
+    pub(crate) fn ambiguous_until(&self, until: Instant) {
+        self.lock().ambiguous_until = Some(until);
+    }
+
+    /// Every fault off, for good.
+    pub(crate) fn stop(&self) {
+        self.lock().enabled = false;
+    }
+
+    fn verdict(&self, write: bool) -> Verdict {
+        let mut state = self.lock();
+        let now = Instant::now();
+        if !state.enabled {
+            return Verdict::Pass;
+        }
+        if state.down_until.is_some_and(|until| now < until) {
+            return Verdict::Down;
+        }
+        if let Some((until, delay)) = state.slow_until
+            && now < until
+        {
+            return Verdict::Late(delay);
+        }
+        if write && state.ambiguous_until.is_some_and(|until| now < until) && state.rng.chance(0.5)
+        {
+            return Verdict::Ambiguous;
+        }
+        Verdict::Pass
+    }
+}
+
+/// One worker's view of the shared lease store.
+#[derive(Debug)]
+pub(crate) struct SimStore {
+    inner: Arc<MemoryLeaseStore>,
+    worker: String,
+    log: Log,
+    faults: Arc<StoreFaults>,
+    gate: Arc<Gate>,
+}
+
+impl SimStore {
+    /// The store as `worker` sees it.
+    pub(crate) fn new(
+        inner: Arc<MemoryLeaseStore>,
+        worker: &str,
+        log: Log,
+        faults: Arc<StoreFaults>,
+        gate: Arc<Gate>,
+    ) -> Self {
+        Self {
+            inner,
+            worker: worker.to_owned(),
+            log,
+            faults,
+            gate,
+        }
+    }
+
+    /// Before a call: the gate, then the faults. `Ok(true)` when a write's answer is to be
+    /// replaced by an error after it is applied.
+    async fn enter(&self, write: bool) -> Result<bool, StoreError> {
+        self.gate.pass().await;
+        match self.faults.verdict(write) {
+            Verdict::Pass => Ok(false),
+            Verdict::Down => Err(StoreError::unavailable("simulated: lease store down")),
+            Verdict::Late(delay) => {
+                tokio::time::sleep(delay).await;
+                Ok(false)
+            }
+            Verdict::Ambiguous => Ok(true),
+        }
+    }
+
+    async fn before(&self, key: &LeaseKey) -> Option<Lease> {
+        // The memory store answers without yielding: nothing runs between this and the write.
+        self.inner.get(key).await.ok().flatten()
+    }
+
+    fn wrote(
+        &self,
+        write: Write,
+        key: &LeaseKey,
+        expected: Option<u64>,
+        before: Option<&Lease>,
+        after: Option<&Lease>,
+    ) {
+        self.log.push(Event::Wrote {
+            worker: self.worker.clone(),
+            write,
+            key: key.to_string(),
+            expected,
+            before: before.map(LeaseState::from),
+            after: after.map(LeaseState::from),
+        });
+    }
+
+    /// The answer of a write: replaced by an error when the fault says so.
+    fn answer<T>(&self, ambiguous: bool, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
+        if ambiguous {
+            return Err(StoreError::unavailable(
+                "simulated: the write was applied but the answer was lost",
+            ));
+        }
+        outcome
+    }
+
+    /// A write that returns the lease: logged when won.
+    async fn lease_write<F>(
+        &self,
+        write: Write,
+        key: &LeaseKey,
+        expected: Option<u64>,
+        call: F,
+    ) -> Result<Race<Lease>, StoreError>
+    where
+        F: std::future::Future<Output = Result<Race<Lease>, StoreError>>,
+    {
+        let ambiguous = self.enter(true).await?;
+        let before = self.before(key).await;
+        let outcome = call.await;
+        if let Ok(Race::Won(lease)) = &outcome {
+            self.wrote(write, key, expected, before.as_ref(), Some(lease));
+        }
+        self.answer(ambiguous, outcome)
+    }
+}
+
+#[async_trait]
+impl LeaseStore for SimStore {
+    async fn create_table_if_missing(&self) -> Result<(), StoreError> {
+        self.enter(false).await?;
+        self.inner.create_table_if_missing().await
+    }
+
+    async fn list(&self) -> Result<LeaseListing, StoreError> {
+        self.enter(false).await?;
+        self.inner.list().await
+    }
+
+    async fn get(&self, key: &LeaseKey) -> Result<Option<Lease>, StoreError> {
+        self.enter(false).await?;
+        self.inner.get(key).await
+    }
+
+    async fn create_if_absent(&self, lease: &Lease) -> Result<Race<Lease>, StoreError> {
+        let ambiguous = self.enter(true).await?;
+        let outcome = self.inner.create_if_absent(lease).await;
+        if let Ok(Race::Won(created)) = &outcome {
+            self.wrote(Write::Create, &lease.key, None, None, Some(created));
+        }
+        self.answer(ambiguous, outcome)
+    }
+
+    async fn take(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        new_owner: &WorkerId,
+    ) -> Result<Race<Lease>, StoreError> {
+        let call = self.inner.take(key, expected_counter, new_owner);
+        self.lease_write(Write::Take, key, Some(expected_counter), call)
+            .await
+    }
+
+    async fn renew(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+    ) -> Result<Race<u64>, StoreError> {
+        let ambiguous = self.enter(true).await?;
+        let before = self.before(key).await;
+        let outcome = self.inner.renew(key, owner, expected_counter).await;
+        if let Ok(Race::Won(_)) = &outcome {
+            let after = self.before(key).await;
+            self.wrote(
+                Write::Renew,
+                key,
+                Some(expected_counter),
+                before.as_ref(),
+                after.as_ref(),
+            );
+        }
+        self.answer(ambiguous, outcome)
+    }
+
+    async fn renew_many(
+        &self,
+        owner: &WorkerId,
+        leases: &[(LeaseKey, u64)],
+    ) -> Vec<Result<Race<u64>, StoreError>> {
+        let ambiguous = match self.enter(true).await {
+            Ok(ambiguous) => ambiguous,
+            Err(e) => return leases.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let mut befores = Vec::with_capacity(leases.len());
+        for (key, _) in leases {
+            befores.push(self.before(key).await);
+        }
+        let outcomes = self.inner.renew_many(owner, leases).await;
+        for (((key, expected), before), outcome) in leases.iter().zip(&befores).zip(&outcomes) {
+            if let Ok(Race::Won(_)) = outcome {
+                let after = self.before(key).await;
+                self.wrote(
+                    Write::Renew,
+                    key,
+                    Some(*expected),
+                    before.as_ref(),
+                    after.as_ref(),
+                );
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| self.answer(ambiguous, o))
+            .collect()
+    }
+
+    async fn evict(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+    ) -> Result<Race<Lease>, StoreError> {
+        let call = self.inner.evict(key, owner, expected_counter);
+        self.lease_write(Write::Evict, key, Some(expected_counter), call)
+            .await
+    }
+
+    async fn update_checkpoint(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+        update: &CheckpointUpdate,
+    ) -> Result<Race<Lease>, StoreError> {
+        let call = self
+            .inner
+            .update_checkpoint(key, owner, expected_counter, update);
+        self.lease_write(Write::Checkpoint, key, Some(expected_counter), call)
+            .await
+    }
+
+    async fn mark_ended(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+        children: &[ShardId],
+    ) -> Result<Race<Lease>, StoreError> {
+        let call = self
+            .inner
+            .mark_ended(key, owner, expected_counter, children);
+        self.lease_write(Write::MarkEnded, key, Some(expected_counter), call)
+            .await
+    }
+
+    async fn reset_checkpoint(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        checkpoint: &Checkpoint,
+    ) -> Result<Race<Lease>, StoreError> {
+        // Not used by workers; an operator's reset is not part of the simulation.
+        self.enter(true).await?;
+        self.inner
+            .reset_checkpoint(key, expected_counter, checkpoint)
+            .await
+    }
+
+    async fn delete(&self, key: &LeaseKey, expected_counter: u64) -> Result<Race<()>, StoreError> {
+        let ambiguous = self.enter(true).await?;
+        let before = self.before(key).await;
+        let outcome = self.inner.delete(key, expected_counter).await;
+        if let Ok(Race::Won(())) = &outcome {
+            self.wrote(
+                Write::Delete,
+                key,
+                Some(expected_counter),
+                before.as_ref(),
+                None,
+            );
+        }
+        self.answer(ambiguous, outcome)
+    }
+}
+
+/// One worker's view of the shared in-memory Kinesis: every call passes the worker's gate.
+#[derive(Debug)]
+pub(crate) struct SimKinesis {
+    inner: Arc<InMemoryKinesis>,
+    gate: Arc<Gate>,
+}
+
+impl SimKinesis {
+    /// Kinesis as a worker behind `gate` sees it.
+    pub(crate) fn new(inner: Arc<InMemoryKinesis>, gate: Arc<Gate>) -> Self {
+        Self { inner, gate }
+    }
+}
+
+#[derive(Debug)]
+struct GatedSubscription {
+    inner: Box<dyn ShardSubscription>,
+    gate: Arc<Gate>,
+}
+
+#[async_trait]
+impl ShardSubscription for GatedSubscription {
+    async fn next_event(&mut self) -> Option<Result<SubscriptionEvent, KinesisError>> {
+        let event = self.inner.next_event().await;
+        self.gate.pass().await;
+        event
+    }
+}
+
+#[async_trait]
+impl KinesisApi for SimKinesis {
+    fn now(&self) -> std::time::SystemTime {
+        self.inner.now()
+    }
+
+    async fn list_shards(&self, request: &ListShardsRequest) -> Result<ShardPage, KinesisError> {
+        self.gate.pass().await;
+        self.inner.list_shards(request).await
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        stream: &StreamId,
+        shard_id: &str,
+        position: &StartPosition,
+    ) -> Result<String, KinesisError> {
+        self.gate.pass().await;
+        self.inner
+            .get_shard_iterator(stream, shard_id, position)
+            .await
+    }
+
+    async fn get_records(
+        &self,
+        stream: &StreamId,
+        iterator: &str,
+        limit: u32,
+    ) -> Result<GetRecordsOutput, KinesisError> {
+        self.gate.pass().await;
+        self.inner.get_records(stream, iterator, limit).await
+    }
+
+    async fn describe_stream_summary(
+        &self,
+        stream: &StreamId,
+    ) -> Result<StreamSummary, KinesisError> {
+        self.gate.pass().await;
+        self.inner.describe_stream_summary(stream).await
+    }
+
+    async fn register_stream_consumer(
+        &self,
+        stream_arn: &str,
+        consumer_name: &str,
+    ) -> Result<StreamConsumer, KinesisError> {
+        self.gate.pass().await;
+        self.inner
+            .register_stream_consumer(stream_arn, consumer_name)
+            .await
+    }
+
+    async fn describe_stream_consumer(
+        &self,
+        stream_arn: &str,
+        consumer_name: &str,
+    ) -> Result<StreamConsumer, KinesisError> {
+        self.gate.pass().await;
+        self.inner
+            .describe_stream_consumer(stream_arn, consumer_name)
+            .await
+    }
+
+    async fn list_stream_consumers(
+        &self,
+        stream_arn: &str,
+        next_token: Option<&str>,
+    ) -> Result<ConsumerPage, KinesisError> {
+        self.gate.pass().await;
+        self.inner
+            .list_stream_consumers(stream_arn, next_token)
+            .await
+    }
+
+    async fn deregister_stream_consumer(&self, consumer_arn: &str) -> Result<(), KinesisError> {
+        self.gate.pass().await;
+        self.inner.deregister_stream_consumer(consumer_arn).await
+    }
+
+    async fn subscribe_to_shard(
+        &self,
+        consumer_arn: &str,
+        shard_id: &str,
+        position: &StartPosition,
+    ) -> Result<Box<dyn ShardSubscription>, KinesisError> {
+        self.gate.pass().await;
+        let inner = self
+            .inner
+            .subscribe_to_shard(consumer_arn, shard_id, position)
+            .await?;
+        Ok(Box::new(GatedSubscription {
+            inner,
+            gate: self.gate.clone(),
+        }))
+    }
+}
