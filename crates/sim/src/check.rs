@@ -9,6 +9,11 @@
 //!    later than a lease duration after its worker's last successful write of that lease (by
 //!    then the worker must know it may have lost it).
 //! 4. A child shard's records are delivered only after each parent's `SHARD_END`.
+//! 5. Repeats only where a lease moved: a record processed again by a worker is after the
+//!    checkpoint the lease held when that worker took it. So what a kill, a freeze, a steal, a
+//!    store failure or a failed batch repeats is never more than the records after the last
+//!    successful checkpoint, and a graceful hand-over, whose checkpoint covers everything
+//!    processed, repeats nothing.
 //!
 //! Liveness (every record delivered, then the fleet balanced, within bounds once faults stop) is
 //! checked while the run goes on, in [`crate::run`].
@@ -17,6 +22,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::log::{Entry, Event, Write};
 use crate::plan::Plan;
+
+/// The worker id of a process in the log (`w1#2` is the second process of worker `w1`).
+fn worker_id(process: &str) -> &str {
+    process.split('#').next().unwrap_or(process)
+}
 
 /// How many of the records `0..records` no processor has processed.
 pub fn undelivered(log: &[Entry], records: usize) -> usize {
@@ -41,6 +51,7 @@ pub fn all(plan: &Plan, log: &[Entry]) -> Vec<String> {
     broken.extend(fenced_writes(log));
     broken.extend(deliveries_within_lease(plan, log));
     broken.extend(parents_first(log));
+    broken.extend(repeats_after_the_checkpoint(log));
     broken
 }
 
@@ -135,7 +146,7 @@ fn fenced_writes(log: &[Entry]) -> Vec<String> {
             write,
             Write::Renew | Write::Evict | Write::Checkpoint | Write::MarkEnded
         );
-        let owner_ok = !needs_ownership || before.owner.as_deref() == Some(worker.as_str());
+        let owner_ok = !needs_ownership || before.owner.as_deref() == Some(worker_id(worker));
         if before.counter != *expected || !owner_ok {
             broken.push(format!(
                 "fencing: {worker} {write:?} of {key} at {:.3}s succeeded expecting counter {expected}, but the lease was {:?}@{}",
@@ -215,6 +226,60 @@ fn parents_first(log: &[Entry]) -> Vec<String> {
                     if !ended.contains(parent) {
                         broken.push(format!(
                             "parents first: {worker} got records of {shard} at {:.3}s before its parent {parent} reached SHARD_END",
+                            entry.at.as_secs_f64()
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    broken
+}
+
+fn repeats_after_the_checkpoint(log: &[Entry]) -> Vec<String> {
+    use shardwise::lease::{Checkpoint, SequenceNumber};
+    let mut broken = Vec::new();
+    let mut positions: BTreeMap<usize, SequenceNumber> = BTreeMap::new();
+    // The checkpoint each worker's grant of each lease started from.
+    let mut taken_at: BTreeMap<(&str, &str), &Checkpoint> = BTreeMap::new();
+    let mut processed = BTreeSet::new();
+    for entry in log {
+        match &entry.event {
+            Event::Put { id, sequence, .. } => {
+                if let Ok(sequence) = SequenceNumber::new(sequence) {
+                    positions.insert(*id, sequence);
+                }
+            }
+            Event::Wrote {
+                worker,
+                write: Write::Take,
+                key,
+                after: Some(after),
+                ..
+            } => {
+                taken_at.insert((worker, key), &after.checkpoint);
+            }
+            Event::Processed { worker, shard, ids } => {
+                let start = taken_at.get(&(worker.as_str(), shard.as_str()));
+                for id in ids {
+                    if processed.insert(*id) {
+                        continue;
+                    }
+                    let (Some(start), Some(at)) = (start, positions.get(id)) else {
+                        continue;
+                    };
+                    let covered = match start {
+                        Checkpoint::TrimHorizon | Checkpoint::Latest | Checkpoint::AtTimestamp => {
+                            false
+                        }
+                        Checkpoint::Before(first) => at < first,
+                        Checkpoint::At(position) => *at <= position.sequence,
+                        Checkpoint::ShardEnd => true,
+                    };
+                    if covered {
+                        broken.push(format!(
+                            "repeat: {worker} processed r{id} of {shard} again at {:.3}s, though the checkpoint {start} it took the lease at covered it",
                             entry.at.as_secs_f64()
                         ));
                     }

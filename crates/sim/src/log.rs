@@ -63,7 +63,8 @@ pub enum Event {
         /// Its sequence number.
         sequence: String,
     },
-    /// Records handed to a processor, in order.
+    /// Records handed to a processor, in order. (Workers are named by process: `w1#2` is the
+    /// second process of worker `w1`.)
     Delivered {
         /// The worker whose processor got them.
         worker: String,

@@ -57,7 +57,8 @@ fn main() -> ExitCode {
     let from = value("--from").unwrap_or(0);
     let started = Instant::now();
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
-    let (mut records, mut deliveries, mut slowest_catch_up) = (0, 0, 0.0_f64);
+    let (mut records, mut deliveries) = (0, 0);
+    let (mut slowest_catch_up, mut slowest_balance) = (0.0_f64, 0.0_f64);
     for seed in from..from + count {
         let outcome = run(seed, settings);
         for step in &outcome.plan.steps {
@@ -68,6 +69,7 @@ fn main() -> ExitCode {
         records += outcome.stats.records;
         deliveries += outcome.stats.deliveries;
         slowest_catch_up = slowest_catch_up.max(outcome.stats.catch_up.as_secs_f64());
+        slowest_balance = slowest_balance.max(outcome.stats.balance.as_secs_f64());
         if !outcome.violations.is_empty() {
             eprint!("{}", report(&outcome));
             return ExitCode::FAILURE;
@@ -79,7 +81,7 @@ fn main() -> ExitCode {
         count as f64 / elapsed
     );
     println!(
-        "{records} records put, {deliveries} deliveries ({:.1}% repeats); slowest catch-up after faults stopped {slowest_catch_up:.1}s",
+        "{records} records put, {deliveries} deliveries ({:.1}% repeats); after faults stopped, every record processed within {slowest_catch_up:.1}s and the fleet balanced {slowest_balance:.1}s later (slowest seeds)",
         100.0 * (deliveries as f64 - records as f64) / records.max(1) as f64
     );
     println!("steps by kind: {faults:?}");

@@ -44,8 +44,10 @@ pub struct Stats {
     pub records: usize,
     /// Records handed to processors, repeats included.
     pub deliveries: usize,
-    /// From the start of the quiet phase until every record was delivered.
+    /// From the start of the quiet phase until every record was processed.
     pub catch_up: Duration,
+    /// From then until the fleet was balanced.
+    pub balance: Duration,
     /// Virtual time the run took.
     pub virtual_time: Duration,
 }
@@ -100,18 +102,31 @@ struct World {
     put: usize,
 }
 
-/// How long the quiet phase may take to deliver every record: a dead worker's leases expire
-/// (one lease duration) and are taken at the next take round, a failed shard cools down for a
-/// lease duration, parents finish before children, and a frozen worker's leases expire; 20
-/// lease durations cover that with room.
-fn catch_up_bound(settings: &Settings) -> Duration {
-    settings.lease_duration * 20
+/// How long the quiet phase may take to process every record, derived from the configuration
+/// (`L` the lease duration, `T` the take interval, `B` the reader's longest backoff):
+/// - a dead, frozen or replaced worker's leases expire after `L` and are taken at the next take
+///   round: `L + T`;
+/// - a shard released after failures cools down for `L` before it is taken back: `L`;
+/// - a pipeline in a retry pause (1 s, then 2 s) or a reader backing off waits at most `3 s + B`;
+/// - a lease that failed to renew while the store was down is given up and taken again: `L`;
+/// - each generation of resharding waits for its parents' `SHARD_END`, seen at the next parent
+///   poll or take round: `T` per reshard.
+///
+/// So `3L + T + 3 s + B + (reshards + 1) T`; with `L` = 3 s that is about 26 s plus 1.5 s per
+/// reshard. The slowest of 100,000 seeds took 10.9 s.
+fn catch_up_bound(plan: &Plan, reshards: usize) -> Duration {
+    let lease = plan.settings.lease_duration;
+    let take = lease / 2;
+    let backoff = PollingConfig::default().backoff_max;
+    lease * 3 + take + Duration::from_secs(3) + backoff + take * (reshards as u32 + 1)
 }
 
-/// How long the fleet may take to balance once every record is delivered: one steal per worker
-/// per take round.
-fn balance_bound(settings: &Settings) -> Duration {
-    settings.lease_duration * 20
+/// How long the fleet may take to balance once every record is processed: each worker steals
+/// at most one lease per take round, so one round per lease to move, and a lease duration for
+/// a stolen lease's pipeline to end: `(leases + 1) T + L`.
+fn balance_bound(plan: &Plan, leases: usize) -> Duration {
+    let lease = plan.settings.lease_duration;
+    (lease / 2) * (leases as u32 + 1) + lease
 }
 
 async fn simulate(plan: Plan) -> Outcome {
@@ -169,30 +184,39 @@ async fn simulate(plan: Plan) -> Outcome {
     }
     log.push(Event::Note("quiet: faults off".into()));
     let quiet = Instant::now();
-    let settings = world.plan.settings;
     let records = world.put;
+    let reshards = log
+        .entries()
+        .iter()
+        .filter(|e| matches!(e.event, Event::Resharded { .. }))
+        .count();
+    let catch_up_bound = catch_up_bound(&world.plan, reshards);
     let all_delivered = || check::undelivered(&log.entries(), records) == 0;
-    while !all_delivered() && quiet.elapsed() < catch_up_bound(&settings) {
+    while !all_delivered() && quiet.elapsed() < catch_up_bound {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let catch_up = quiet.elapsed();
+    let mut balance = Duration::ZERO;
     if !all_delivered() {
         violations.push(format!(
-            "liveness: {} of {records} records still undelivered {:?} after faults stopped (bound {:?})",
+            "liveness: {} of {records} records still unprocessed {:?} after faults stopped (bound {:?})",
             check::undelivered(&log.entries(), records),
             catch_up,
-            catch_up_bound(&settings)
+            catch_up_bound
         ));
     } else {
         let balanced = Instant::now();
+        let leases = world.store.list().await.map_or(0, |l| l.leases.len());
+        let balance_bound = balance_bound(&world.plan, leases);
         loop {
             let (spread, holdings) = world.spread().await;
             if spread <= 1 {
+                balance = balanced.elapsed();
                 break;
             }
-            if balanced.elapsed() >= balance_bound(&settings) {
+            if balanced.elapsed() >= balance_bound {
                 violations.push(format!(
-                    "liveness: leases per worker still differ by {spread} {:?} after every record was delivered: {holdings:?}",
+                    "liveness: leases per worker still differ by {spread} {:?} after every record was processed (bound {balance_bound:?}): {holdings:?}",
                     balanced.elapsed()
                 ));
                 break;
@@ -213,6 +237,7 @@ async fn simulate(plan: Plan) -> Outcome {
             })
             .sum(),
         catch_up,
+        balance,
         virtual_time: start.elapsed(),
     };
     Outcome {
@@ -258,16 +283,19 @@ impl World {
             s.id = format!("w{slot}-{}", s.incarnation);
         }
         let id = s.id.clone();
+        // Who did what, in the log: the worker id and which process of it (two may share an id
+        // after a zombie's replacement).
+        let process = format!("{id}#{}", s.incarnation);
         let gate = s.gate.clone();
         let store: Arc<dyn LeaseStore> = Arc::new(SimStore::new(
             self.store.clone(),
-            &id,
+            &process,
             self.log.clone(),
             self.faults.clone(),
             gate.clone(),
         ));
         let factory = Factory {
-            worker: id.clone(),
+            worker: process.clone(),
             log: self.log.clone(),
             behaviour: self.plan.processors,
             rng: self.processor_rng.clone(),
@@ -445,6 +473,7 @@ impl World {
             .map(|s| s.id.as_str())
             .collect();
         let mut held: BTreeMap<&str, usize> = running.iter().map(|id| (*id, 0)).collect();
+        // (Leases are owned by worker ids; processes of one id count together.)
         let mut free = 0;
         for lease in self
             .store
