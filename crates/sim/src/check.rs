@@ -43,6 +43,46 @@ pub fn undelivered(log: &[Entry], records: usize) -> usize {
     seen.iter().filter(|s| !**s).count()
 }
 
+/// How much a run gave the invariants to check.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Checked {
+    /// Lease writes checked for fencing and checkpoint order.
+    pub writes: usize,
+    /// Batches checked against their worker's lease.
+    pub batches: usize,
+    /// Records processed again, each checked against the checkpoint of its lease's taking.
+    pub repeats: usize,
+    /// Child shards checked to start after their parents ended.
+    pub children: usize,
+}
+
+impl std::ops::AddAssign for Checked {
+    fn add_assign(&mut self, other: Self) {
+        self.writes += other.writes;
+        self.batches += other.batches;
+        self.repeats += other.repeats;
+        self.children += other.children;
+    }
+}
+
+/// What `log` gave the invariants to check.
+pub fn checked(log: &[Entry]) -> Checked {
+    let mut checked = Checked::default();
+    let mut processed = BTreeSet::new();
+    for entry in log {
+        match &entry.event {
+            Event::Wrote { .. } => checked.writes += 1,
+            Event::Delivered { .. } => checked.batches += 1,
+            Event::Processed { ids, .. } => {
+                checked.repeats += ids.iter().filter(|id| !processed.insert(**id)).count();
+            }
+            Event::Resharded { children, .. } => checked.children += children.len(),
+            _ => {}
+        }
+    }
+    checked
+}
+
 /// Every invariant on `log`; the messages of those that broke.
 pub fn all(plan: &Plan, log: &[Entry]) -> Vec<String> {
     let mut broken = Vec::new();

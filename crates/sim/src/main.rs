@@ -58,6 +58,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     let (mut records, mut deliveries) = (0, 0);
+    let mut checked = shardwise_sim::check::Checked::default();
     let (mut slowest_catch_up, mut slowest_balance) = (0.0_f64, 0.0_f64);
     for seed in from..from + count {
         let outcome = run(seed, settings);
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
             *faults.entry(kind).or_default() += 1;
         }
         records += outcome.stats.records;
+        checked += shardwise_sim::check::checked(&outcome.log);
         deliveries += outcome.stats.deliveries;
         slowest_catch_up = slowest_catch_up.max(outcome.stats.catch_up.as_secs_f64());
         slowest_balance = slowest_balance.max(outcome.stats.balance.as_secs_f64());
@@ -85,5 +87,9 @@ fn main() -> ExitCode {
         100.0 * (deliveries as f64 - records as f64) / records.max(1) as f64
     );
     println!("steps by kind: {faults:?}");
+    println!(
+        "checked: {} lease writes (fencing, checkpoint order), {} batches (within the lease), {} repeated records (after the checkpoint), {} child shards (after their parents)",
+        checked.writes, checked.batches, checked.repeats, checked.children
+    );
     ExitCode::SUCCESS
 }

@@ -20,7 +20,7 @@ use crate::log::{Entry, Event, Log};
 use crate::plan::{Action, MAX_WORKERS, Plan, Reading, Settings};
 use crate::processor::Factory;
 use crate::rng::Rng;
-use crate::wrap::{Gate, SimKinesis, SimStore, StoreFaults};
+use crate::wrap::{Gate, Latency, SimKinesis, SimStore, StoreFaults};
 
 const STREAM: &str = "sim";
 
@@ -94,6 +94,7 @@ struct World {
     kinesis: Arc<InMemoryKinesis>,
     store: Arc<MemoryLeaseStore>,
     faults: Arc<StoreFaults>,
+    latency: Arc<Latency>,
     faults_on: Arc<AtomicBool>,
     processor_rng: Arc<Mutex<Rng>>,
     slots: Vec<Slot>,
@@ -139,6 +140,7 @@ async fn simulate(plan: Plan) -> Outcome {
         kinesis,
         store: Arc::new(MemoryLeaseStore::new()),
         faults: Arc::new(StoreFaults::new(rng.fork())),
+        latency: Arc::new(Latency::new(rng.fork())),
         faults_on: Arc::new(AtomicBool::new(true)),
         processor_rng: Arc::new(Mutex::new(rng.fork())),
         slots: (0..MAX_WORKERS)
@@ -293,6 +295,7 @@ impl World {
             self.log.clone(),
             self.faults.clone(),
             gate.clone(),
+            self.latency.clone(),
         ));
         let factory = Factory {
             worker: process.clone(),
@@ -306,7 +309,11 @@ impl World {
         let consumer = Consumer::builder()
             .application_name("sim")
             .stream(STREAM)
-            .kinesis(Arc::new(SimKinesis::new(self.kinesis.clone(), gate)))
+            .kinesis(Arc::new(SimKinesis::new(
+                self.kinesis.clone(),
+                gate,
+                self.latency.clone(),
+            )))
             .lease_store(store)
             .worker_id(id.as_str())
             .config(self.config())

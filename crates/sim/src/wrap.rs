@@ -47,6 +47,34 @@ impl Gate {
     }
 }
 
+/// A small, seeded delay before every call to the store or Kinesis, as a network adds: which
+/// worker's call lands first then varies from seed to seed, so the runs explore interleavings
+/// a zero-latency world never shows.
+#[derive(Debug)]
+pub(crate) struct Latency {
+    rng: Mutex<Rng>,
+}
+
+impl Latency {
+    pub(crate) fn new(rng: Rng) -> Self {
+        Self {
+            rng: Mutex::new(rng),
+        }
+    }
+
+    /// Waits 0 to 4 ms.
+    pub(crate) async fn wait(&self) {
+        let millis = self
+            .rng
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .below(5);
+        if millis > 0 {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+        }
+    }
+}
+
 /// The store's faults, shared by every worker's view of it.
 #[derive(Debug)]
 pub(crate) struct StoreFaults {
@@ -139,6 +167,7 @@ pub(crate) struct SimStore {
     log: Log,
     faults: Arc<StoreFaults>,
     gate: Arc<Gate>,
+    latency: Arc<Latency>,
 }
 
 impl SimStore {
@@ -149,6 +178,7 @@ impl SimStore {
         log: Log,
         faults: Arc<StoreFaults>,
         gate: Arc<Gate>,
+        latency: Arc<Latency>,
     ) -> Self {
         Self {
             inner,
@@ -156,12 +186,14 @@ impl SimStore {
             log,
             faults,
             gate,
+            latency,
         }
     }
 
     /// Before a call: the gate, then the faults. `Ok(true)` when a write's answer is to be
     /// replaced by an error after it is applied.
     async fn enter(&self, write: bool) -> Result<bool, StoreError> {
+        self.latency.wait().await;
         self.gate.pass().await;
         match self.faults.verdict(write) {
             Verdict::Pass => Ok(false),
@@ -393,12 +425,22 @@ impl LeaseStore for SimStore {
 pub(crate) struct SimKinesis {
     inner: Arc<InMemoryKinesis>,
     gate: Arc<Gate>,
+    latency: Arc<Latency>,
 }
 
 impl SimKinesis {
     /// Kinesis as a worker behind `gate` sees it.
-    pub(crate) fn new(inner: Arc<InMemoryKinesis>, gate: Arc<Gate>) -> Self {
-        Self { inner, gate }
+    pub(crate) fn new(inner: Arc<InMemoryKinesis>, gate: Arc<Gate>, latency: Arc<Latency>) -> Self {
+        Self {
+            inner,
+            gate,
+            latency,
+        }
+    }
+
+    async fn pass(&self) {
+        self.latency.wait().await;
+        self.gate.pass().await;
     }
 }
 
@@ -424,7 +466,7 @@ impl KinesisApi for SimKinesis {
     }
 
     async fn list_shards(&self, request: &ListShardsRequest) -> Result<ShardPage, KinesisError> {
-        self.gate.pass().await;
+        self.pass().await;
         self.inner.list_shards(request).await
     }
 
@@ -434,7 +476,7 @@ impl KinesisApi for SimKinesis {
         shard_id: &str,
         position: &StartPosition,
     ) -> Result<String, KinesisError> {
-        self.gate.pass().await;
+        self.pass().await;
         self.inner
             .get_shard_iterator(stream, shard_id, position)
             .await
@@ -446,7 +488,7 @@ impl KinesisApi for SimKinesis {
         iterator: &str,
         limit: u32,
     ) -> Result<GetRecordsOutput, KinesisError> {
-        self.gate.pass().await;
+        self.pass().await;
         self.inner.get_records(stream, iterator, limit).await
     }
 
@@ -454,7 +496,7 @@ impl KinesisApi for SimKinesis {
         &self,
         stream: &StreamId,
     ) -> Result<StreamSummary, KinesisError> {
-        self.gate.pass().await;
+        self.pass().await;
         self.inner.describe_stream_summary(stream).await
     }
 
@@ -463,7 +505,7 @@ impl KinesisApi for SimKinesis {
         stream_arn: &str,
         consumer_name: &str,
     ) -> Result<StreamConsumer, KinesisError> {
-        self.gate.pass().await;
+        self.pass().await;
         self.inner
             .register_stream_consumer(stream_arn, consumer_name)
             .await
@@ -474,7 +516,7 @@ impl KinesisApi for SimKinesis {
         stream_arn: &str,
         consumer_name: &str,
     ) -> Result<StreamConsumer, KinesisError> {
-        self.gate.pass().await;
+        self.pass().await;
         self.inner
             .describe_stream_consumer(stream_arn, consumer_name)
             .await
@@ -485,14 +527,14 @@ impl KinesisApi for SimKinesis {
         stream_arn: &str,
         next_token: Option<&str>,
     ) -> Result<ConsumerPage, KinesisError> {
-        self.gate.pass().await;
+        self.pass().await;
         self.inner
             .list_stream_consumers(stream_arn, next_token)
             .await
     }
 
     async fn deregister_stream_consumer(&self, consumer_arn: &str) -> Result<(), KinesisError> {
-        self.gate.pass().await;
+        self.pass().await;
         self.inner.deregister_stream_consumer(consumer_arn).await
     }
 
@@ -502,7 +544,7 @@ impl KinesisApi for SimKinesis {
         shard_id: &str,
         position: &StartPosition,
     ) -> Result<Box<dyn ShardSubscription>, KinesisError> {
-        self.gate.pass().await;
+        self.pass().await;
         let inner = self
             .inner
             .subscribe_to_shard(consumer_arn, shard_id, position)
