@@ -237,31 +237,34 @@ async fn reading(memory: &Memory, shard: &str) {
     .await;
 }
 
-/// Item 3: a shard at `LATEST` whose processor panics on its first batch: the lease is released,
-/// and the next holder processes that batch (it does not start after the newest record).
-#[tokio::test(start_paused = true)]
-async fn a_latest_shard_that_panics_on_its_first_batch_loses_nothing() {
+/// A shard read from `LATEST` whose processor fails (or panics) on its first batch on worker
+/// "first"; then, with "first" stopped gracefully during its retry pause or still running,
+/// worker "second" must process that batch (not start after the newest record).
+async fn a_latest_shards_failed_first_batch_is_processed(panics: bool, stop_first: bool) {
     let memory = Memory::new("s");
     memory.create(1).await;
     let shard = only_shard(&memory).await;
     let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::new());
     let config = config(InitialPosition::Latest);
-    let panicking = FirstBatchFails {
-        panics: true,
+    let failing = FirstBatchFails {
+        panics,
         calls: Arc::default(),
         happened: Arc::default(),
     };
-    let happened = panicking.happened.clone();
-    let (stop_first, first) = start(
+    let happened = failing.happened.clone();
+    let (stop_first_worker, first) = start(
         &memory,
         store.clone(),
         "first",
         config.clone(),
-        move |_: &ShardId| panicking.clone(),
+        move |_: &ShardId| failing.clone(),
     );
     reading(&memory, &shard).await;
     memory.put(0..10, 3).await;
     happened.notified().await;
+    if stop_first {
+        stop_first_worker.cancel();
+    }
 
     let recorder = Arc::new(Recorder::default());
     let (stop_second, second) = start(
@@ -272,61 +275,29 @@ async fn a_latest_shard_that_panics_on_its_first_batch_loses_nothing() {
         factory("second", &recorder, Behaviour::Checkpointing),
     );
     let r = recorder.clone();
-    wait_for("the panicked batch processed", PATIENCE, move || {
+    wait_for("the failed first batch processed", PATIENCE, move || {
         let r = r.clone();
         async move { r.coverage(10).0 == 10 }
     })
     .await;
-    stop_first.cancel();
+    stop_first_worker.cancel();
     stop_second.cancel();
     first.await.unwrap();
     second.await.unwrap();
+}
+
+/// Item 3: a shard at `LATEST` whose processor panics on its first batch: the lease is released,
+/// and the next holder processes that batch.
+#[tokio::test(start_paused = true)]
+async fn a_latest_shard_that_panics_on_its_first_batch_loses_nothing() {
+    a_latest_shards_failed_first_batch_is_processed(true, false).await;
 }
 
 /// Items 1 and 3 together: a `LATEST` shard whose first batch fails, then a graceful shutdown
 /// during the retry pause; the next worker processes the batch.
 #[tokio::test(start_paused = true)]
 async fn a_latest_shard_stopped_during_a_failing_first_batch_loses_nothing() {
-    let memory = Memory::new("s");
-    memory.create(1).await;
-    let shard = only_shard(&memory).await;
-    let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::new());
-    let config = config(InitialPosition::Latest);
-    let failing = FirstBatchFails {
-        panics: false,
-        calls: Arc::default(),
-        happened: Arc::default(),
-    };
-    let happened = failing.happened.clone();
-    let (stop, task) = start(
-        &memory,
-        store.clone(),
-        "first",
-        config.clone(),
-        move |_: &ShardId| failing.clone(),
-    );
-    reading(&memory, &shard).await;
-    memory.put(0..10, 3).await;
-    happened.notified().await;
-    stop.cancel();
-    task.await.unwrap();
-
-    let recorder = Arc::new(Recorder::default());
-    let (stop, task) = start(
-        &memory,
-        store.clone(),
-        "second",
-        config,
-        factory("second", &recorder, Behaviour::Checkpointing),
-    );
-    let r = recorder.clone();
-    wait_for("the failed batch processed", PATIENCE, move || {
-        let r = r.clone();
-        async move { r.coverage(10).0 == 10 }
-    })
-    .await;
-    stop.cancel();
-    task.await.unwrap();
+    a_latest_shards_failed_first_batch_is_processed(false, true).await;
 }
 
 /// What the worker called on a processor, in order.

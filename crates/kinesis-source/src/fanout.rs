@@ -14,6 +14,7 @@ use crate::batch::Batch;
 use crate::budget::{MemoryBudget, Reservation};
 use crate::error::{KinesisError, KinesisErrorKind};
 use crate::prefetch::{self, PrefetchLimits, PrefetchReceiver, PrefetchSender};
+use crate::restart::Restart;
 use crate::stats::ReaderStats;
 
 /// The service accepts one `SubscribeToShard` call per second per consumer and shard.
@@ -155,10 +156,9 @@ impl FanOutReader {
             consumer_arn,
             backoff: Backoff::seeded(&shard_id, config.backoff_initial, config.backoff_max),
             shard_id,
-            start: position,
             config,
             tx,
-            resume_after: None,
+            restart: Restart::new(position.clone()),
             last_record: None,
             stats: stats.clone(),
         };
@@ -207,12 +207,11 @@ struct Subscriber {
     api: Arc<dyn KinesisApi>,
     consumer_arn: String,
     shard_id: String,
-    start: StartPosition,
     config: FanOutConfig,
     tx: PrefetchSender,
     backoff: Backoff,
     /// The continuation of the last event handed over: where the next subscription starts.
-    resume_after: Option<String>,
+    restart: Restart,
     /// The last record handed over, to drop any record a new subscription sends again.
     last_record: Option<String>,
     stats: ReaderStats,
@@ -221,23 +220,12 @@ struct Subscriber {
 impl Subscriber {
     async fn run(mut self) {
         let mut next_subscribe = Instant::now();
-        // When reading from LATEST began (see the type's docs).
-        let mut latest_since: Option<std::time::SystemTime> = None;
         loop {
             // Never hold a subscription open while the processor is behind.
             self.tx.room().await;
             tokio::time::sleep_until(next_subscribe).await;
             let started = Instant::now();
-            let position = match (&self.resume_after, &self.start, latest_since) {
-                (Some(seq), _, _) => StartPosition::AfterSequenceNumber(seq.clone()),
-                (None, StartPosition::Latest, Some(since)) => StartPosition::AtTimestamp(
-                    since.checked_sub(Duration::from_secs(1)).unwrap_or(since),
-                ),
-                (None, start, _) => start.clone(),
-            };
-            if position == StartPosition::Latest {
-                latest_since = Some(self.api.now());
-            }
+            let position = self.restart.position(self.api.now());
             let ended = match self
                 .api
                 .subscribe_to_shard(&self.consumer_arn, &self.shard_id, &position)
@@ -335,8 +323,8 @@ impl Subscriber {
         if last_record.is_some() {
             self.last_record = last_record;
         }
-        if continuation.is_some() {
-            self.resume_after = continuation;
+        if let Some(continuation) = continuation {
+            self.restart.read_through(continuation);
         }
         !ended
     }

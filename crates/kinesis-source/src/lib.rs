@@ -50,6 +50,7 @@ mod fanout;
 mod polling;
 mod prefetch;
 mod reader;
+mod restart;
 mod sdk;
 mod stats;
 

@@ -13,6 +13,7 @@ use crate::batch::Batch;
 use crate::budget::MemoryBudget;
 use crate::error::{KinesisError, KinesisErrorKind};
 use crate::prefetch::{self, PrefetchLimits, PrefetchReceiver, PrefetchSender};
+use crate::restart::Restart;
 use crate::stats::ReaderStats;
 
 /// Settings of the polling reader. The defaults follow the KCL's and the service's limits.
@@ -145,7 +146,7 @@ impl PollingReader {
             stream,
             backoff: Backoff::seeded(&shard_id, config.backoff_initial, config.backoff_max),
             shard_id,
-            start: position,
+            restart: Restart::new(position),
             config,
             tx,
             stats: stats.clone(),
@@ -185,7 +186,7 @@ struct Fetcher {
     api: Arc<dyn KinesisApi>,
     stream: StreamId,
     shard_id: String,
-    start: StartPosition,
+    restart: Restart,
     config: PollingConfig,
     tx: PrefetchSender,
     backoff: Backoff,
@@ -195,11 +196,6 @@ struct Fetcher {
 impl Fetcher {
     async fn run(mut self) {
         let mut iterator: Option<String> = None;
-        let mut last_fetched: Option<String> = None;
-        // When reading from LATEST began: an iterator that expires before any record came (the
-        // reader waited on the worker's budget, say) is replaced from then, not from a new LATEST
-        // that would skip what arrived meanwhile. A second early, for clocks that differ.
-        let mut latest_since: Option<std::time::SystemTime> = None;
         let mut next_call = Instant::now();
         // The largest record of the last response with records.
         let mut bytes_per_record: Option<f64> = None;
@@ -214,16 +210,9 @@ impl Fetcher {
             let current = match iterator.take() {
                 Some(it) => it,
                 None => {
-                    let position = match (&last_fetched, &self.start, latest_since) {
-                        (Some(seq), _, _) => StartPosition::AfterSequenceNumber(seq.clone()),
-                        (None, StartPosition::Latest, Some(since)) => StartPosition::AtTimestamp(
-                            since.checked_sub(Duration::from_secs(1)).unwrap_or(since),
-                        ),
-                        (None, start, _) => start.clone(),
-                    };
-                    if position == StartPosition::Latest {
-                        latest_since = Some(self.api.now());
-                    }
+                    // An iterator that expires before any record came (the reader waited on the
+                    // worker's budget, say) is replaced from when reading from LATEST began.
+                    let position = self.restart.position(self.api.now());
                     match self
                         .api
                         .get_shard_iterator(&self.stream, &self.shard_id, &position)
@@ -268,7 +257,7 @@ impl Fetcher {
                         },
                     };
                     if let Some(seq) = batch.resume_after() {
-                        last_fetched = Some(seq.to_owned());
+                        self.restart.read_through(seq.to_owned());
                         bytes_per_record = batch.largest_record().map(|n| n as f64);
                     }
                     iterator = out.next_iterator;
