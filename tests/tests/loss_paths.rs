@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shardwise::lease::testkit::{Fault, FaultyStore, Operation};
+use shardwise::lease::Operation;
+use shardwise::lease::testkit::{Fault, FaultyStore};
 use shardwise::lease::{Checkpoint, Lease, LeaseKey, LeaseStore, MemoryLeaseStore, ShardId};
 use shardwise::{
     Checkpointer, Consumer, ConsumerConfig, InitialPosition, ProcessorError, ProcessorFactory,

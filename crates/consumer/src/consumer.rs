@@ -202,10 +202,12 @@ impl ConsumerBuilder {
             worker_id.as_str(),
         );
         let prefetch = shardwise_kinesis_source::MemoryBudget::new(self.config.prefetch_memory);
-        let store = Arc::new(crate::timed_store::TimedStore::new(
+        let store = Arc::new(shardwise_lease_core::Layered::wrap(
             store,
-            self.config.store_timeout(),
-            self.config.take_interval.max(self.config.store_timeout()),
+            crate::timed_store::Timeouts {
+                call: self.config.store_timeout(),
+                list: self.config.take_interval.max(self.config.store_timeout()),
+            },
         ));
         Ok(Consumer {
             ctx: Arc::new(Context {

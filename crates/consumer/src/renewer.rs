@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use shardwise_lease_core::{LeaseKey, Race, StoreError};
+use shardwise_lease_core::{LeaseKey, Race};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -46,7 +46,7 @@ pub(crate) async fn run(ctx: Arc<Context>, grants: Grants, stop: CancellationTok
 }
 
 /// One renewal round: one `renew_many` for every grant whose turn to write is free, bounded by
-/// the renew interval. A grant with a checkpoint in flight is skipped (the checkpoint, when it
+/// the store timeout. A grant with a checkpoint in flight is skipped (the checkpoint, when it
 /// succeeds, renews the lease too); nothing here waits for another write. A lease not renewed
 /// for two thirds of the lease duration is given up before anyone else may take it.
 async fn renew(
@@ -100,15 +100,8 @@ async fn renew(
         .iter()
         .map(|(g, _)| (g.key.clone(), g.state().counter))
         .collect();
-    let outcomes = match tokio::time::timeout(
-        ctx.config.renew_interval(),
-        ctx.store.renew_many(&ctx.worker_id, &batch),
-    )
-    .await
-    {
-        Ok(outcomes) => outcomes,
-        Err(_) => vec![Err(StoreError::unavailable("renewal timed out")); batch.len()],
-    };
+    // Bounded by the store timeout, like every store call of the worker.
+    let outcomes = ctx.store.renew_many(&ctx.worker_id, &batch).await;
     metrics.time.record(sent.elapsed().as_secs_f64() * 1_000.0);
     for ((grant, _turn), outcome) in turns.iter().zip(outcomes) {
         match outcome {

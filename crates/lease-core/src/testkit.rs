@@ -32,13 +32,13 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use crate::{
-    Checkpoint, CheckpointUpdate, HashKeyRange, Lease, LeaseKey, LeaseStore, PendingCheckpoint,
-    Race, SequenceNumber, ShardId, StoreError, StoreErrorKind, WorkerId,
+    Checkpoint, CheckpointUpdate, HashKeyRange, Lease, LeaseKey, LeaseStore, Operation,
+    PendingCheckpoint, Race, SequenceNumber, ShardId, StoreError, StoreErrorKind, WorkerId,
 };
 
 mod faulty;
 
-pub use faulty::{Fault, FaultyStore, Operation};
+pub use faulty::{Fault, Faults, FaultyStore};
 
 /// Stamps out the whole conformance suite as `#[tokio::test]` functions in the calling module.
 ///
