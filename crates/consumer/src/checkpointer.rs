@@ -134,13 +134,9 @@ impl Checkpointer {
         // clone of this checkpointer kept by the processor can never cover the batch then.
         let _clear = InHand(self);
         let outcome = handle.await;
-        let succeeded = succeeded(&outcome);
-        self.with_cursor(|c| {
-            let batch = c.in_hand.take();
-            if succeeded {
-                c.processed = batch;
-            }
-        });
+        if succeeded(&outcome) {
+            self.with_cursor(|c| c.processed = c.in_hand.clone());
+        }
         outcome
     }
 
