@@ -78,7 +78,10 @@ impl Candidate {
 pub struct TakePlan {
     /// Free or expired leases to take.
     pub take: Vec<Candidate>,
-    /// Leases to steal from the most loaded worker (empty whenever `take` is not).
+    /// Leases to ask the most loaded worker to hand over (empty whenever `take` is not): a
+    /// live worker's lease is not taken but asked for
+    /// ([`LeaseStore::request_handoff`](crate::LeaseStore::request_handoff)), so that nothing
+    /// it is processing is processed twice.
     pub steal: Vec<Candidate>,
     /// Leases that count: every lease of a shard that has not ended.
     pub total_leases: usize,
@@ -110,16 +113,32 @@ pub fn plan_takes(input: BalanceInput<'_>) -> TakePlan {
     } = input;
     let mut mine = 0usize;
     let mut available: Vec<&Lease> = Vec::new();
-    let mut by_worker: BTreeMap<&WorkerId, Vec<&Lease>> = BTreeMap::new();
+    // Each other worker's load, and the leases that may be asked of it.
+    let mut by_worker: BTreeMap<&WorkerId, (usize, Vec<&Lease>)> = BTreeMap::new();
     let mut total_leases = 0usize;
 
     for lease in leases.iter().filter(|l| !l.is_ended()) {
         total_leases += 1;
+        if lease.is_handing_off() {
+            // Going to its owner: it counts as the owner's, and cannot be asked for again.
+            // Expired, its holder is gone, and anyone may take it.
+            match &lease.owner {
+                _ if expired.contains(&lease.key) => available.push(lease),
+                Some(owner) if owner == me => mine += 1,
+                Some(owner) => by_worker.entry(owner).or_default().0 += 1,
+                None => available.push(lease),
+            }
+            continue;
+        }
         match &lease.owner {
             Some(owner) if owner == me && held.contains(&lease.key) => mine += 1,
             Some(owner) if owner == me => available.push(lease),
             Some(_) if expired.contains(&lease.key) => available.push(lease),
-            Some(owner) => by_worker.entry(owner).or_default().push(lease),
+            Some(owner) => {
+                let load = by_worker.entry(owner).or_default();
+                load.0 += 1;
+                load.1.push(lease);
+            }
             None => available.push(lease),
         }
     }
@@ -166,14 +185,15 @@ pub fn plan_takes(input: BalanceInput<'_>) -> TakePlan {
     }
 
     // Most loaded worker; among equals, the smallest id.
-    let Some((_, victim)) = by_worker
+    let Some((_, (load, victim))) = by_worker
         .iter()
-        .max_by(|(a_id, a), (b_id, b)| a.len().cmp(&b.len()).then_with(|| b_id.cmp(a_id)))
+        .max_by(|(a_id, a), (b_id, b)| a.0.cmp(&b.0).then_with(|| b_id.cmp(a_id)))
     else {
         return plan;
     };
-    let over_target = victim.len().saturating_sub(target);
-    let to_steal = if victim.len() < target {
+    let load = *load;
+    let over_target = load.saturating_sub(target);
+    let to_steal = if load < target {
         0
     } else if over_target == 0 && needed > 1 {
         1
@@ -262,6 +282,16 @@ mod tests {
             target: 0,
             workers: 1,
         }
+    }
+
+    /// Marks leases as being handed off: each (key, holder) keeps its owner as the worker it
+    /// goes to, with `holder` as the checkpoint owner.
+    fn handing(mut leases: Vec<Lease>, pending: &[(&str, &str)]) -> Vec<Lease> {
+        for (key, holder) in pending {
+            let lease = leases.iter_mut().find(|l| l.key.as_str() == *key).unwrap();
+            lease.checkpoint_owner = Some(WorkerId::new(*holder).unwrap());
+        }
+        leases
     }
 
     fn with_parents(mut leases: Vec<Lease>, links: &[(&str, &str)]) -> Vec<Lease> {
@@ -548,6 +578,48 @@ mod tests {
             ..case(
                 "expired leases first, no steal in the same round",
                 table(&[("a", "w1", false), ("b", "w2", false), ("c", "w2", false)]),
+            )
+        });
+        all.push(Case {
+            held: &["c"],
+            target: 2,
+            workers: 2,
+            ..case(
+                "a lease being handed to me counts as mine: no more asking",
+                handing(
+                    table(&[
+                        ("a", "w2", false),
+                        ("b", "w2", false),
+                        ("c", "me", false),
+                        ("d", "me", false),
+                    ]),
+                    &[("d", "w2")],
+                ),
+            )
+        });
+        all.push(Case {
+            target: 2,
+            workers: 4,
+            ..case(
+                "leases being handed over are never asked for again; they count for their new owner",
+                handing(
+                    rows([owned("a", 2, "w1"), owned("b", 3, "w2"), owned("c", 1, "w3")].concat()),
+                    &[("b0", "w1"), ("b1", "w1"), ("b2", "w1")],
+                ),
+            )
+        });
+        all.push(Case {
+            expired: &["b"],
+            take: 1,
+            take_first: Some("b"),
+            target: 2,
+            workers: 2,
+            ..case(
+                "a hand-off whose holder died: the expired lease is taken by anyone",
+                handing(
+                    table(&[("a", "w2", false), ("b", "w3", false), ("c", "w2", false)]),
+                    &[("b", "w2")],
+                ),
             )
         });
         all

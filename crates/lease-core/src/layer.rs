@@ -37,6 +37,8 @@ pub enum Operation {
     UpdateCheckpoint,
     /// `mark_ended`.
     MarkEnded,
+    /// `request_handoff`.
+    RequestHandoff,
     /// `reset_checkpoint`.
     ResetCheckpoint,
     /// `delete`.
@@ -216,6 +218,21 @@ impl<L: Layer> LeaseStore for Layered<L> {
             .mark_ended(key, owner, expected_counter, children);
         self.layer
             .around(Operation::MarkEnded, Some(key), call)
+            .await
+    }
+
+    async fn request_handoff(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        holder: &WorkerId,
+        new_owner: &WorkerId,
+    ) -> Result<Race<Lease>, StoreError> {
+        let call = self
+            .inner
+            .request_handoff(key, expected_counter, holder, new_owner);
+        self.layer
+            .around(Operation::RequestHandoff, Some(key), call)
             .await
     }
 

@@ -8,6 +8,11 @@ use crate::ids::{LeaseKey, ShardId, WorkerId};
 ///
 /// `counter` is the fencing token: every write that changes a lease compares it with the value
 /// the writer last saw and increments it, so a stale writer always loses.
+///
+/// While a hand-off is pending ([`LeaseStore::request_handoff`](crate::LeaseStore::request_handoff)),
+/// `owner` names the worker the lease goes to and `checkpoint_owner` the worker that still
+/// holds it and processes the shard until it gives it up. [`Lease::holder`] is whoever holds
+/// the lease now, in either state.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Lease {
     /// The row's key (the shard id, or a stream-qualified shard id).
@@ -16,6 +21,9 @@ pub struct Lease {
     pub owner: Option<WorkerId>,
     /// The fencing counter, incremented by every write.
     pub counter: u64,
+    /// While a hand-off is pending: the worker that still holds the lease (the KCL 3.x
+    /// `checkpointOwner`); `owner` is then the worker it is being handed to. `None` otherwise.
+    pub checkpoint_owner: Option<WorkerId>,
     /// How far processing of the shard has come.
     pub checkpoint: Checkpoint,
     /// The first phase of a two-phase checkpoint, when one is prepared.
@@ -37,6 +45,7 @@ impl Lease {
             key,
             owner: None,
             counter: 0,
+            checkpoint_owner: None,
             checkpoint,
             pending_checkpoint: None,
             owner_switches_since_checkpoint: 0,
@@ -68,9 +77,25 @@ impl Lease {
         self.owner.is_none()
     }
 
-    /// Whether `worker` is the recorded owner.
+    /// Whether `worker` is the recorded owner (during a hand-off: the worker it goes to).
     pub fn is_owned_by(&self, worker: &WorkerId) -> bool {
         self.owner.as_ref() == Some(worker)
+    }
+
+    /// The worker that holds the lease now: the checkpoint owner while a hand-off is pending,
+    /// otherwise the owner. Renewals, checkpoints and releases are the holder's.
+    pub fn holder(&self) -> Option<&WorkerId> {
+        self.checkpoint_owner.as_ref().or(self.owner.as_ref())
+    }
+
+    /// Whether `worker` holds the lease now (see [`Lease::holder`]).
+    pub fn is_held_by(&self, worker: &WorkerId) -> bool {
+        self.holder() == Some(worker)
+    }
+
+    /// Whether a hand-off is pending: the holder has been asked to give the lease to `owner`.
+    pub fn is_handing_off(&self) -> bool {
+        self.checkpoint_owner.is_some()
     }
 }
 

@@ -40,5 +40,5 @@ pub use lease::{Lease, sorted_set};
 pub use memory::MemoryLeaseStore;
 pub use redact::{REDACTED, redact_url};
 pub use sequence::{ExtendedSequenceNumber, MAX_SEQUENCE_DIGITS, SequenceNumber};
-pub use store::{CorruptLease, LeaseListing, LeaseStore, LeaseStoreExt, Race};
+pub use store::{CorruptLease, LeaseListing, LeaseStore, LeaseStoreExt, Race, validate_handoff};
 pub use validate::{CheckpointBounds, CheckpointError, validate_checkpoint};

@@ -10,7 +10,7 @@ use crate::checkpoint::{Checkpoint, CheckpointUpdate};
 use crate::error::{StoreError, StoreErrorKind};
 use crate::ids::{LeaseKey, ShardId, WorkerId};
 use crate::lease::{Lease, sorted_set};
-use crate::store::{LeaseListing, LeaseStore, Race};
+use crate::store::{LeaseListing, LeaseStore, Race, validate_handoff};
 
 /// A [`LeaseStore`] kept in process memory.
 ///
@@ -108,8 +108,8 @@ impl MemoryLeaseStore {
     }
 }
 
-fn owned_at(owner: &WorkerId, counter: u64) -> impl Fn(&Lease) -> bool + '_ {
-    move |lease| lease.counter == counter && lease.is_owned_by(owner)
+fn held_at(holder: &WorkerId, counter: u64) -> impl Fn(&Lease) -> bool + '_ {
+    move |lease| lease.counter == counter && lease.is_held_by(holder)
 }
 
 #[async_trait]
@@ -157,6 +157,7 @@ impl LeaseStore for MemoryLeaseStore {
                         lease.owner_switches_since_checkpoint.saturating_add(1);
                 }
                 lease.owner = Some(new_owner.clone());
+                lease.checkpoint_owner = None;
                 Ok(())
             },
         )
@@ -168,7 +169,7 @@ impl LeaseStore for MemoryLeaseStore {
         owner: &WorkerId,
         expected_counter: u64,
     ) -> Result<Race<u64>, StoreError> {
-        let race = self.write(key, owned_at(owner, expected_counter), |_| Ok(()))?;
+        let race = self.write(key, held_at(owner, expected_counter), |_| Ok(()))?;
         Ok(race.map(|lease| lease.counter))
     }
 
@@ -185,7 +186,7 @@ impl LeaseStore for MemoryLeaseStore {
         leases
             .iter()
             .map(|(key, counter)| match table.get_mut(key) {
-                Some(lease) if owned_at(owner, *counter)(lease) => {
+                Some(lease) if held_at(owner, *counter)(lease) => {
                     lease.counter = lease.counter.saturating_add(1);
                     Ok(Race::Won(lease.counter))
                 }
@@ -200,8 +201,10 @@ impl LeaseStore for MemoryLeaseStore {
         owner: &WorkerId,
         expected_counter: u64,
     ) -> Result<Race<Lease>, StoreError> {
-        self.write(key, owned_at(owner, expected_counter), |lease| {
-            lease.owner = None;
+        self.write(key, held_at(owner, expected_counter), |lease| {
+            if lease.checkpoint_owner.take().is_none() {
+                lease.owner = None;
+            }
             Ok(())
         })
     }
@@ -214,7 +217,7 @@ impl LeaseStore for MemoryLeaseStore {
         update: &CheckpointUpdate,
     ) -> Result<Race<Lease>, StoreError> {
         update.validate()?;
-        self.write(key, owned_at(owner, expected_counter), |lease| {
+        self.write(key, held_at(owner, expected_counter), |lease| {
             if update.checkpoint.cmp_progress(&lease.checkpoint).is_lt() {
                 return Err(StoreError::new(
                     StoreErrorKind::CheckpointRegression,
@@ -239,13 +242,37 @@ impl LeaseStore for MemoryLeaseStore {
         expected_counter: u64,
         children: &[ShardId],
     ) -> Result<Race<Lease>, StoreError> {
-        self.write(key, owned_at(owner, expected_counter), |lease| {
+        self.write(key, held_at(owner, expected_counter), |lease| {
             lease.checkpoint = Checkpoint::ShardEnd;
             lease.pending_checkpoint = None;
             lease.owner_switches_since_checkpoint = 0;
             lease.child_shard_ids = sorted_set(children.iter().cloned());
             Ok(())
         })
+    }
+
+    async fn request_handoff(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        holder: &WorkerId,
+        new_owner: &WorkerId,
+    ) -> Result<Race<Lease>, StoreError> {
+        validate_handoff(holder, new_owner)?;
+        self.write(
+            key,
+            |lease| {
+                lease.counter == expected_counter
+                    && lease.is_owned_by(holder)
+                    && !lease.is_handing_off()
+            },
+            |lease| {
+                lease.checkpoint_owner = lease.owner.replace(new_owner.clone());
+                lease.owner_switches_since_checkpoint =
+                    lease.owner_switches_since_checkpoint.saturating_add(1);
+                Ok(())
+            },
+        )
     }
 
     async fn reset_checkpoint(
@@ -259,6 +286,7 @@ impl LeaseStore for MemoryLeaseStore {
             |lease| lease.counter == expected_counter,
             |lease| {
                 lease.owner = None;
+                lease.checkpoint_owner = None;
                 lease.checkpoint = checkpoint.clone();
                 lease.pending_checkpoint = None;
                 lease.owner_switches_since_checkpoint = 0;

@@ -77,7 +77,21 @@ pub struct LeaseListing {
 /// A lease backend: DynamoDB, PostgreSQL, Redis, memory.
 ///
 /// Every write is a compare-and-set on the lease counter the caller last saw, increments the
-/// counter, and returns [`Race::Lost`] when the condition does not hold. Errors are faults
+/// counter, and returns [`Race::Lost`] when the condition does not hold. The writes of a
+/// lease's holder (renew, checkpoint, mark ended, evict) also require the writer to be its
+/// [holder](Lease::holder): the owner, or during a hand-off the checkpoint owner.
+///
+/// # Hand-off
+///
+/// A worker that wants a live worker's lease asks for it instead of taking it, so that no
+/// record is processed twice: [`request_handoff`](LeaseStore::request_handoff) makes it the
+/// owner and the holder the checkpoint owner. The holder's next write loses its race (the
+/// counter moved); it reads the lease, sees itself as checkpoint owner, lets its processor
+/// checkpoint, and gives the lease up with [`evict`](LeaseStore::evict), which during a
+/// hand-off completes it (the checkpoint owner is removed, the new owner stays). The new owner
+/// starts only once the checkpoint owner is gone. A holder that dies mid-hand-off stops
+/// renewing, so the lease expires by the usual rule and anyone may [`take`](LeaseStore::take)
+/// it, which ends the hand-off. Errors are faults
 /// (the store cannot be reached, a row is corrupt, the request is invalid);
 /// [`StoreError::is_retryable`] says whether retrying helps.
 ///
@@ -106,7 +120,8 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
     async fn create_if_absent(&self, lease: &Lease) -> Result<Race<Lease>, StoreError>;
 
     /// Makes `new_owner` the owner, if the counter is still `expected_counter`, whoever owns it
-    /// now. Counts an owner switch when the owner changes.
+    /// now. Counts an owner switch when the owner changes. Ends a pending hand-off (the
+    /// checkpoint owner is removed).
     async fn take(
         &self,
         key: &LeaseKey,
@@ -114,7 +129,7 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
         new_owner: &WorkerId,
     ) -> Result<Race<Lease>, StoreError>;
 
-    /// Increments the counter, if `owner` owns the lease at `expected_counter`. Returns the new
+    /// Increments the counter, if `owner` holds the lease at `expected_counter`. Returns the new
     /// counter.
     async fn renew(
         &self,
@@ -138,7 +153,9 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
         outcomes
     }
 
-    /// Releases the lease (owner removed), if `owner` owns it at `expected_counter`.
+    /// Gives the lease up, if `owner` holds it at `expected_counter`: with a hand-off pending,
+    /// to the worker it is being handed to (the checkpoint owner is removed, the owner stays:
+    /// the hand-off completes); otherwise to nobody (the owner is removed).
     async fn evict(
         &self,
         key: &LeaseKey,
@@ -146,7 +163,7 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
         expected_counter: u64,
     ) -> Result<Race<Lease>, StoreError>;
 
-    /// Writes a checkpoint (and pending checkpoint), if `owner` owns the lease at
+    /// Writes a checkpoint (and pending checkpoint), if `owner` holds the lease at
     /// `expected_counter`. Resets the owner-switch count. A checkpoint behind the stored one is
     /// refused with an error of kind
     /// [`CheckpointRegression`](crate::StoreErrorKind::CheckpointRegression) and nothing changes.
@@ -161,7 +178,7 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
     ) -> Result<Race<Lease>, StoreError>;
 
     /// Records that the shard ended and was fully processed: checkpoint `SHARD_END`, the child
-    /// shard ids, no pending checkpoint, owner switches reset to 0; if `owner` owns the lease at
+    /// shard ids, no pending checkpoint, owner switches reset to 0; if `owner` holds the lease at
     /// `expected_counter`.
     async fn mark_ended(
         &self,
@@ -171,10 +188,25 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
         children: &[ShardId],
     ) -> Result<Race<Lease>, StoreError>;
 
+    /// Asks `holder` to hand the lease to `new_owner`: if `holder` owns the lease at
+    /// `expected_counter` and no hand-off is pending, `new_owner` becomes the owner and `holder`
+    /// the checkpoint owner, who keeps holding the lease until it gives it up with
+    /// [`evict`](LeaseStore::evict). Increments the counter (so that the holder's next write
+    /// loses and it learns of the request) and counts an owner switch. Asking a worker to hand
+    /// a lease to itself is refused with an error of kind
+    /// [`InvalidArgument`](crate::StoreErrorKind::InvalidArgument).
+    async fn request_handoff(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        holder: &WorkerId,
+        new_owner: &WorkerId,
+    ) -> Result<Race<Lease>, StoreError>;
+
     /// Moves a lease's checkpoint anywhere, even backwards (an operator's reset), if its
     /// counter is still `expected_counter`, whoever owns it: the lease becomes free, with
     /// `checkpoint`, no pending checkpoint, no owner switches, and the counter one higher, so
-    /// that every earlier holder stays fenced out. One conditional write: the row is never
+    /// that every earlier holder stays fenced out; a pending hand-off ends. One conditional write: the row is never
     /// missing, even for a moment, whatever fails.
     async fn reset_checkpoint(
         &self,
@@ -185,6 +217,18 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
 
     /// Deletes the lease, if its counter is still `expected_counter`.
     async fn delete(&self, key: &LeaseKey, expected_counter: u64) -> Result<Race<()>, StoreError>;
+}
+
+/// The argument check every store makes before [`LeaseStore::request_handoff`]: a worker
+/// cannot be asked to hand a lease to itself.
+pub fn validate_handoff(holder: &WorkerId, new_owner: &WorkerId) -> Result<(), StoreError> {
+    if holder == new_owner {
+        return Err(StoreError::new(
+            crate::StoreErrorKind::InvalidArgument,
+            format!("a hand-off from {holder} to itself"),
+        ));
+    }
+    Ok(())
 }
 
 /// Conveniences built from [`LeaseStore`] operations; implemented for every store.

@@ -77,6 +77,13 @@ macro_rules! lease_store_conformance_tests {
             racing_takes,
             racing_checkpoint_against_take,
             racing_reset_against_take,
+            handoff_from_request_to_completion,
+            handoff_request_conditions,
+            take_and_reset_end_a_handoff,
+            shard_end_during_a_handoff,
+            racing_handoff_requests,
+            racing_handoff_request_against_renewal,
+            racing_handoff_request_against_release,
         );
     };
 }
@@ -178,6 +185,7 @@ pub async fn round_trips_every_field(store: Arc<dyn LeaseStore>) {
         key: key("shardId-000000000007"),
         owner: Some(worker("worker-1")),
         counter: 41,
+        checkpoint_owner: Some(worker("worker-0")),
         checkpoint: at(&real_seq(5), 7),
         pending_checkpoint: Some(PendingCheckpoint::new(
             at(&real_seq(9), 2),
@@ -986,6 +994,381 @@ pub async fn odd_keys(store: Arc<dyn LeaseStore>) {
     }
 }
 
+/// A hand-off from request to completion: the request makes the thief the owner and the
+/// victim the checkpoint owner, fences the victim's old counter, and from then on only the
+/// victim writes (renew, checkpoint) until its evict hands the lease over.
+pub async fn handoff_from_request_to_completion(store: Arc<dyn LeaseStore>) {
+    let k = key("handoff");
+    let (victim, thief, other) = (worker("victim"), worker("thief"), worker("other"));
+    let held = create_owned(&*store, &k, &victim).await;
+    let asked = won(
+        store
+            .request_handoff(&k, held.counter, &victim, &thief)
+            .await,
+        "request",
+    );
+    assert_eq!(asked.owner.as_ref(), Some(&thief), "the thief is the owner");
+    assert_eq!(
+        asked.checkpoint_owner.as_ref(),
+        Some(&victim),
+        "the victim holds it"
+    );
+    assert_eq!(
+        asked.counter,
+        held.counter + 1,
+        "the request increments the counter"
+    );
+    assert_eq!(
+        asked.owner_switches_since_checkpoint,
+        held.owner_switches_since_checkpoint + 1,
+        "the request counts an owner switch"
+    );
+    assert_eq!(
+        get(&*store, &k).await,
+        asked,
+        "the request returns the stored lease"
+    );
+    assert!(asked.is_held_by(&victim) && asked.is_handing_off());
+
+    lost(
+        store.renew(&k, &victim, held.counter).await,
+        "the victim's renewal at the counter before the request",
+    );
+    lost(
+        store
+            .request_handoff(&k, asked.counter, &thief, &other)
+            .await,
+        "a second request while one is pending",
+    );
+    lost(
+        store.renew(&k, &thief, asked.counter).await,
+        "a renewal by the thief before the hand-off completes",
+    );
+    let update = CheckpointUpdate::commit(at("100", 0));
+    lost(
+        store
+            .update_checkpoint(&k, &thief, asked.counter, &update)
+            .await,
+        "a checkpoint by the thief before the hand-off completes",
+    );
+    lost(
+        store.evict(&k, &thief, asked.counter).await,
+        "a release by the thief before the hand-off completes",
+    );
+    let renewed = won(
+        store.renew(&k, &victim, asked.counter).await,
+        "the victim renews as the holder",
+    );
+    let renewed = won(
+        store
+            .renew_many(&victim, &[(k.clone(), renewed)])
+            .await
+            .remove(0),
+        "the victim renews many as the holder",
+    );
+    let checkpointed = won(
+        store.update_checkpoint(&k, &victim, renewed, &update).await,
+        "the victim checkpoints as the holder",
+    );
+    assert_eq!(
+        checkpointed.owner.as_ref(),
+        Some(&thief),
+        "a checkpoint keeps the hand-off"
+    );
+    assert_eq!(checkpointed.checkpoint_owner.as_ref(), Some(&victim));
+    assert_eq!(checkpointed.owner_switches_since_checkpoint, 0);
+    let done = won(
+        store.evict(&k, &victim, checkpointed.counter).await,
+        "the victim gives the lease up: the hand-off completes",
+    );
+    assert_eq!(done.owner.as_ref(), Some(&thief), "the thief owns it");
+    assert_eq!(done.checkpoint_owner, None, "no hand-off pending");
+    assert_eq!(done.counter, checkpointed.counter + 1);
+    assert_eq!(
+        done.checkpoint,
+        at("100", 0),
+        "the victim's checkpoint stands"
+    );
+    assert_eq!(get(&*store, &k).await, done);
+    lost(
+        store.renew(&k, &victim, done.counter).await,
+        "the victim's renewal after the hand-off",
+    );
+    won(
+        store.renew(&k, &thief, done.counter).await,
+        "the thief renews after the hand-off",
+    );
+}
+
+/// A request needs the named holder as owner, the counter it names and no pending hand-off;
+/// a hand-off to oneself is refused as invalid.
+pub async fn handoff_request_conditions(store: Arc<dyn LeaseStore>) {
+    let k = key("handoff-conditions");
+    let (victim, thief) = (worker("victim"), worker("thief"));
+    let free = create(&*store, &k).await;
+    lost(
+        store
+            .request_handoff(&k, free.counter, &victim, &thief)
+            .await,
+        "a request on a free lease",
+    );
+    let held = won(store.take(&k, free.counter, &victim).await, "take");
+    lost(
+        store
+            .request_handoff(&k, held.counter + 1, &victim, &thief)
+            .await,
+        "a request at another counter",
+    );
+    lost(
+        store
+            .request_handoff(&k, held.counter, &worker("someone"), &thief)
+            .await,
+        "a request naming another holder",
+    );
+    lost(
+        store
+            .request_handoff(&key("missing"), 0, &victim, &thief)
+            .await,
+        "a request for a missing lease",
+    );
+    match store
+        .request_handoff(&k, held.counter, &victim, &victim)
+        .await
+    {
+        Err(e) if e.kind() == StoreErrorKind::InvalidArgument => {}
+        other => panic!("a hand-off to oneself: {other:?}, expected InvalidArgument"),
+    }
+    assert_eq!(get(&*store, &k).await, held, "nothing changed");
+}
+
+/// A take (after the holder died) and an operator's reset both end a pending hand-off, and
+/// fence the holder out.
+pub async fn take_and_reset_end_a_handoff(store: Arc<dyn LeaseStore>) {
+    let k = key("handoff-ended");
+    let (victim, thief, other) = (worker("victim"), worker("thief"), worker("other"));
+    let held = create_owned(&*store, &k, &victim).await;
+    let asked = won(
+        store
+            .request_handoff(&k, held.counter, &victim, &thief)
+            .await,
+        "request",
+    );
+    let taken = won(store.take(&k, asked.counter, &other).await, "take");
+    assert_eq!(taken.owner.as_ref(), Some(&other));
+    assert_eq!(taken.checkpoint_owner, None, "a take ends the hand-off");
+    lost(
+        store.renew(&k, &victim, taken.counter).await,
+        "the former holder renews after the take",
+    );
+    let asked = won(
+        store
+            .request_handoff(&k, taken.counter, &other, &thief)
+            .await,
+        "a second request",
+    );
+    let reset = won(
+        store
+            .reset_checkpoint(&k, asked.counter, &Checkpoint::TrimHorizon)
+            .await,
+        "reset",
+    );
+    assert_eq!(
+        (reset.owner, reset.checkpoint_owner),
+        (None, None),
+        "a reset frees it"
+    );
+}
+
+/// A shard that ends during a hand-off: the holder marks it ended and then hands it over.
+pub async fn shard_end_during_a_handoff(store: Arc<dyn LeaseStore>) {
+    let k = key("handoff-end");
+    let (victim, thief) = (worker("victim"), worker("thief"));
+    let held = create_owned(&*store, &k, &victim).await;
+    let asked = won(
+        store
+            .request_handoff(&k, held.counter, &victim, &thief)
+            .await,
+        "request",
+    );
+    lost(
+        store.mark_ended(&k, &thief, asked.counter, &[]).await,
+        "the thief marks it ended",
+    );
+    let ended = won(
+        store
+            .mark_ended(&k, &victim, asked.counter, &[shard("shardId-000000000009")])
+            .await,
+        "the holder marks it ended",
+    );
+    assert!(ended.is_ended() && ended.is_handing_off());
+    let done = won(store.evict(&k, &victim, ended.counter).await, "hand over");
+    assert!(done.is_ended());
+    assert_eq!((done.owner, done.checkpoint_owner), (Some(thief), None));
+}
+
+/// Many thieves ask for the same lease at once, 100 rounds: exactly one request wins, and the
+/// stored lease is its result.
+pub async fn racing_handoff_requests(store: Arc<dyn LeaseStore>) {
+    let k = key("race-handoff");
+    let victim = worker("victim");
+    create_owned(&*store, &k, &victim).await;
+    for round in 0..ROUNDS {
+        let before = get(&*store, &k).await;
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let mut tasks = JoinSet::new();
+        for t in 0..RACERS {
+            let (store, k, barrier, victim) =
+                (store.clone(), k.clone(), barrier.clone(), victim.clone());
+            let counter = before.counter;
+            tasks.spawn(async move {
+                let me = worker(&format!("thief-{t}"));
+                barrier.wait().await;
+                (
+                    me.clone(),
+                    store.request_handoff(&k, counter, &victim, &me).await,
+                )
+            });
+        }
+        let mut winners = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (who, outcome) = joined.unwrap();
+            match outcome {
+                Ok(Race::Won(lease)) => winners.push((who, lease)),
+                Ok(Race::Lost) => {}
+                Err(e) => panic!("round {round}: request by {who}: {e}"),
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: {} requests won",
+            winners.len()
+        );
+        let (winner, lease) = &winners[0];
+        let after = get(&*store, &k).await;
+        assert_eq!(
+            &after, lease,
+            "round {round}: the winner saw the stored lease"
+        );
+        assert_eq!(after.owner.as_ref(), Some(winner), "round {round}");
+        assert_eq!(
+            after.checkpoint_owner.as_ref(),
+            Some(&victim),
+            "round {round}"
+        );
+        assert_eq!(after.counter, before.counter + 1, "round {round}");
+        // The victim takes it back for the next round.
+        won(store.take(&k, after.counter, &victim).await, "take back");
+    }
+}
+
+/// The victim renews while a thief asks, at the same counter, 100 rounds: exactly one wins;
+/// after a won request the victim's renewal at the new counter still succeeds.
+pub async fn racing_handoff_request_against_renewal(store: Arc<dyn LeaseStore>) {
+    let k = key("race-handoff-renew");
+    let (victim, thief) = (worker("victim"), worker("thief"));
+    create_owned(&*store, &k, &victim).await;
+    let (mut requests, mut renewals) = (0, 0);
+    for round in 0..ROUNDS {
+        let before = get(&*store, &k).await;
+        let barrier = Arc::new(Barrier::new(2));
+        let renewal = tokio::spawn({
+            let (store, k, barrier, victim) =
+                (store.clone(), k.clone(), barrier.clone(), victim.clone());
+            async move {
+                barrier.wait().await;
+                store.renew(&k, &victim, before.counter).await
+            }
+        });
+        barrier.wait().await;
+        let request = store
+            .request_handoff(&k, before.counter, &victim, &thief)
+            .await
+            .unwrap();
+        let renewal = renewal.await.unwrap().unwrap();
+        assert!(
+            request.is_won() != renewal.is_won(),
+            "round {round}: exactly one write wins (request won: {}, renewal won: {})",
+            request.is_won(),
+            renewal.is_won()
+        );
+        let after = get(&*store, &k).await;
+        assert_eq!(after.counter, before.counter + 1, "round {round}");
+        assert!(
+            after.is_held_by(&victim),
+            "round {round}: the victim still holds it"
+        );
+        if request.is_won() {
+            requests += 1;
+            won(
+                store.renew(&k, &victim, after.counter).await,
+                "the victim renews after the request",
+            );
+            let holding = get(&*store, &k).await;
+            won(store.take(&k, holding.counter, &victim).await, "take back");
+        } else {
+            renewals += 1;
+            assert_eq!(
+                after.checkpoint_owner, None,
+                "round {round}: no hand-off pending"
+            );
+        }
+    }
+    assert_eq!(requests + renewals, ROUNDS);
+}
+
+/// The victim releases (on shutdown) while a thief asks, at the same counter, 100 rounds:
+/// exactly one wins; either the lease is free, or it is handed off and the victim's release
+/// at the new counter completes the hand-off. The lease never ends up held by nobody with a
+/// hand-off pending, nor lost.
+pub async fn racing_handoff_request_against_release(store: Arc<dyn LeaseStore>) {
+    let k = key("race-handoff-release");
+    let (victim, thief) = (worker("victim"), worker("thief"));
+    create_owned(&*store, &k, &victim).await;
+    for round in 0..ROUNDS {
+        let before = get(&*store, &k).await;
+        let barrier = Arc::new(Barrier::new(2));
+        let release = tokio::spawn({
+            let (store, k, barrier, victim) =
+                (store.clone(), k.clone(), barrier.clone(), victim.clone());
+            async move {
+                barrier.wait().await;
+                store.evict(&k, &victim, before.counter).await
+            }
+        });
+        barrier.wait().await;
+        let request = store
+            .request_handoff(&k, before.counter, &victim, &thief)
+            .await
+            .unwrap();
+        let release = release.await.unwrap().unwrap();
+        assert!(
+            request.is_won() != release.is_won(),
+            "round {round}: exactly one write wins"
+        );
+        let after = get(&*store, &k).await;
+        if request.is_won() {
+            assert!(after.is_handing_off(), "round {round}");
+            let done = won(
+                store.evict(&k, &victim, after.counter).await,
+                "the victim's release completes the hand-off",
+            );
+            assert_eq!(
+                (done.owner.as_ref(), done.checkpoint_owner.as_ref()),
+                (Some(&thief), None)
+            );
+        } else {
+            assert_eq!(
+                (after.owner.as_ref(), after.checkpoint_owner.as_ref()),
+                (None, None),
+                "round {round}: released"
+            );
+        }
+        let now = get(&*store, &k).await;
+        won(store.take(&k, now.counter, &victim).await, "take back");
+    }
+}
+
 const RACERS: usize = 16;
 const ROUNDS: usize = 100;
 
@@ -1390,6 +1773,17 @@ impl<S: LeaseStore> LeaseStore for CleanupStore<S> {
     ) -> Result<Race<Lease>, crate::StoreError> {
         self.store
             .mark_ended(key, owner, expected_counter, children)
+            .await
+    }
+    async fn request_handoff(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        holder: &WorkerId,
+        new_owner: &WorkerId,
+    ) -> Result<Race<Lease>, crate::StoreError> {
+        self.store
+            .request_handoff(key, expected_counter, holder, new_owner)
             .await
     }
     async fn reset_checkpoint(

@@ -24,6 +24,8 @@ pub(crate) mod attr {
     pub(crate) const CHILDREN: &str = "childShardIds";
     pub(crate) const STARTING_HASH_KEY: &str = "startingHashKey";
     pub(crate) const ENDING_HASH_KEY: &str = "endingHashKey";
+    /// KCL 3.x: the worker still holding a lease whose hand-off to `leaseOwner` is pending.
+    pub(crate) const CHECKPOINT_OWNER: &str = "checkpointOwner";
     /// KCL 3.5: the kind of row; rows of another kind than `LEASE` are not leases.
     pub(crate) const ENTITY_TYPE: &str = "entityType";
 }
@@ -59,7 +61,7 @@ pub(crate) fn raw_key(item: &Item) -> String {
     }
 }
 
-/// Reads an item. Unknown attributes (KCL 3.x `throughputKBps`, `checkpointOwner`, …) are
+/// Reads an item. Unknown attributes (KCL 3.x `throughputKBps`, …) are
 /// ignored; so is a `pendingCheckpointState` that is not binary (a KCL serializer quirk writes
 /// a number there).
 pub(crate) fn parse(item: &Item) -> Result<Row, CorruptLease> {
@@ -120,6 +122,10 @@ pub(crate) fn parse(item: &Item) -> Result<Row, CorruptLease> {
         .map(|o| WorkerId::new(o.as_str()))
         .transpose()
         .map_err(|e| corrupt(e.to_string()))?;
+    let checkpoint_owner = text(attr::CHECKPOINT_OWNER)?
+        .map(|o| WorkerId::new(o.as_str()))
+        .transpose()
+        .map_err(|e| corrupt(format!("{}: {e}", attr::CHECKPOINT_OWNER)))?;
     let counter = number(attr::LEASE_COUNTER)?
         .ok_or_else(|| corrupt(format!("{} is missing", attr::LEASE_COUNTER)))?;
     let checkpoint_text = text(attr::CHECKPOINT)?
@@ -153,6 +159,7 @@ pub(crate) fn parse(item: &Item) -> Result<Row, CorruptLease> {
         key,
         owner,
         counter,
+        checkpoint_owner,
         checkpoint,
         pending_checkpoint,
         owner_switches_since_checkpoint: number(attr::OWNER_SWITCHES)?.unwrap_or(0),
@@ -186,6 +193,9 @@ pub(crate) fn item(lease: &Lease) -> Item {
         item.insert(attr::LEASE_OWNER.into(), s(owner.as_str()));
     }
     item.insert(attr::LEASE_COUNTER.into(), n(lease.counter));
+    if let Some(holder) = &lease.checkpoint_owner {
+        item.insert(attr::CHECKPOINT_OWNER.into(), s(holder.as_str()));
+    }
     item.insert(attr::CHECKPOINT.into(), s(lease.checkpoint.stored_text()));
     item.insert(
         attr::CHECKPOINT_SUB.into(),

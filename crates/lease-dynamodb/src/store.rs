@@ -20,6 +20,11 @@ use crate::table::{self, TableName, TableOptions};
 /// the same table, which must never be touched).
 const IS_LEASE: &str = "(attribute_not_exists(entityType) OR entityType = :lease_type)";
 
+/// The writer holds the lease: it is the checkpoint owner of a lease being handed off, or the
+/// owner of one that is not.
+const HELD_BY_OWNER: &str =
+    "(checkpointOwner = :owner OR (attribute_not_exists(checkpointOwner) AND leaseOwner = :owner))";
+
 /// How many renewals of one `renew_many` call are in flight at once.
 const RENEW_CONCURRENCY: usize = 32;
 
@@ -37,7 +42,8 @@ const RENEW_CONCURRENCY: usize = 32;
 ///
 /// | operation | DynamoDB calls |
 /// | --- | --- |
-/// | `renew`, `evict`, `update_checkpoint`, `mark_ended`, `delete`, `create_if_absent`, `get` | 1 |
+/// | `renew`, `update_checkpoint`, `mark_ended`, `request_handoff`, `delete`, `create_if_absent`, `get` | 1 |
+/// | `evict` | 1; 2 when it completes a hand-off or loses (a release, then a hand-over) |
 /// | `renew_many` of N leases | N `UpdateItem` (DynamoDB has no conditional batch update; run 32 at a time) |
 /// | `take` | 1; 2 when the lease was recorded as the taker's own (a restart with the same worker id) or when the take loses |
 /// | `update_checkpoint` that is refused | 2 (the write, then a read to tell a lost race from a regression) |
@@ -128,12 +134,13 @@ impl DynamoDbLeaseStore {
         (attr::LEASE_KEY.to_owned(), s(key.as_str()))
     }
 
-    /// An `UpdateItem` on `key`, returning the new item, conditional on the counter (and owner).
+    /// An `UpdateItem` on `key`, returning the new item, conditional on the counter (and on
+    /// `holder` holding the lease).
     fn update(
         &self,
         key: &LeaseKey,
         expected_counter: u64,
-        owner: Option<&WorkerId>,
+        holder: Option<&WorkerId>,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         let (name, value) = self.key(key);
         let mut condition = format!("leaseCounter = :expected AND {IS_LEASE}");
@@ -145,9 +152,10 @@ impl DynamoDbLeaseStore {
             .expression_attribute_values(":expected", n(expected_counter))
             .expression_attribute_values(":next", n(expected_counter.saturating_add(1)))
             .expression_attribute_values(":lease_type", s("LEASE"));
-        if let Some(owner) = owner {
-            condition.push_str(" AND leaseOwner = :owner");
-            request = request.expression_attribute_values(":owner", s(owner.as_str()));
+        if let Some(holder) = holder {
+            condition.push_str(" AND ");
+            condition.push_str(HELD_BY_OWNER);
+            request = request.expression_attribute_values(":owner", s(holder.as_str()));
         }
         request
             .condition_expression(condition)
@@ -229,7 +237,7 @@ impl DynamoDbLeaseStore {
             .key(name, value)
             .update_expression("SET leaseCounter = :next")
             .condition_expression(format!(
-                "leaseCounter = :expected AND leaseOwner = :owner AND {IS_LEASE}"
+                "leaseCounter = :expected AND {HELD_BY_OWNER} AND {IS_LEASE}"
             ))
             .expression_attribute_values(":lease_type", s("LEASE"))
             .expression_attribute_values(":expected", n(expected_counter))
@@ -347,9 +355,14 @@ impl LeaseStore for DynamoDbLeaseStore {
             return Ok(Race::Won(lease));
         }
         // The lease may be recorded as the taker's own already (a restart with the same id).
+        // (or the lease being handed to the taker, whose holder is gone).
         let retake = self
-            .update(key, expected_counter, Some(new_owner))
-            .update_expression("SET leaseCounter = :next REMOVE checkpointOwner");
+            .update(key, expected_counter, None)
+            .update_expression("SET leaseCounter = :next REMOVE checkpointOwner")
+            .condition_expression(format!(
+                "leaseCounter = :expected AND {IS_LEASE} AND leaseOwner = :new_owner"
+            ))
+            .expression_attribute_values(":new_owner", s(new_owner.as_str()));
         self.send_update("UpdateItem (take)", retake).await
     }
 
@@ -383,10 +396,52 @@ impl LeaseStore for DynamoDbLeaseStore {
         owner: &WorkerId,
         expected_counter: u64,
     ) -> Result<Race<Lease>, StoreError> {
+        // The usual case first: no hand-off pending, the lease goes free.
+        let release = self
+            .update(key, expected_counter, None)
+            .update_expression("SET leaseCounter = :next REMOVE leaseOwner")
+            .condition_expression(format!(
+                "leaseCounter = :expected AND {IS_LEASE} \
+                 AND leaseOwner = :owner AND attribute_not_exists(checkpointOwner)"
+            ))
+            .expression_attribute_values(":owner", s(owner.as_str()));
+        if let Race::Won(lease) = self.send_update("UpdateItem (evict)", release).await? {
+            return Ok(Race::Won(lease));
+        }
+        // A hand-off pending: the lease goes to the worker that asked for it.
+        let hand_over = self
+            .update(key, expected_counter, None)
+            .update_expression("SET leaseCounter = :next REMOVE checkpointOwner")
+            .condition_expression(format!(
+                "leaseCounter = :expected AND {IS_LEASE} AND checkpointOwner = :owner"
+            ))
+            .expression_attribute_values(":owner", s(owner.as_str()));
+        self.send_update("UpdateItem (hand over)", hand_over).await
+    }
+
+    async fn request_handoff(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        holder: &WorkerId,
+        new_owner: &WorkerId,
+    ) -> Result<Race<Lease>, StoreError> {
+        shardwise_lease_core::validate_handoff(holder, new_owner)?;
         let request = self
-            .update(key, expected_counter, Some(owner))
-            .update_expression("SET leaseCounter = :next REMOVE leaseOwner, checkpointOwner");
-        self.send_update("UpdateItem (evict)", request).await
+            .update(key, expected_counter, None)
+            .update_expression(
+                "SET leaseOwner = :new_owner, checkpointOwner = :owner, leaseCounter = :next \
+                 ADD ownerSwitchesSinceCheckpoint :one",
+            )
+            .condition_expression(format!(
+                "leaseCounter = :expected AND {IS_LEASE} \
+                 AND leaseOwner = :owner AND attribute_not_exists(checkpointOwner)"
+            ))
+            .expression_attribute_values(":owner", s(holder.as_str()))
+            .expression_attribute_values(":new_owner", s(new_owner.as_str()))
+            .expression_attribute_values(":one", n(1));
+        self.send_update("UpdateItem (request hand-off)", request)
+            .await
     }
 
     async fn reset_checkpoint(
@@ -466,7 +521,7 @@ impl LeaseStore for DynamoDbLeaseStore {
         request = request.update_expression(expression);
         if let Some((progress, values)) = Self::not_behind(&update.checkpoint) {
             request = request.condition_expression(format!(
-                "leaseCounter = :expected AND leaseOwner = :owner AND {IS_LEASE} AND {progress}"
+                "leaseCounter = :expected AND {HELD_BY_OWNER} AND {IS_LEASE} AND {progress}"
             ));
             for (name, value) in values {
                 request = request.expression_attribute_values(name, value);
@@ -479,7 +534,7 @@ impl LeaseStore for DynamoDbLeaseStore {
                 // still ours at the same counter, only the progress condition can have failed.
                 match self.get(key).await? {
                     Some(stored)
-                        if stored.counter == expected_counter && stored.is_owned_by(owner) =>
+                        if stored.counter == expected_counter && stored.is_held_by(owner) =>
                     {
                         Err(StoreError::new(
                             StoreErrorKind::CheckpointRegression,

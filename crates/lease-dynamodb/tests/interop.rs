@@ -564,3 +564,93 @@ async fn a_checkpoint_before_a_record_is_stored_as_the_kcl_reads_it() {
     assert_eq!(row.get("checkpoint"), Some(&s(SEQ)));
     assert_eq!(row.get("checkpointSubSequenceNumber"), Some(&n("-1")));
 }
+
+/// A row in the middle of a KCL 3.x graceful hand-off, written as the KCL's assigner writes it
+/// (`leaseOwner` the new owner, `checkpointOwner` the old one, the counter not incremented),
+/// reads as a hand-off to shardwise: the old owner holds it, renews and checkpoints it, and its
+/// release hands it over exactly as the KCL's transfer does. And a hand-off that shardwise asks
+/// for is stored with the KCL's attributes.
+#[tokio::test]
+async fn a_row_mid_handoff_reads_the_same_to_both() {
+    let store = common::fresh_store("handoff").await;
+    let table = store.table_name().as_str().to_owned();
+    let client = store.client().clone();
+    let (old, new) = (worker("old-owner"), worker("new-owner"));
+    put(
+        &client,
+        &table,
+        item(&[
+            ("leaseKey", s("shardId-000000000002")),
+            ("leaseOwner", s("new-owner")),
+            ("checkpointOwner", s("old-owner")),
+            ("leaseCounter", n("15")),
+            ("checkpoint", s(SEQ)),
+            ("checkpointSubSequenceNumber", n("0")),
+            ("ownerSwitchesSinceCheckpoint", n("1")),
+            ("throughputKBps", n("3.5")),
+            ("entityType", s("LEASE")),
+        ]),
+    )
+    .await;
+    let k = key("shardId-000000000002");
+    let lease = store.get(&k).await.unwrap().unwrap();
+    assert_eq!(lease.owner.as_ref(), Some(&new));
+    assert_eq!(lease.checkpoint_owner.as_ref(), Some(&old));
+    assert!(lease.is_held_by(&old) && lease.is_handing_off());
+
+    assert!(
+        store.renew(&k, &new, 15).await.unwrap().is_lost(),
+        "the new owner cannot renew before the transfer"
+    );
+    let renewed = store.renew(&k, &old, 15).await.unwrap().won().unwrap();
+    let later = format!("{}9", &SEQ[..SEQ.len() - 1]);
+    let checkpointed = store
+        .update_checkpoint(
+            &k,
+            &old,
+            renewed,
+            &CheckpointUpdate::commit(Checkpoint::at(SequenceNumber::new(&later).unwrap(), 0)),
+        )
+        .await
+        .unwrap()
+        .won()
+        .unwrap();
+    let done = store
+        .evict(&k, &old, checkpointed.counter)
+        .await
+        .unwrap()
+        .won()
+        .unwrap();
+    assert_eq!(
+        (done.owner.as_ref(), done.checkpoint_owner.as_ref()),
+        (Some(&new), None)
+    );
+    let row = raw(&client, &table, k.as_str()).await;
+    assert_eq!(row.get("leaseOwner"), Some(&s("new-owner")));
+    assert!(
+        !row.contains_key("checkpointOwner"),
+        "the transfer removes checkpointOwner"
+    );
+    assert_eq!(row.get("leaseCounter"), Some(&n("18")));
+    assert_eq!(row.get("checkpoint"), Some(&s(&later)));
+    assert_eq!(
+        row.get("throughputKBps"),
+        Some(&n("3.5")),
+        "KCL attributes are kept"
+    );
+
+    // shardwise asks for it back: stored as the KCL's assigner stores a hand-off.
+    let asked = store
+        .request_handoff(&k, done.counter, &new, &old)
+        .await
+        .unwrap()
+        .won()
+        .unwrap();
+    let row = raw(&client, &table, k.as_str()).await;
+    assert_eq!(row.get("leaseOwner"), Some(&s("old-owner")));
+    assert_eq!(row.get("checkpointOwner"), Some(&s("new-owner")));
+    assert_eq!(
+        row.get("leaseCounter"),
+        Some(&n(&asked.counter.to_string()))
+    );
+}

@@ -9,7 +9,7 @@ use sqlx::postgres::PgRow;
 
 /// The columns every statement returning leases selects, in the order [`decode`] reads them.
 /// Hash keys are `NUMERIC(39,0)` and read as text.
-pub(crate) const COLUMNS: &str = "lease_key, owner, counter, checkpoint, checkpoint_sub_sequence, \
+pub(crate) const COLUMNS: &str = "lease_key, owner, counter, checkpoint_owner, checkpoint, checkpoint_sub_sequence, \
      pending_checkpoint, pending_checkpoint_sub_sequence, pending_checkpoint_state, \
      owner_switches_since_checkpoint, parent_shard_ids, child_shard_ids, \
      starting_hash_key::text AS starting_hash_key, ending_hash_key::text AS ending_hash_key";
@@ -34,6 +34,11 @@ pub(crate) fn decode(row: &PgRow) -> Result<Lease, CorruptLease> {
         .map(WorkerId::new)
         .transpose()
         .map_err(|e| corrupt(e.to_string()))?;
+    let checkpoint_owner: Option<String> = column!("checkpoint_owner");
+    let checkpoint_owner = checkpoint_owner
+        .map(WorkerId::new)
+        .transpose()
+        .map_err(|e| corrupt(format!("checkpoint_owner: {e}")))?;
     let counter: i64 = column!("counter");
     let counter = unsigned("counter", counter).map_err(&corrupt)?;
     let checkpoint: String = column!("checkpoint");
@@ -89,6 +94,7 @@ pub(crate) fn decode(row: &PgRow) -> Result<Lease, CorruptLease> {
         key,
         owner,
         counter,
+        checkpoint_owner,
         checkpoint,
         pending_checkpoint,
         owner_switches_since_checkpoint,

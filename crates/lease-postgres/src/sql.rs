@@ -17,6 +17,8 @@ const STORED_PROGRESS: &str = "ROW(CASE WHEN checkpoint = 'SHARD_END' THEN 2 \
 pub(crate) struct Statements {
     pub(crate) create_schema: String,
     pub(crate) create_table: String,
+    /// Adds the hand-off column to a table made before it existed.
+    pub(crate) add_checkpoint_owner: String,
     pub(crate) lock_key: String,
     pub(crate) list: String,
     pub(crate) get: String,
@@ -27,6 +29,7 @@ pub(crate) struct Statements {
     pub(crate) evict: String,
     pub(crate) update_checkpoint: String,
     pub(crate) mark_ended: String,
+    pub(crate) request_handoff: String,
     pub(crate) reset_checkpoint: String,
     pub(crate) delete: String,
     pub(crate) delete_namespace: String,
@@ -35,7 +38,9 @@ pub(crate) struct Statements {
 impl Statements {
     pub(crate) fn new(schema: &SqlIdentifier, table: &SqlIdentifier) -> Self {
         let t = format!("{}.{}", schema.quoted(), table.quoted());
-        let owned_at = "namespace = $1 AND lease_key = $2 AND owner = $3 AND counter = $4";
+        // Held by $3: the checkpoint owner during a hand-off, otherwise the owner.
+        let owned_at = "namespace = $1 AND lease_key = $2 \
+             AND COALESCE(checkpoint_owner, owner) = $3 AND counter = $4";
         Self {
             create_schema: format!("CREATE SCHEMA IF NOT EXISTS {}", schema.quoted()),
             // Sequence numbers are text in the KCL's form; the generated numeric column makes
@@ -46,6 +51,7 @@ impl Statements {
                  lease_key TEXT COLLATE \"C\" NOT NULL, \
                  owner TEXT, \
                  counter BIGINT NOT NULL, \
+                 checkpoint_owner TEXT, \
                  checkpoint TEXT NOT NULL, \
                  checkpoint_sub_sequence BIGINT NOT NULL DEFAULT 0, \
                  checkpoint_sequence NUMERIC(130,0) GENERATED ALWAYS AS (\
@@ -61,6 +67,9 @@ impl Statements {
                  ending_hash_key NUMERIC(39,0), \
                  PRIMARY KEY (namespace, lease_key))"
             ),
+            add_checkpoint_owner: format!(
+                "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS checkpoint_owner TEXT"
+            ),
             // Serialises concurrent creators of the same table (CREATE ... IF NOT EXISTS alone
             // can still fail with a duplicate-key error when two sessions race).
             lock_key: format!("{}.{}", schema.as_str(), table.as_str()),
@@ -71,13 +80,13 @@ impl Statements {
                 "INSERT INTO {t} (namespace, lease_key, owner, counter, checkpoint, \
                  checkpoint_sub_sequence, pending_checkpoint, pending_checkpoint_sub_sequence, \
                  pending_checkpoint_state, owner_switches_since_checkpoint, parent_shard_ids, \
-                 child_shard_ids, starting_hash_key, ending_hash_key) \
+                 child_shard_ids, starting_hash_key, ending_hash_key, checkpoint_owner) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                 $13::NUMERIC(39,0), $14::NUMERIC(39,0)) \
+                 $13::NUMERIC(39,0), $14::NUMERIC(39,0), $15) \
                  ON CONFLICT (namespace, lease_key) DO NOTHING RETURNING {COLUMNS}"
             ),
             take: format!(
-                "UPDATE {t} SET owner = $3, counter = counter + 1, \
+                "UPDATE {t} SET owner = $3, checkpoint_owner = NULL, counter = counter + 1, \
                  owner_switches_since_checkpoint = owner_switches_since_checkpoint \
                    + CASE WHEN owner IS DISTINCT FROM $3 THEN 1 ELSE 0 END \
                  WHERE namespace = $1 AND lease_key = $2 AND counter = $4 RETURNING {COLUMNS}"
@@ -89,12 +98,20 @@ impl Statements {
                 "UPDATE {t} AS l SET counter = l.counter + 1 \
                  FROM unnest($2::TEXT[], $3::BIGINT[]) AS r(lease_key, counter) \
                  WHERE l.namespace = $1 AND l.lease_key = r.lease_key \
-                 AND l.counter = r.counter AND l.owner = $4 \
+                 AND l.counter = r.counter AND COALESCE(l.checkpoint_owner, l.owner) = $4 \
                  RETURNING l.lease_key, l.counter"
             ),
             evict: format!(
-                "UPDATE {t} SET owner = NULL, counter = counter + 1 \
+                // During a hand-off the lease goes to its new owner, otherwise to nobody.
+                "UPDATE {t} SET owner = CASE WHEN checkpoint_owner IS NULL THEN NULL ELSE owner END, \
+                 checkpoint_owner = NULL, counter = counter + 1 \
                  WHERE {owned_at} RETURNING {COLUMNS}"
+            ),
+            request_handoff: format!(
+                "UPDATE {t} SET owner = $4, checkpoint_owner = owner, counter = counter + 1, \
+                 owner_switches_since_checkpoint = owner_switches_since_checkpoint + 1 \
+                 WHERE namespace = $1 AND lease_key = $2 AND owner = $3 \
+                 AND checkpoint_owner IS NULL AND counter = $5 RETURNING {COLUMNS}"
             ),
             update_checkpoint: format!(
                 "UPDATE {t} SET checkpoint = $5, checkpoint_sub_sequence = $6, \
@@ -113,7 +130,7 @@ impl Statements {
                  WHERE {owned_at} RETURNING {COLUMNS}"
             ),
             reset_checkpoint: format!(
-                "UPDATE {t} SET owner = NULL, checkpoint = $4, checkpoint_sub_sequence = $5, \
+                "UPDATE {t} SET owner = NULL, checkpoint_owner = NULL, checkpoint = $4, checkpoint_sub_sequence = $5, \
                  pending_checkpoint = NULL, pending_checkpoint_sub_sequence = NULL, \
                  pending_checkpoint_state = NULL, owner_switches_since_checkpoint = 0, \
                  counter = counter + 1 \

@@ -164,7 +164,11 @@ impl LeaseStore for PostgresLeaseStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| store_error(e, what, None))?;
-        for statement in [&self.sql.create_schema, &self.sql.create_table] {
+        for statement in [
+            &self.sql.create_schema,
+            &self.sql.create_table,
+            &self.sql.add_checkpoint_owner,
+        ] {
             self.query(statement)
                 .execute(&mut *tx)
                 .await
@@ -233,7 +237,13 @@ impl LeaseStore for PostgresLeaseStore {
             .bind(shard_texts(&lease.parent_shard_ids))
             .bind(shard_texts(&lease.child_shard_ids))
             .bind(range.map(|r| r.start().to_string()))
-            .bind(range.map(|r| r.end().to_string()));
+            .bind(range.map(|r| r.end().to_string()))
+            .bind(
+                lease
+                    .checkpoint_owner
+                    .as_ref()
+                    .map(|o| o.as_str().to_owned()),
+            );
         self.fetch_lease(query, "create lease", &lease.key).await
     }
 
@@ -401,7 +411,7 @@ impl LeaseStore for PostgresLeaseStore {
         match self.get(key).await? {
             Some(stored)
                 if stored.counter == expected_counter
-                    && stored.is_owned_by(owner)
+                    && stored.is_held_by(owner)
                     && update.checkpoint.cmp_progress(&stored.checkpoint).is_lt() =>
             {
                 Err(StoreError::new(
@@ -435,6 +445,28 @@ impl LeaseStore for PostgresLeaseStore {
             .bind(counter)
             .bind(shard_texts(children));
         self.fetch_lease(query, "mark shard ended", key).await
+    }
+
+    async fn request_handoff(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        holder: &WorkerId,
+        new_owner: &WorkerId,
+    ) -> Result<Race<Lease>, StoreError> {
+        shardwise_lease_core::validate_handoff(holder, new_owner)?;
+        let Some(counter) = expected(expected_counter) else {
+            return Ok(Race::Lost);
+        };
+        let query = self
+            .query(&self.sql.request_handoff)
+            .bind(&self.namespace)
+            .bind(key.as_str())
+            .bind(holder.as_str())
+            .bind(new_owner.as_str())
+            .bind(counter);
+        self.fetch_lease(query, "request a lease hand-off", key)
+            .await
     }
 
     async fn reset_checkpoint(

@@ -3,7 +3,8 @@
 //! | field | holds |
 //! | --- | --- |
 //! | `key` | the lease key |
-//! | `owner` | the worker holding it (absent when free) |
+//! | `owner` | the worker holding it (absent when free); during a hand-off, the worker it goes to |
+//! | `cp_owner` | during a hand-off, the worker still holding it (absent otherwise) |
 //! | `counter` | the fencing counter, decimal (`HINCRBY` keeps it exact) |
 //! | `cp`, `cp_sub` | checkpoint text (sequence number or sentinel) and sub-sequence number |
 //! | `pend`, `pend_sub`, `pend_state` | the prepared checkpoint and its state bytes (absent when none) |
@@ -45,6 +46,9 @@ pub(crate) fn encode(lease: &Lease) -> Vec<(&'static str, Vec<u8>)> {
     ];
     if let Some(owner) = &lease.owner {
         fields.push(("owner", text(owner.as_str())));
+    }
+    if let Some(holder) = &lease.checkpoint_owner {
+        fields.push(("cp_owner", text(holder.as_str())));
     }
     if let Some(pending) = &lease.pending_checkpoint {
         fields.push(("pend", text(pending.position.stored_text())));
@@ -124,6 +128,10 @@ pub(crate) fn decode(raw_key: &str, flat: Vec<Vec<u8>>) -> Result<Lease, Corrupt
         .map(WorkerId::new)
         .transpose()
         .map_err(|e| corrupt(e.to_string()))?;
+    let checkpoint_owner = text("cp_owner")?
+        .map(WorkerId::new)
+        .transpose()
+        .map_err(|e| corrupt(format!("field cp_owner: {e}")))?;
     let counter = number("counter", &required("counter")?)?;
     let cp_sub = sub_sequence("cp_sub", &required("cp_sub")?)?;
     let checkpoint =
@@ -167,6 +175,7 @@ pub(crate) fn decode(raw_key: &str, flat: Vec<Vec<u8>>) -> Result<Lease, Corrupt
         key,
         owner,
         counter,
+        checkpoint_owner,
         checkpoint,
         pending_checkpoint,
         owner_switches_since_checkpoint,

@@ -6,14 +6,15 @@
 
 use redis::Script;
 
-/// Helpers shared by the scripts: ownership at a counter, and checkpoint progress compared as
+/// Helpers shared by the scripts: holding at a counter (the checkpoint owner during a
+/// hand-off, otherwise the owner), and checkpoint progress compared as
 /// numbers (canonical decimals: the longer is larger, equal lengths compare byte by byte; Lua's
 /// `<` on strings follows the locale, so it is not used). The one negative sub-sequence number
 /// is -1 (before a record), below every other.
 const HELPERS: &str = r"
-local function owned_at(key, counter, owner)
-  local v = redis.call('HMGET', key, 'counter', 'owner')
-  return v[1] == counter and v[2] == owner
+local function owned_at(key, counter, holder)
+  local v = redis.call('HMGET', key, 'counter', 'owner', 'cp_owner')
+  return v[1] == counter and (v[3] or v[2]) == holder
 end
 local function cmp_num(a, b)
   if #a ~= #b then
@@ -65,6 +66,7 @@ if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then
   redis.call('HINCRBY', KEYS[1], 'switches', 1)
 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[2])
+redis.call('HDEL', KEYS[1], 'cp_owner')
 redis.call('HINCRBY', KEYS[1], 'counter', 1)
 return won(KEYS[1])
 ";
@@ -90,10 +92,23 @@ end
 return out
 ";
 
-/// KEYS: lease hash. ARGV: expected counter, owner.
+/// KEYS: lease hash. ARGV: expected counter, holder. During a hand-off the lease goes to its
+/// owner (the checkpoint owner is removed), otherwise to nobody.
 const EVICT: &str = r"
 if not owned_at(KEYS[1], ARGV[1], ARGV[2]) then return {'lost'} end
-redis.call('HDEL', KEYS[1], 'owner')
+if redis.call('HDEL', KEYS[1], 'cp_owner') == 0 then
+  redis.call('HDEL', KEYS[1], 'owner')
+end
+redis.call('HINCRBY', KEYS[1], 'counter', 1)
+return won(KEYS[1])
+";
+
+/// KEYS: lease hash. ARGV: expected counter, holder, new owner.
+const REQUEST_HANDOFF: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'counter', 'owner', 'cp_owner')
+if v[1] ~= ARGV[1] or v[2] ~= ARGV[2] or v[3] then return {'lost'} end
+redis.call('HSET', KEYS[1], 'owner', ARGV[3], 'cp_owner', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'switches', 1)
 redis.call('HINCRBY', KEYS[1], 'counter', 1)
 return won(KEYS[1])
 ";
@@ -132,7 +147,7 @@ return won(KEYS[1])
 /// KEYS: lease hash. ARGV: expected counter, checkpoint, sub-sequence.
 const RESET_CHECKPOINT: &str = r"
 if redis.call('HGET', KEYS[1], 'counter') ~= ARGV[1] then return {'lost'} end
-redis.call('HDEL', KEYS[1], 'owner', 'pend', 'pend_sub', 'pend_state')
+redis.call('HDEL', KEYS[1], 'owner', 'cp_owner', 'pend', 'pend_sub', 'pend_state')
 redis.call('HSET', KEYS[1], 'cp', ARGV[2], 'cp_sub', ARGV[3], 'switches', '0')
 redis.call('HINCRBY', KEYS[1], 'counter', 1)
 return won(KEYS[1])
@@ -172,6 +187,7 @@ pub(crate) struct Scripts {
     pub(crate) evict: Script,
     pub(crate) checkpoint: Script,
     pub(crate) mark_ended: Script,
+    pub(crate) request_handoff: Script,
     pub(crate) reset_checkpoint: Script,
     pub(crate) delete: Script,
     pub(crate) read: Script,
@@ -188,6 +204,7 @@ impl Scripts {
             evict: with_helpers(EVICT),
             checkpoint: with_helpers(CHECKPOINT),
             mark_ended: with_helpers(MARK_ENDED),
+            request_handoff: with_helpers(REQUEST_HANDOFF),
             reset_checkpoint: with_helpers(RESET_CHECKPOINT),
             delete: with_helpers(DELETE),
             read: with_helpers(READ),

@@ -413,6 +413,28 @@ impl LeaseStore for RedisLeaseStore {
             .await
     }
 
+    async fn request_handoff(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        holder: &WorkerId,
+        new_owner: &WorkerId,
+    ) -> Result<Race<Lease>, StoreError> {
+        shardwise_lease_core::validate_handoff(holder, new_owner)?;
+        let args = [
+            bytes(expected_counter),
+            bytes(holder.as_str()),
+            bytes(new_owner.as_str()),
+        ];
+        self.write_lease(
+            &self.scripts.request_handoff,
+            key,
+            &args,
+            "request a lease hand-off",
+        )
+        .await
+    }
+
     async fn reset_checkpoint(
         &self,
         key: &LeaseKey,

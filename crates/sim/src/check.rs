@@ -10,7 +10,8 @@
 //!    then the worker must know it may have lost it).
 //! 4. A child shard's records are delivered only after each parent's `SHARD_END`.
 //! 5. Repeats only where a lease moved: a record processed again by a worker is after the
-//!    checkpoint the lease held when that worker took it. So what a kill, a freeze, a steal, a
+//!    checkpoint the lease held when that worker took it (or, after a hand-off, when the
+//!    worker first renewed it). So what a kill, a freeze, a steal, a
 //!    store failure or a failed batch repeats is never more than the records after the last
 //!    successful checkpoint, and a graceful hand-over, whose checkpoint covers everything
 //!    processed, repeats nothing.
@@ -186,7 +187,7 @@ fn fenced_writes(log: &[Entry]) -> Vec<String> {
             write,
             Write::Renew | Write::Evict | Write::Checkpoint | Write::MarkEnded
         );
-        let owner_ok = !needs_ownership || before.owner.as_deref() == Some(worker_id(worker));
+        let owner_ok = !needs_ownership || before.holder() == Some(worker_id(worker));
         if before.counter != *expected || !owner_ok {
             broken.push(format!(
                 "fencing: {worker} {write:?} of {key} at {:.3}s succeeded expecting counter {expected}, but the lease was {:?}@{}",
@@ -283,6 +284,9 @@ fn repeats_after_the_checkpoint(log: &[Entry]) -> Vec<String> {
     let mut positions: BTreeMap<usize, SequenceNumber> = BTreeMap::new();
     // The checkpoint each worker's grant of each lease started from.
     let mut taken_at: BTreeMap<(&str, &str), &Checkpoint> = BTreeMap::new();
+    // Leases just handed off, by key: the worker they went to, until the next write. Its grant
+    // starts with its first renewal.
+    let mut handed: BTreeMap<&str, &str> = BTreeMap::new();
     let mut processed = BTreeSet::new();
     for entry in log {
         match &entry.event {
@@ -293,12 +297,29 @@ fn repeats_after_the_checkpoint(log: &[Entry]) -> Vec<String> {
             }
             Event::Wrote {
                 worker,
-                write: Write::Take,
+                write,
                 key,
+                before,
                 after: Some(after),
                 ..
             } => {
-                taken_at.insert((worker, key), &after.checkpoint);
+                let handed_to = handed.remove(key.as_str());
+                match write {
+                    Write::Take => {
+                        taken_at.insert((worker, key), &after.checkpoint);
+                    }
+                    Write::Renew if handed_to == Some(worker_id(worker)) => {
+                        taken_at.insert((worker, key), &after.checkpoint);
+                    }
+                    Write::Evict => {
+                        if let (Some(before), Some(owner)) = (before, after.owner.as_deref())
+                            && before.checkpoint_owner.is_some()
+                        {
+                            handed.insert(key, owner);
+                        }
+                    }
+                    _ => {}
+                }
             }
             Event::Processed { worker, shard, ids } => {
                 let start = taken_at.get(&(worker.as_str(), shard.as_str()));

@@ -12,18 +12,28 @@ use tokio::time::Instant;
 /// A lease as it was before or after a write: what the invariants look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseState {
-    /// The owner, if any.
+    /// The owner, if any (during a hand-off: the worker it goes to).
     pub owner: Option<String>,
+    /// The worker that holds it while a hand-off is pending.
+    pub checkpoint_owner: Option<String>,
     /// The counter.
     pub counter: u64,
     /// The checkpoint.
     pub checkpoint: Checkpoint,
 }
 
+impl LeaseState {
+    /// The worker that holds the lease: the checkpoint owner during a hand-off, else the owner.
+    pub fn holder(&self) -> Option<&str> {
+        self.checkpoint_owner.as_deref().or(self.owner.as_deref())
+    }
+}
+
 impl From<&Lease> for LeaseState {
     fn from(lease: &Lease) -> Self {
         Self {
             owner: lease.owner.as_ref().map(ToString::to_string),
+            checkpoint_owner: lease.checkpoint_owner.as_ref().map(ToString::to_string),
             counter: lease.counter,
             checkpoint: lease.checkpoint.clone(),
         }
@@ -39,8 +49,10 @@ pub enum Write {
     Take,
     /// A lease renewed.
     Renew,
-    /// A lease released.
+    /// A lease released (or, during a hand-off, handed to the worker that asked for it).
     Evict,
+    /// A hand-off asked for.
+    RequestHandoff,
     /// A checkpoint written.
     Checkpoint,
     /// `SHARD_END` written.
@@ -146,8 +158,12 @@ impl fmt::Display for Entry {
             } => {
                 let show = |s: &Option<LeaseState>| match s {
                     Some(s) => format!(
-                        "{}@{} {}",
+                        "{}{}@{} {}",
                         s.owner.as_deref().unwrap_or("-"),
+                        s.checkpoint_owner
+                            .as_deref()
+                            .map(|c| format!(" (held by {c})"))
+                            .unwrap_or_default(),
                         s.counter,
                         s.checkpoint
                     ),

@@ -390,6 +390,20 @@ impl LeaseStore for SimStore {
             .await
     }
 
+    async fn request_handoff(
+        &self,
+        key: &LeaseKey,
+        expected_counter: u64,
+        holder: &WorkerId,
+        new_owner: &WorkerId,
+    ) -> Result<Race<Lease>, StoreError> {
+        let call = self
+            .inner
+            .request_handoff(key, expected_counter, holder, new_owner);
+        self.lease_write(Write::RequestHandoff, key, Some(expected_counter), call)
+            .await
+    }
+
     async fn reset_checkpoint(
         &self,
         key: &LeaseKey,
