@@ -130,3 +130,84 @@ impl Fleet {
         .await;
     }
 }
+
+/// Wraps a fleet's store to note when each lease hand-off was asked for.
+#[derive(Debug, Default, Clone)]
+pub struct HandoffClock {
+    pub requests: Arc<std::sync::Mutex<Vec<(String, tokio::time::Instant)>>>,
+}
+
+#[async_trait::async_trait]
+impl shardwise::lease::Layer for HandoffClock {
+    async fn around<'a, T: Send + 'a>(
+        &'a self,
+        operation: shardwise::lease::Operation,
+        key: Option<&'a shardwise::lease::LeaseKey>,
+        call: shardwise::lease::Call<'a, T>,
+    ) -> Result<T, shardwise::lease::StoreError> {
+        if let (shardwise::lease::Operation::RequestHandoff, Some(key)) = (operation, key) {
+            let now = tokio::time::Instant::now();
+            self.requests.lock().unwrap().push((key.to_string(), now));
+        }
+        call.await
+    }
+}
+
+impl HandoffClock {
+    /// Puts the clock around `fleet`'s store (before any worker starts).
+    pub fn install(fleet: &mut Fleet) -> Self {
+        let clock = Self::default();
+        fleet.store = Arc::new(shardwise::lease::Layered::wrap(
+            fleet.store.clone(),
+            clock.clone(),
+        ));
+        clock
+    }
+
+    /// For every hand-off asked for: the time until the shard's next record was processed by
+    /// another worker than the one processing it before the request. Sorted.
+    pub fn latencies(&self, recorder: &Recorder) -> Vec<Duration> {
+        let seen = recorder.seen.lock().unwrap();
+        let mut out = Vec::new();
+        for (shard, asked) in self.requests.lock().unwrap().iter() {
+            let before = seen
+                .iter()
+                .rev()
+                .find(|s| &s.shard == shard && s.at <= *asked)
+                .map(|s| s.worker.clone());
+            if let Some(first) = seen
+                .iter()
+                .find(|s| &s.shard == shard && s.at > *asked && Some(&s.worker) != before.as_ref())
+            {
+                out.push(first.at - *asked);
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Puts records `from..` into `fleet`'s stream, `batch` at a time every `every`, until `stop`
+/// fires; the task answers the end of the range put.
+pub fn trickle(
+    fleet: &Fleet,
+    from: usize,
+    batch: usize,
+    every: Duration,
+    keys: usize,
+    stop: CancellationToken,
+) -> JoinHandle<usize> {
+    let driver = fleet.driver.clone();
+    tokio::spawn(async move {
+        let mut next = from;
+        while !stop.is_cancelled() {
+            driver.put(next..next + batch, keys).await;
+            next += batch;
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+        next
+    })
+}

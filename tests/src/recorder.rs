@@ -18,6 +18,8 @@ pub struct Seen {
     pub data: String,
     pub sequence: SequenceNumber,
     pub sub_sequence: u64,
+    /// When the processor got it (the tokio clock).
+    pub at: tokio::time::Instant,
 }
 
 /// What processors saw, shared across workers.
@@ -125,6 +127,7 @@ impl ShardProcessor for RecordingProcessor {
             _ => {}
         }
         {
+            let at = tokio::time::Instant::now();
             let mut seen = self.recorder.seen.lock().unwrap();
             for r in &batch.records {
                 seen.push(Seen {
@@ -134,6 +137,7 @@ impl ShardProcessor for RecordingProcessor {
                     data: String::from_utf8_lossy(&r.data).into_owned(),
                     sequence: r.sequence_number.clone(),
                     sub_sequence: r.sub_sequence_number,
+                    at,
                 });
             }
         }

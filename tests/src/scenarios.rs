@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, HashSet};
 use shardwise::lease::{Checkpoint, LeaseKey};
 use shardwise_kpl_deagg::{Aggregator, AggregatorConfig};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::recorder::{checkpoint_of, holdings, leases};
-use crate::{Behaviour, Fleet};
+use crate::{Behaviour, Fleet, HandoffClock, trickle};
 
 /// 1. One worker, 4 shards: every record processed exactly once, per-shard order kept, final
 ///    checkpoints equal to the last sequence numbers, every lease released at shutdown.
@@ -325,4 +327,109 @@ pub async fn at_timestamp_reads_a_parent_closed_after_it(fleet: &mut Fleet, reco
     );
     let all = leases(fleet.store.as_ref()).await;
     assert!(checkpoint_of(&all, &parent.shard_id).is_shard_end());
+}
+
+/// Prints the hand-off figures of a scenario and checks that there were some: the time from
+/// each request to the new owner's first record.
+fn report_handoffs(what: &str, clock: &HandoffClock, fleet: &Fleet) -> Vec<std::time::Duration> {
+    let latencies = clock.latencies(&fleet.recorder);
+    assert!(!latencies.is_empty(), "{what}: no hand-off was measured");
+    let median = latencies[latencies.len() / 2];
+    let max = latencies[latencies.len() - 1];
+    println!(
+        "{what}: {} hand-offs, request to the new owner's first record: min {:?}, median {median:?}, max {max:?}",
+        latencies.len(),
+        latencies[0]
+    );
+    latencies
+}
+
+/// 8. A worker joins a balanced fleet while records keep coming: leases move to it by hand-off,
+///    and no record is processed twice (nobody dies). Returns the hand-off latencies.
+pub async fn a_joining_worker_gets_its_share_by_hand_off(
+    fleet: &mut Fleet,
+    shards: usize,
+    workers: usize,
+    batch: usize,
+) -> Vec<std::time::Duration> {
+    let clock = HandoffClock::install(fleet);
+    fleet.driver.create(u32::try_from(shards).unwrap()).await;
+    let names: Vec<String> = (1..=workers + 1).map(|i| format!("w{i}")).collect();
+    for name in &names[..workers] {
+        fleet.start(name, Behaviour::Checkpointing);
+    }
+    let (low, high) = (shards / workers, shards.div_ceil(workers));
+    fleet
+        .wait_holdings("a balanced fleet", |h| {
+            h.len() == workers && h.values().all(|n| (low..=high).contains(n))
+        })
+        .await;
+    // Hand-offs while the fleet formed are not measured: no record was flowing.
+    clock.requests.lock().unwrap().clear();
+    let stop = CancellationToken::new();
+    let every = fleet.lease_duration() / 20;
+    let putting = trickle(fleet, 0, batch, every, shards * 3, stop.clone());
+    tokio::time::sleep(fleet.lease_duration()).await;
+    fleet.start(&names[workers], Behaviour::Checkpointing);
+    let (low, high) = (shards / (workers + 1), shards.div_ceil(workers + 1));
+    fleet
+        .wait_holdings("the newcomer has its share", |h| {
+            h.len() == workers + 1 && h.values().all(|n| (low..=high).contains(n))
+        })
+        .await;
+    tokio::time::sleep(fleet.lease_duration()).await;
+    stop.cancel();
+    let records = putting.await.unwrap();
+    fleet.wait_records(records).await;
+    fleet.stop_all().await;
+    assert_eq!(
+        fleet.recorder.coverage(records),
+        (records, 0),
+        "every record, none twice, while leases moved"
+    );
+    report_handoffs("a worker joins", &clock, fleet)
+}
+
+/// 9. A rolling restart of three workers, one at a time, while records keep coming: the
+///    stopped worker releases its leases, the restarted one gets its share back by hand-off,
+///    and no record is processed twice. Returns the hand-off latencies.
+pub async fn a_rolling_restart_processes_nothing_twice(
+    fleet: &mut Fleet,
+    batch: usize,
+) -> Vec<std::time::Duration> {
+    let clock = HandoffClock::install(fleet);
+    fleet.driver.create(6).await;
+    let names = ["w1", "w2", "w3"];
+    for name in names {
+        fleet.start(name, Behaviour::Checkpointing);
+    }
+    let balanced = |h: &BTreeMap<String, usize>| h.len() == 3 && h.values().all(|&n| n == 2);
+    fleet.wait_holdings("2 leases each", balanced).await;
+    clock.requests.lock().unwrap().clear();
+    let stop = CancellationToken::new();
+    let every = fleet.lease_duration() / 20;
+    let putting = trickle(fleet, 0, batch, every, 18, stop.clone());
+    for name in names {
+        fleet.stop(name).await;
+        fleet
+            .wait_holdings("the others hold every lease", |h| {
+                !h.contains_key(name) && h.values().sum::<usize>() == 6
+            })
+            .await;
+        fleet.start(name, Behaviour::Checkpointing);
+        fleet
+            .wait_holdings("2 leases each after the restart", balanced)
+            .await;
+    }
+    tokio::time::sleep(fleet.lease_duration()).await;
+    stop.cancel();
+    let records = putting.await.unwrap();
+    fleet.wait_records(records).await;
+    fleet.stop_all().await;
+    assert_eq!(
+        fleet.recorder.coverage(records),
+        (records, 0),
+        "every record, none twice, through a rolling restart"
+    );
+    report_handoffs("a rolling restart", &clock, fleet)
 }

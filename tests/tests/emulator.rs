@@ -120,3 +120,46 @@ async fn at_timestamp_reads_a_parent_closed_after_it_dynamodb() {
     )
     .await;
 }
+
+/// A fourth worker joins while records keep coming: its leases arrive by hand-off, and no
+/// record is processed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_worker_gets_its_share_by_hand_off_dynamodb() {
+    scenarios::a_joining_worker_gets_its_share_by_hand_off(
+        &mut fleet("join-ddb", stores::dynamodb("join").await),
+        9,
+        3,
+        9,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_worker_gets_its_share_by_hand_off_postgres() {
+    scenarios::a_joining_worker_gets_its_share_by_hand_off(
+        &mut fleet("join-pg", stores::postgres("join").await),
+        9,
+        3,
+        9,
+    )
+    .await;
+}
+
+/// Three workers restarted one at a time while records keep coming: no record processed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_processes_nothing_twice_dynamodb() {
+    scenarios::a_rolling_restart_processes_nothing_twice(
+        &mut fleet("rolling-ddb", stores::dynamodb("rolling").await),
+        6,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_processes_nothing_twice_postgres() {
+    scenarios::a_rolling_restart_processes_nothing_twice(
+        &mut fleet("rolling-pg", stores::postgres("rolling").await),
+        6,
+    )
+    .await;
+}

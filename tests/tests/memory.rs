@@ -258,3 +258,26 @@ async fn a_shard_that_aged_out_unfinished_lets_its_children_start() {
         "the parent is finished (or already cleaned up)"
     );
 }
+
+/// A fourth worker joins a balanced fleet of three while records keep coming: zero records
+/// processed twice.
+#[tokio::test(start_paused = true)]
+async fn a_joining_worker_gets_its_share_by_hand_off() {
+    scenarios::a_joining_worker_gets_its_share_by_hand_off(&mut fleet("s"), 9, 3, 9).await;
+}
+
+/// A rolling restart of three workers while records keep coming: zero records processed twice.
+#[tokio::test(start_paused = true)]
+async fn a_rolling_restart_processes_nothing_twice() {
+    scenarios::a_rolling_restart_processes_nothing_twice(&mut fleet("s"), 6).await;
+}
+
+/// 100 shards over 9 workers, then a tenth joins while records keep coming: it gets its 10 by
+/// hand-off and no record is processed twice.
+#[tokio::test(start_paused = true)]
+async fn a_tenth_worker_joins_a_hundred_shards_by_hand_off() {
+    let latencies =
+        scenarios::a_joining_worker_gets_its_share_by_hand_off(&mut fleet("big"), 100, 9, 100)
+            .await;
+    assert!(latencies.len() >= 10, "{} hand-offs", latencies.len());
+}

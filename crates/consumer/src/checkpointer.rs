@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::time::Instant;
 
 use shardwise_lease_core::{
-    Checkpoint, CheckpointBounds, CheckpointUpdate, ExtendedSequenceNumber, LeaseStore,
+    Checkpoint, CheckpointBounds, CheckpointUpdate, ExtendedSequenceNumber, Lease, LeaseStore,
     PendingCheckpoint, Race, SequenceNumber, ShardId, StoreError, WorkerId, validate_checkpoint,
 };
 
@@ -247,7 +247,7 @@ impl Checkpointer {
             checkpoint,
             pending,
         };
-        self.update(state.counter, &update).await
+        self.update(&update).await
     }
 
     fn check(&self, stored: &Checkpoint, target: &Checkpoint) -> Result<(), CheckpointError> {
@@ -268,7 +268,7 @@ impl Checkpointer {
         let state = grant.state().clone();
         self.check(&state.checkpoint, &pending.position)?;
         let update = CheckpointUpdate::prepare(state.checkpoint.clone(), pending);
-        self.update(state.counter, &update).await
+        self.update(&update).await
     }
 
     /// Validates and writes, in the grant's turn to write (so a renewal never races it).
@@ -287,19 +287,16 @@ impl Checkpointer {
         }
         if target.is_shard_end() {
             let children = self.with_cursor(|c| c.children.clone());
-            let sent = Instant::now();
-            let outcome = self
-                .inner
-                .store
-                .mark_ended(&grant.key, &self.inner.worker, state.counter, &children)
+            let (store, me) = (&self.inner.store, &self.inner.worker);
+            return self
+                .conditional(|counter| store.mark_ended(&grant.key, me, counter, &children))
                 .await;
-            return self.settle(outcome, sent);
         }
         let update = CheckpointUpdate {
             checkpoint: target,
             pending,
         };
-        self.update(state.counter, &update).await
+        self.update(&update).await
     }
 
     /// The grant's turn to write, with any doubt about its counter settled; `LeaseLost` when the
@@ -318,44 +315,65 @@ impl Checkpointer {
         Ok(turn)
     }
 
-    /// One `update_checkpoint` at `counter`; the caller holds the grant's turn to write.
-    async fn update(&self, counter: u64, update: &CheckpointUpdate) -> Result<(), CheckpointError> {
-        let sent = Instant::now();
-        let outcome = self
-            .inner
-            .store
-            .update_checkpoint(&self.inner.grant.key, &self.inner.worker, counter, update)
-            .await;
-        self.settle(outcome, sent)
+    /// One `update_checkpoint`; the caller holds the grant's turn to write.
+    async fn update(&self, update: &CheckpointUpdate) -> Result<(), CheckpointError> {
+        let (store, me) = (&self.inner.store, &self.inner.worker);
+        let key = &self.inner.grant.key;
+        self.conditional(|counter| store.update_checkpoint(key, me, counter, update))
+            .await
+    }
+
+    /// One conditional write at the grant's counter; the caller holds the grant's turn to write.
+    /// A write that loses its race is not always a lost lease: when the lease read back is still
+    /// this grant's (another worker asked for it, see [`Grant::reread`]), the write runs once more
+    /// at the counter adopted.
+    async fn conditional<F, Fut>(&self, write: F) -> Result<(), CheckpointError>
+    where
+        F: Fn(u64) -> Fut,
+        Fut: Future<Output = Result<Race<Lease>, StoreError>>,
+    {
+        let grant = &self.inner.grant;
+        for attempt in 0..2 {
+            let counter = grant.state().counter;
+            let sent = Instant::now();
+            if self.settle(write(counter).await, sent)? {
+                return Ok(());
+            }
+            if attempt > 0
+                || !grant
+                    .reread(self.inner.store.as_ref(), &self.inner.worker)
+                    .await?
+            {
+                break;
+            }
+        }
+        self.inner.metrics.checkpoint_failures.increment(1);
+        grant.lost.cancel();
+        Err(CheckpointError::LeaseLost)
     }
 
     /// Records a write's outcome in the grant: a won write moved the counter and, like a
-    /// renewal, proves the lease ours from the time it was `sent`.
+    /// renewal, proves the lease ours from the time it was `sent`. `Ok(false)` when it lost its
+    /// race.
     fn settle(
         &self,
-        outcome: Result<Race<shardwise_lease_core::Lease>, StoreError>,
+        outcome: Result<Race<Lease>, StoreError>,
         sent: Instant,
-    ) -> Result<(), CheckpointError> {
+    ) -> Result<bool, CheckpointError> {
         let outcome = outcome.inspect_err(|e| {
             self.inner.metrics.checkpoint_failures.increment(1);
             self.inner.grant.failed_write(e);
         })?;
-        match outcome {
-            Race::Won(lease) => {
-                self.inner.metrics.checkpoint_writes.increment(1);
-                let mut state = self.inner.grant.state();
-                state.counter = lease.counter;
-                state.checkpoint = lease.checkpoint;
-                state.has_pending = lease.pending_checkpoint.is_some();
-                state.renewed_at = state.renewed_at.max(sent);
-                Ok(())
-            }
-            Race::Lost => {
-                self.inner.metrics.checkpoint_failures.increment(1);
-                self.inner.grant.lost.cancel();
-                Err(CheckpointError::LeaseLost)
-            }
-        }
+        let Race::Won(lease) = outcome else {
+            return Ok(false);
+        };
+        self.inner.metrics.checkpoint_writes.increment(1);
+        let mut state = self.inner.grant.state();
+        state.counter = lease.counter;
+        state.checkpoint = lease.checkpoint;
+        state.has_pending = lease.pending_checkpoint.is_some();
+        state.renewed_at = state.renewed_at.max(sent);
+        Ok(true)
     }
 }
 

@@ -69,12 +69,19 @@ pub struct ConsumerConfig {
     pub take_interval: Duration,
     /// How often the worker lists shards to create missing leases and clean up finished ones.
     pub shard_sync_interval: Duration,
-    /// How often a child shard checks whether its parents are fully processed.
+    /// How often a child shard checks whether its parents are fully processed, and a lease
+    /// asked for whether its holder has handed it over (500 ms).
     pub parent_poll_interval: Duration,
     /// Most leases one worker holds.
     pub max_leases_per_worker: usize,
-    /// Most leases stolen per balancing round.
+    /// Most leases asked for per balancing round (the KCL's "stolen" leases: they are asked
+    /// for with a hand-off, not taken).
     pub max_leases_to_steal_at_one_time: usize,
+    /// How long a worker asked to hand a lease over lets its processor's `shutdown_requested`
+    /// run before it hands the lease over anyway (KCL 3.x `gracefulLeaseHandoffTimeoutMillis`,
+    /// 30 s). The worker that asked takes the lease itself if the hand-off has not completed a
+    /// lease duration after that, or as soon as the holder stops renewing for a lease duration.
+    pub handoff_timeout: Duration,
     /// How records are read (polling by default).
     pub retrieval: Retrieval,
     /// How many times a batch is handed to `process_records` before the lease is released.
@@ -105,6 +112,7 @@ impl Default for ConsumerConfig {
             parent_poll_interval: Duration::from_millis(500),
             max_leases_per_worker: usize::MAX,
             max_leases_to_steal_at_one_time: 1,
+            handoff_timeout: Duration::from_secs(30),
             retrieval: Retrieval::default(),
             max_process_attempts: 3,
             process_retry_backoff: Duration::from_secs(1),
@@ -144,9 +152,10 @@ impl ConsumerConfig {
         if self.take_interval.is_zero()
             || self.shard_sync_interval.is_zero()
             || self.parent_poll_interval.is_zero()
+            || self.handoff_timeout.is_zero()
         {
             return Err(
-                "take_interval, shard_sync_interval and parent_poll_interval must be above zero"
+                "take_interval, shard_sync_interval, parent_poll_interval and handoff_timeout must be above zero"
                     .into(),
             );
         }

@@ -10,6 +10,12 @@
 //! A write that failed in a way that may still have been applied (a timeout, a dropped
 //! connection) leaves the counter in doubt: before its next write, the grant reads the lease and
 //! adopts what its own write left, instead of losing the lease to its own renewal.
+//!
+//! A write that lost its race is not the end of the grant either: the lease may have been asked
+//! for by another worker (a hand-off request moves the counter). The grant reads it back; if it
+//! still holds the lease, as the checkpoint owner, it adopts the counter and asks its pipeline to
+//! end gracefully ([`Grant::stop`]), so that the processor checkpoints and the lease is handed
+//! over when it is released.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -35,6 +41,8 @@ pub(crate) struct GrantState {
     pub(crate) has_pending: bool,
     /// A write failed in a way that may have applied it: the counter may be one behind.
     pub(crate) in_doubt: bool,
+    /// When this worker learned that another worker asked for the lease.
+    pub(crate) handoff_since: Option<Instant>,
 }
 
 /// One grant of a lease to this worker. A lease lost and taken again is a new grant: the old
@@ -55,6 +63,9 @@ pub(crate) struct Grant {
     state: Mutex<GrantState>,
     /// Cancelled when the lease is lost (or released): the pipeline stops at once.
     pub(crate) lost: CancellationToken,
+    /// Cancelled to end the pipeline gracefully (the processor gets `shutdown_requested`): on
+    /// shutdown, or when a hand-off is asked for.
+    pub(crate) stop: CancellationToken,
 }
 
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
@@ -75,8 +86,10 @@ impl Grant {
                 renewed_at: Instant::now(),
                 has_pending: lease.pending_checkpoint.is_some(),
                 in_doubt: false,
+                handoff_since: None,
             }),
             lost: CancellationToken::new(),
+            stop: CancellationToken::new(),
         }
     }
 
@@ -104,37 +117,78 @@ impl Grant {
         }
     }
 
+    /// Another worker asked for the lease: ends the pipeline gracefully, after which the
+    /// lease's release hands it over.
+    pub(crate) fn hand_off(&self) {
+        let first = {
+            let mut state = self.state();
+            let first = state.handoff_since.is_none();
+            if first {
+                state.handoff_since = Some(Instant::now());
+            }
+            first
+        };
+        if first {
+            tracing::info!(lease = %self.key, "another worker asked for the lease; handing it over once the processor has checkpointed");
+        }
+        self.stop.cancel();
+    }
+
+    /// Whether another worker asked for the lease.
+    pub(crate) fn is_handing_off(&self) -> bool {
+        self.state().handoff_since.is_some()
+    }
+
     /// In the grant's turn to write, before writing: when the counter is in doubt, reads the
-    /// lease and adopts what this grant's own write left (owned by `me`, the counter one
-    /// higher), or finds the lease lost (another owner, or gone). `Err` when the lease cannot be
-    /// read: the doubt stays and nothing should be written.
+    /// lease back ([`Grant::reread`]). `Err` when the lease cannot be read: the doubt stays and
+    /// nothing should be written.
     pub(crate) async fn settle_doubt(
         &self,
         store: &dyn LeaseStore,
         me: &WorkerId,
     ) -> Result<(), StoreError> {
-        let counter = {
-            let state = self.state();
-            if !state.in_doubt {
-                return Ok(());
-            }
-            state.counter
-        };
-        let stored = store.get(&self.key).await?;
-        let mut state = self.state();
-        state.in_doubt = false;
-        match stored {
-            Some(lease) if lease.is_owned_by(me) && lease.counter == counter => {}
-            Some(lease) if lease.is_owned_by(me) && lease.counter == counter.saturating_add(1) => {
-                state.counter = lease.counter;
-                state.checkpoint = lease.checkpoint;
-                state.has_pending = lease.pending_checkpoint.is_some();
-            }
-            _ => {
-                drop(state);
-                self.lost.cancel();
-            }
+        if self.state().in_doubt {
+            self.reread(store, me).await?;
         }
         Ok(())
+    }
+
+    /// Reads the lease after a write of this grant lost its race or may have been applied, and
+    /// decides whether the grant still holds it. It does when `me` holds the lease (see
+    /// [`shardwise_lease_core::Lease::holder`]) at the counter the grant knows, or one higher
+    /// because of this grant's own write in doubt or of a hand-off request (`me` is then the
+    /// checkpoint owner). The grant then adopts the stored counter and checkpoint, and a
+    /// pending hand-off ends its pipeline gracefully ([`Grant::hand_off`]). Any other change
+    /// means another holder came between: the lease is lost. Returns whether it is still held;
+    /// `Err` when the lease cannot be read (nothing is decided).
+    pub(crate) async fn reread(
+        &self,
+        store: &dyn LeaseStore,
+        me: &WorkerId,
+    ) -> Result<bool, StoreError> {
+        let stored = store.get(&self.key).await?;
+        let mut state = self.state();
+        let counter = state.counter;
+        let held = stored.filter(|lease| {
+            let asked = lease.checkpoint_owner.as_ref() == Some(me);
+            lease.is_held_by(me)
+                && (lease.counter == counter
+                    || (lease.counter == counter.saturating_add(1)
+                        && (asked || (state.in_doubt && !lease.is_handing_off()))))
+        });
+        state.in_doubt = false;
+        let Some(lease) = held else {
+            drop(state);
+            self.lost.cancel();
+            return Ok(false);
+        };
+        state.counter = lease.counter;
+        state.checkpoint = lease.checkpoint.clone();
+        state.has_pending = lease.pending_checkpoint.is_some();
+        drop(state);
+        if lease.is_handing_off() {
+            self.hand_off();
+        }
+        Ok(!self.is_lost())
     }
 }

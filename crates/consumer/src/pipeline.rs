@@ -440,9 +440,22 @@ impl Pipeline {
             }
             Ending::ShutdownRequested => {
                 let started = Instant::now();
-                if let Called::Done(Err(e)) =
-                    call(processor.shutdown_requested(&self.checkpointer)).await
-                {
+                let called = call(processor.shutdown_requested(&self.checkpointer));
+                // Asked for by another worker, the lease is handed over after the hand-off
+                // timeout whether the processor has finished or not (the worker's own
+                // shutdown timeout bounds it otherwise).
+                let called = if self.grant.is_handing_off() {
+                    match tokio::time::timeout(self.ctx.config.handoff_timeout, called).await {
+                        Ok(called) => called,
+                        Err(_) => {
+                            warn!(shard = %self.shard(), timeout = ?self.ctx.config.handoff_timeout, "shutdown_requested did not finish within the hand-off timeout; handing the lease over");
+                            Called::Done(Ok(()))
+                        }
+                    }
+                } else {
+                    called.await
+                };
+                if let Called::Done(Err(e)) = called {
                     warn!(shard = %self.shard(), error = %e, "shutdown_requested failed");
                 }
                 self.metrics.shutdown_time.record(millis(started));

@@ -46,7 +46,8 @@ pub(crate) async fn run(ctx: Arc<Context>, grants: Grants, stop: CancellationTok
 }
 
 /// One renewal round: one `renew_many` for every grant whose turn to write is free, bounded by
-/// the store timeout. A grant with a checkpoint in flight is skipped (the checkpoint, when it
+/// the store timeout. A renewal that loses its race reads its lease back: it is lost, or another
+/// worker asked for it (the grant then hands it over, see [`Grant::reread`]). A grant with a checkpoint in flight is skipped (the checkpoint, when it
 /// succeeds, renews the lease too); nothing here waits for another write. A lease not renewed
 /// for two thirds of the lease duration is given up before anyone else may take it.
 async fn renew(
@@ -103,20 +104,35 @@ async fn renew(
     // Bounded by the store timeout, like every store call of the worker.
     let outcomes = ctx.store.renew_many(&ctx.worker_id, &batch).await;
     metrics.time.record(sent.elapsed().as_secs_f64() * 1_000.0);
-    for ((grant, _turn), outcome) in turns.iter().zip(outcomes) {
+    let mut beaten = Vec::new();
+    for ((grant, turn), outcome) in turns.into_iter().zip(outcomes) {
         match outcome {
             Ok(Race::Won(counter)) => {
                 let mut state = grant.state();
                 state.counter = counter;
                 state.renewed_at = sent;
             }
-            Ok(Race::Lost) => {
-                info!(lease = %grant.key, "lease lost at renewal");
-                grant.lost.cancel();
-            }
+            // Lost, or asked for by another worker: the lease read back tells.
+            Ok(Race::Lost) => beaten.push((grant, turn)),
             Err(e) => {
                 metrics.failures.increment(1);
                 grant.failed_write(&e);
+                give_up_if_late(grant, sent, give_up_after, &e.to_string());
+            }
+        }
+    }
+    let reread = futures_util::future::join_all(
+        beaten
+            .iter()
+            .map(|(grant, _)| grant.reread(ctx.store.as_ref(), &ctx.worker_id)),
+    )
+    .await;
+    for ((grant, _turn), reread) in beaten.into_iter().zip(reread) {
+        match reread {
+            Ok(true) => {}
+            Ok(false) => info!(lease = %grant.key, "lease lost at renewal"),
+            Err(e) => {
+                metrics.failures.increment(1);
                 give_up_if_late(grant, sent, give_up_after, &e.to_string());
             }
         }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use shardwise_lease_core::{
-    BalanceConfig, BalanceInput, ExpiryTracker, LeaseKey, Race, plan_takes,
+    BalanceConfig, BalanceInput, Candidate, ExpiryTracker, LeaseKey, Race, plan_takes,
 };
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -41,8 +41,15 @@ impl Metrics {
 
 struct Held {
     grant: Arc<Grant>,
-    /// Asks this pipeline to shut down gracefully.
-    stop: CancellationToken,
+}
+
+/// A lease this worker asked another worker to hand over.
+struct Awaiting {
+    /// When it was asked for.
+    since: Instant,
+    /// The counter last seen, and since when: a holder that stops renewing is gone.
+    counter: u64,
+    changed: Instant,
 }
 
 /// One shard sync, logged.
@@ -71,6 +78,8 @@ pub(crate) struct Worker {
     tracker: ExpiryTracker,
     /// Leases this worker released after failures: not taken back before this time.
     cooling: BTreeMap<LeaseKey, Instant>,
+    /// Leases asked for, until they are handed over (or the hand-off ends otherwise).
+    awaiting: BTreeMap<LeaseKey, Awaiting>,
     metrics: Metrics,
     /// Take rounds done. The first round only takes free or expired leases: a worker that just
     /// started does not steal from workers that may have just started too (their first batch
@@ -88,6 +97,7 @@ impl Worker {
             pipelines: JoinSet::new(),
             tracker: ExpiryTracker::new(),
             cooling: BTreeMap::new(),
+            awaiting: BTreeMap::new(),
             rounds: 0,
         }
     }
@@ -120,10 +130,15 @@ impl Worker {
             }
         }));
         let mut next_take = Instant::now();
+        let mut next_poll = Instant::now();
         loop {
             if Instant::now() >= next_take {
                 self.take().await;
                 next_take = Instant::now() + config.take_interval;
+            }
+            if Instant::now() >= next_poll {
+                self.poll_handoffs().await;
+                next_poll = Instant::now() + config.parent_poll_interval;
             }
             // Biased, here and in every select of the worker: which of several ready branches
             // runs is then a function of the state, so that a simulated run replays exactly.
@@ -131,6 +146,7 @@ impl Worker {
                 biased;
                 () = cancel.cancelled() => break,
                 Some(done) = self.pipelines.join_next(), if !self.pipelines.is_empty() => self.reap(done).await,
+                () = tokio::time::sleep_until(next_poll), if !self.awaiting.is_empty() => {}
                 () = tokio::time::sleep_until(next_take) => {}
             }
         }
@@ -156,16 +172,24 @@ impl Worker {
             }
         };
         let now = Instant::now();
-        // A held lease that the listing shows with another owner was stolen (we took every
+        // A held lease that the listing shows with another holder was taken (we took every
         // held lease before this listing was read): stop its processing now rather than at the
-        // next renewal, to keep the window for replays short.
+        // next renewal, to keep the window for replays short. One that another worker asked
+        // for is handed over (a request that left the counter alone, as the Java KCL 3.x
+        // writes it, shows only here).
+        let me = &self.ctx.worker_id;
         for lease in &listing.leases {
-            if let Some(held) = self.held.get(&lease.key)
-                && !lease.is_owned_by(&self.ctx.worker_id)
-                && !held.grant.is_lost()
-            {
+            let Some(held) = self.held.get(&lease.key) else {
+                continue;
+            };
+            if held.grant.is_lost() {
+                continue;
+            }
+            if !lease.is_held_by(me) {
                 info!(lease = %lease.key, owner = ?lease.owner, "lease taken by another worker");
                 held.grant.lost.cancel();
+            } else if lease.checkpoint_owner.as_ref() == Some(me) {
+                held.grant.hand_off();
             }
         }
         self.tracker.observe_all(&listing.leases, now.into_std());
@@ -200,7 +224,8 @@ impl Worker {
         // A key whose pipeline still runs here (lost, not yet reaped) is never taken again
         // until it is reaped: two pipelines of one shard must not run in one worker.
         plan.take.retain(|c| !self.held.contains_key(&c.key));
-        plan.steal.retain(|c| !self.held.contains_key(&c.key));
+        plan.steal
+            .retain(|c| !self.held.contains_key(&c.key) && !self.awaiting.contains_key(&c.key));
         self.metrics
             .leases
             .total_leases
@@ -210,47 +235,150 @@ impl Worker {
             .leases
             .expired_leases
             .set(plan.available as f64);
-        for candidate in plan.take.iter().chain(&plan.steal) {
-            let stolen = plan.steal.contains(candidate);
-            let started = Instant::now();
-            let taken = self
-                .ctx
-                .store
-                .take(&candidate.key, candidate.counter, &self.ctx.worker_id)
+        for candidate in &plan.take {
+            let handing = listing
+                .leases
+                .iter()
+                .any(|l| l.key == candidate.key && l.is_handing_off());
+            self.take_lease(&candidate.key, candidate.counter, handing)
                 .await;
-            self.metrics.take.time.record(millis(started));
-            match taken {
-                Ok(Race::Won(lease)) => {
-                    self.metrics.leases.taken_leases.increment(1);
-                    if stolen {
-                        self.metrics.leases.stolen_leases.increment(1);
+        }
+        for candidate in &plan.steal {
+            self.request_handoff(candidate).await;
+        }
+    }
+
+    /// Takes a lease at `counter` and starts its pipeline. `handing`: the lease is in a
+    /// hand-off, whose holder is gone (or too late).
+    async fn take_lease(&mut self, key: &LeaseKey, counter: u64, handing: bool) {
+        let started = Instant::now();
+        let taken = self.ctx.store.take(key, counter, &self.ctx.worker_id).await;
+        self.metrics.take.time.record(millis(started));
+        let awaited = self.awaiting.remove(key);
+        match taken {
+            Ok(Race::Won(lease)) => {
+                self.metrics.leases.taken_leases.increment(1);
+                if let Some(awaited) = &awaited {
+                    let metrics = &self.metrics.leases;
+                    metrics.stolen_leases.increment(1);
+                    if handing {
+                        metrics.handoffs_timed_out.increment(1);
+                    } else {
+                        metrics.handoffs_completed.increment(1);
                     }
-                    self.tracker.observe(&lease, Instant::now().into_std());
-                    let Some(grant) = Grant::for_lease(&lease) else {
-                        warn!(lease = %lease.key, "lease key is not a shard id; releasing it");
-                        let _ = self
-                            .ctx
-                            .store
-                            .evict(&lease.key, &self.ctx.worker_id, lease.counter)
-                            .await;
-                        continue;
-                    };
-                    info!(lease = %lease.key, from = ?candidate.owner, stolen, "lease taken");
-                    self.start_pipeline(Arc::new(grant));
+                    metrics.handoff_time.record(millis(awaited.since));
                 }
-                Ok(Race::Lost) => {
-                    debug!(lease = %candidate.key, "another worker took the lease first")
+                self.tracker.observe(&lease, Instant::now().into_std());
+                let Some(grant) = Grant::for_lease(&lease) else {
+                    warn!(lease = %lease.key, "lease key is not a shard id; releasing it");
+                    let _ = self
+                        .ctx
+                        .store
+                        .evict(&lease.key, &self.ctx.worker_id, lease.counter)
+                        .await;
+                    return;
+                };
+                info!(lease = %lease.key, handed_over = awaited.is_some() && !handing, "lease taken");
+                self.start_pipeline(Arc::new(grant));
+            }
+            Ok(Race::Lost) => {
+                debug!(lease = %key, "another worker took the lease first")
+            }
+            Err(e) => {
+                self.metrics.take.failures.increment(1);
+                warn!(lease = %key, error = %e, "taking the lease failed");
+            }
+        }
+    }
+
+    /// Asks the holder of a live worker's lease to hand it over; the lease is taken once the
+    /// holder has let its processor checkpoint and given it up ([`Worker::poll_handoffs`]).
+    async fn request_handoff(&mut self, candidate: &Candidate) {
+        let Some(holder) = &candidate.owner else {
+            return;
+        };
+        let started = Instant::now();
+        let asked = self
+            .ctx
+            .store
+            .request_handoff(
+                &candidate.key,
+                candidate.counter,
+                holder,
+                &self.ctx.worker_id,
+            )
+            .await;
+        self.metrics.take.time.record(millis(started));
+        match asked {
+            Ok(Race::Won(lease)) => {
+                self.metrics.leases.handoffs_requested.increment(1);
+                info!(lease = %lease.key, from = %holder, "asked for a hand-off");
+                let now = Instant::now();
+                self.awaiting.insert(
+                    lease.key,
+                    Awaiting {
+                        since: started,
+                        counter: lease.counter,
+                        changed: now,
+                    },
+                );
+            }
+            Ok(Race::Lost) => {
+                debug!(lease = %candidate.key, "the lease changed before the hand-off request")
+            }
+            Err(e) => {
+                self.metrics.take.failures.increment(1);
+                warn!(lease = %candidate.key, error = %e, "asking for a hand-off failed");
+            }
+        }
+    }
+
+    /// Looks at every lease asked for: takes it once its holder has handed it over, or when
+    /// the holder is gone (its counter unchanged for a lease duration, the usual expiry rule) or
+    /// has not finished within the hand-off timeout plus a lease duration.
+    async fn poll_handoffs(&mut self) {
+        let keys: Vec<LeaseKey> = self.awaiting.keys().cloned().collect();
+        let config = &self.ctx.config;
+        let (lease_duration, give_up) = (
+            config.lease_duration,
+            config.handoff_timeout.saturating_add(config.lease_duration),
+        );
+        for key in keys {
+            let lease = match self.ctx.store.get(&key).await {
+                Ok(Some(lease)) if lease.is_owned_by(&self.ctx.worker_id) => lease,
+                Ok(_) => {
+                    info!(lease = %key, "a lease asked for went elsewhere");
+                    self.awaiting.remove(&key);
+                    continue;
                 }
                 Err(e) => {
-                    self.metrics.take.failures.increment(1);
-                    warn!(lease = %candidate.key, error = %e, "taking the lease failed");
+                    debug!(lease = %key, error = %e, "reading a lease asked for failed");
+                    continue;
                 }
+            };
+            if !lease.is_handing_off() {
+                self.take_lease(&key, lease.counter, false).await;
+                continue;
+            }
+            let now = Instant::now();
+            let Some(awaited) = self.awaiting.get_mut(&key) else {
+                continue;
+            };
+            if awaited.counter != lease.counter {
+                awaited.counter = lease.counter;
+                awaited.changed = now;
+            }
+            let gone = now.saturating_duration_since(awaited.changed) >= lease_duration;
+            let late = now.saturating_duration_since(awaited.since) >= give_up;
+            if gone || late {
+                warn!(lease = %key, holder = ?lease.checkpoint_owner, gone, "the hand-off did not complete; taking the lease");
+                self.take_lease(&key, lease.counter, true).await;
             }
         }
     }
 
     fn start_pipeline(&mut self, grant: Arc<Grant>) {
-        let stop = CancellationToken::new();
+        let stop = grant.stop.clone();
         let key = grant.key.clone();
         let token = grant.token;
         let span = info_span!("shard", shard = %grant.shard_id, worker = %self.ctx.worker_id);
@@ -272,7 +400,7 @@ impl Worker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(grant.key.clone(), grant.clone());
-        self.held.insert(grant.key.clone(), Held { grant, stop });
+        self.held.insert(grant.key.clone(), Held { grant });
         self.metrics
             .leases
             .current_leases
@@ -314,34 +442,45 @@ impl Worker {
         }
     }
 
-    /// Gives a lease back (owner removed) so another worker can take it at once.
+    /// Gives a lease back so another worker can take it at once: to nobody, or during a
+    /// hand-off to the worker that asked for it.
     async fn release(&self, grant: &Grant) {
         let _turn = grant.writing.lock().await;
         if grant.is_lost() {
             return;
         }
+        let (store, me) = (self.ctx.store.as_ref(), &self.ctx.worker_id);
         // A counter in doubt that cannot be settled is tried as it is: at worst the release
         // loses its race and the lease expires.
-        let _ = grant
-            .settle_doubt(self.ctx.store.as_ref(), &self.ctx.worker_id)
-            .await;
-        if grant.is_lost() {
-            return;
-        }
-        grant.lost.cancel();
-        let counter = grant.state().counter;
-        match self
-            .ctx
-            .store
-            .evict(&grant.key, &self.ctx.worker_id, counter)
-            .await
-        {
-            Ok(Race::Won(_)) => debug!(lease = %grant.key, "lease released"),
-            Ok(Race::Lost) => {}
-            Err(e) => {
-                warn!(lease = %grant.key, error = %e, "releasing the lease failed; it will expire")
+        let _ = grant.settle_doubt(store, me).await;
+        for attempt in 0..2 {
+            if grant.is_lost() {
+                return;
+            }
+            let counter = grant.state().counter;
+            match store.evict(&grant.key, me, counter).await {
+                Ok(Race::Won(lease)) => {
+                    grant.lost.cancel();
+                    match &lease.owner {
+                        Some(to) => info!(lease = %grant.key, to = %to, "lease handed over"),
+                        None => debug!(lease = %grant.key, "lease released"),
+                    }
+                    return;
+                }
+                // Asked for meanwhile? Read back, the release is tried once more.
+                Ok(Race::Lost) if attempt == 0 => {
+                    if !matches!(grant.reread(store, me).await, Ok(true)) {
+                        break;
+                    }
+                }
+                Ok(Race::Lost) => break,
+                Err(e) => {
+                    warn!(lease = %grant.key, error = %e, "releasing the lease failed; it will expire");
+                    break;
+                }
             }
         }
+        grant.lost.cancel();
     }
 
     /// Graceful shutdown: every pipeline gets `shutdown_requested` (bounded by the shutdown
@@ -349,7 +488,7 @@ impl Worker {
     async fn shut_down(mut self) {
         info!(leases = self.held.len(), "worker shutting down");
         for held in self.held.values() {
-            held.stop.cancel();
+            held.grant.stop.cancel();
         }
         let deadline = Instant::now() + self.ctx.config.shutdown_timeout;
         while !self.pipelines.is_empty() {

@@ -155,6 +155,14 @@ pub struct WorkerMetrics {
     pub taken_leases: Counter,
     /// [`Metric::StolenLeases`]
     pub stolen_leases: Counter,
+    /// [`Metric::HandoffsRequested`]
+    pub handoffs_requested: Counter,
+    /// [`Metric::HandoffsCompleted`]
+    pub handoffs_completed: Counter,
+    /// [`Metric::HandoffsTimedOut`]
+    pub handoffs_timed_out: Counter,
+    /// [`Metric::HandoffTime`]
+    pub handoff_time: Histogram,
     /// [`Metric::LostLeases`]
     pub lost_leases: Counter,
     /// [`Metric::ExpiredLeases`]
@@ -175,6 +183,10 @@ impl WorkerMetrics {
             total_leases: gauge(names, Metric::TotalLeases, l),
             taken_leases: counter(names, Metric::TakenLeases, l),
             stolen_leases: counter(names, Metric::StolenLeases, l),
+            handoffs_requested: counter(names, Metric::HandoffsRequested, l),
+            handoffs_completed: counter(names, Metric::HandoffsCompleted, l),
+            handoffs_timed_out: counter(names, Metric::HandoffsTimedOut, l),
+            handoff_time: histogram(names, Metric::HandoffTime, l),
             lost_leases: counter(names, Metric::LostLeases, l),
             expired_leases: gauge(names, Metric::ExpiredLeases, l),
             num_workers: gauge(names, Metric::NumWorkers, l),

@@ -43,6 +43,10 @@
 //! | `TotalLeases` | `shardwise_total_leases` | gauge | count | worker |
 //! | `TakenLeases` | `shardwise_taken_leases_total` | counter | count | worker |
 //! | `StolenLeases` | `shardwise_stolen_leases_total` | counter | count | worker |
+//! | `HandoffsRequested` | `shardwise_handoffs_requested_total` | counter | count | worker |
+//! | `HandoffsCompleted` | `shardwise_handoffs_completed_total` | counter | count | worker |
+//! | `HandoffsTimedOut` | `shardwise_handoffs_timed_out_total` | counter | count | worker |
+//! | `Handoff.Time` | `shardwise_handoff_milliseconds` | histogram | ms | worker |
 //! | `LostLeases` | `shardwise_lost_leases_total` | counter | count | worker |
 //! | `ExpiredLeases` | `shardwise_expired_leases` | gauge | count | worker |
 //! | `NumWorkers` | `shardwise_workers` | gauge | count | worker |

@@ -81,8 +81,17 @@ pub enum Metric {
     TotalLeases,
     /// Leases this worker took (free or expired).
     TakenLeases,
-    /// Leases this worker took from another live worker to balance the fleet.
+    /// Leases that reached this worker from another live worker, to balance the fleet.
     StolenLeases,
+    /// Hand-offs this worker asked a live worker for.
+    HandoffsRequested,
+    /// Hand-offs asked for by this worker that the holder completed.
+    HandoffsCompleted,
+    /// Hand-offs asked for by this worker that it ended with a take: the holder stopped
+    /// renewing, or did not finish within the hand-off timeout.
+    HandoffsTimedOut,
+    /// Time from asking for a hand-off until this worker holds the lease.
+    HandoffTime,
     /// Leases this worker lost (taken by another worker, or failed to renew).
     LostLeases,
     /// Leases seen expired when this worker last looked for leases to take.
@@ -183,7 +192,15 @@ const TABLE: &[Row] = &[
     row(Metric::TakenLeases, "TakenLeases", "taken_leases_total", Counter, Count, Worker,
         "Leases this worker took because they were free or expired"),
     row(Metric::StolenLeases, "StolenLeases", "stolen_leases_total", Counter, Count, Worker,
-        "Leases this worker took from another live worker to balance the fleet"),
+        "Leases that reached this worker from another live worker to balance the fleet"),
+    row(Metric::HandoffsRequested, "HandoffsRequested", "handoffs_requested_total", Counter, Count, Worker,
+        "Lease hand-offs this worker asked a live worker for"),
+    row(Metric::HandoffsCompleted, "HandoffsCompleted", "handoffs_completed_total", Counter, Count, Worker,
+        "Lease hand-offs asked for by this worker that the holder completed"),
+    row(Metric::HandoffsTimedOut, "HandoffsTimedOut", "handoffs_timed_out_total", Counter, Count, Worker,
+        "Lease hand-offs asked for by this worker that it ended with a take (the holder stopped renewing or ran out of time)"),
+    row(Metric::HandoffTime, "Handoff.Time", "handoff_milliseconds", Histogram, Milliseconds, Worker,
+        "Time from asking for a lease hand-off until this worker holds the lease"),
     row(Metric::LostLeases, "LostLeases", "lost_leases_total", Counter, Count, Worker,
         "Leases this worker lost to another worker or failed to renew in time"),
     row(Metric::ExpiredLeases, "ExpiredLeases", "expired_leases", Gauge, Count, Worker,
@@ -200,7 +217,7 @@ const TABLE: &[Row] = &[
 
 impl Metric {
     /// Every metric, in table order.
-    pub const ALL: [Metric; 30] = [
+    pub const ALL: [Metric; 34] = [
         Metric::RecordsProcessed,
         Metric::DataBytesProcessed,
         Metric::MillisBehindLatest,
@@ -225,6 +242,10 @@ impl Metric {
         Metric::TotalLeases,
         Metric::TakenLeases,
         Metric::StolenLeases,
+        Metric::HandoffsRequested,
+        Metric::HandoffsCompleted,
+        Metric::HandoffsTimedOut,
+        Metric::HandoffTime,
         Metric::LostLeases,
         Metric::ExpiredLeases,
         Metric::NumWorkers,

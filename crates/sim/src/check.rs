@@ -10,11 +10,17 @@
 //!    then the worker must know it may have lost it).
 //! 4. A child shard's records are delivered only after each parent's `SHARD_END`.
 //! 5. Repeats only where a lease moved: a record processed again by a worker is after the
-//!    checkpoint the lease held when that worker took it (or, after a hand-off, when the
-//!    worker first renewed it). So what a kill, a freeze, a steal, a
+//!    checkpoint the lease held when that worker took it (after a hand-off too: the worker
+//!    that asked takes the lease once its holder has handed it over). So what a kill, a freeze, a steal, a
 //!    store failure or a failed batch repeats is never more than the records after the last
 //!    successful checkpoint, and a graceful hand-over, whose checkpoint covers everything
 //!    processed, repeats nothing.
+//!
+//! 6. A worker that gave a lease up (released it, or handed it over) delivers no more of its
+//!    shard's records until it takes the lease again.
+//!
+//! 7. A lease being handed over is taken only when its holder has written nothing for a lease
+//!    duration, or the hand-off is older than the hand-off timeout plus a lease duration.
 //!
 //! Liveness (every record delivered, then the fleet balanced, within bounds once faults stop) is
 //! checked while the run goes on, in [`crate::run`].
@@ -55,6 +61,12 @@ pub struct Checked {
     pub repeats: usize,
     /// Child shards checked to start after their parents ended.
     pub children: usize,
+    /// Hand-offs asked for.
+    pub handoffs: usize,
+    /// Hand-offs completed by their holder.
+    pub handed_over: usize,
+    /// Hand-offs struck by a fault while in progress.
+    pub struck: usize,
 }
 
 impl std::ops::AddAssign for Checked {
@@ -63,6 +75,9 @@ impl std::ops::AddAssign for Checked {
         self.batches += other.batches;
         self.repeats += other.repeats;
         self.children += other.children;
+        self.handoffs += other.handoffs;
+        self.handed_over += other.handed_over;
+        self.struck += other.struck;
     }
 }
 
@@ -72,12 +87,26 @@ pub fn checked(log: &[Entry]) -> Checked {
     let mut processed = BTreeSet::new();
     for entry in log {
         match &entry.event {
-            Event::Wrote { .. } => checked.writes += 1,
+            Event::Wrote { write, before, .. } => {
+                checked.writes += 1;
+                match write {
+                    Write::RequestHandoff => checked.handoffs += 1,
+                    Write::Evict
+                        if before
+                            .as_ref()
+                            .is_some_and(|b| b.checkpoint_owner.is_some()) =>
+                    {
+                        checked.handed_over += 1
+                    }
+                    _ => {}
+                }
+            }
             Event::Delivered { .. } => checked.batches += 1,
             Event::Processed { ids, .. } => {
                 checked.repeats += ids.iter().filter(|id| !processed.insert(**id)).count();
             }
             Event::Resharded { children, .. } => checked.children += children.len(),
+            Event::Note(note) if note.starts_with("strike ") => checked.struck += 1,
             _ => {}
         }
     }
@@ -93,6 +122,89 @@ pub fn all(plan: &Plan, log: &[Entry]) -> Vec<String> {
     broken.extend(deliveries_within_lease(plan, log));
     broken.extend(parents_first(log));
     broken.extend(repeats_after_the_checkpoint(log));
+    broken.extend(nothing_after_release(log));
+    broken.extend(handoffs_wait_for_the_holder(plan, log));
+    broken
+}
+
+/// A lease being handed over is taken (ending the hand-off) only when its holder has written
+/// nothing for a lease duration (it is gone), or the hand-off is older than the hand-off
+/// timeout plus a lease duration: otherwise the worker that asked waits for the holder.
+fn handoffs_wait_for_the_holder(plan: &Plan, log: &[Entry]) -> Vec<String> {
+    let lease = plan.settings.lease_duration;
+    let give_up = crate::run::handoff_timeout(plan) + lease;
+    let mut broken = Vec::new();
+    let mut asked: BTreeMap<&str, std::time::Duration> = BTreeMap::new();
+    // The last successful write of each lease by each worker id.
+    let mut last_write: BTreeMap<(&str, &str), std::time::Duration> = BTreeMap::new();
+    for entry in log {
+        let Event::Wrote {
+            worker,
+            write,
+            key,
+            before,
+            ..
+        } = &entry.event
+        else {
+            continue;
+        };
+        if *write == Write::RequestHandoff {
+            asked.insert(key, entry.at);
+        }
+        if *write == Write::Take
+            && let Some(holder) = before.as_ref().and_then(|b| b.checkpoint_owner.as_deref())
+        {
+            let silent = last_write
+                .get(&(holder, key.as_str()))
+                .is_none_or(|at| entry.at.saturating_sub(*at) >= lease);
+            let late = asked
+                .get(key.as_str())
+                .is_some_and(|at| entry.at.saturating_sub(*at) >= give_up);
+            if !silent && !late {
+                broken.push(format!(
+                    "hand-off: {worker} took {key} at {:.3}s while {holder} still held it and wrote to it {:.3}s before",
+                    entry.at.as_secs_f64(),
+                    last_write
+                        .get(&(holder, key.as_str()))
+                        .map_or(0.0, |at| (entry.at - *at).as_secs_f64())
+                ));
+            }
+        }
+        last_write.insert((worker_id(worker), key), entry.at);
+    }
+    broken
+}
+
+/// A worker that gave a lease up (released it, or handed it over) delivers no more of its
+/// shard's records until it takes the lease again.
+fn nothing_after_release(log: &[Entry]) -> Vec<String> {
+    let mut broken = Vec::new();
+    let mut released: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for entry in log {
+        match &entry.event {
+            Event::Wrote {
+                worker, write, key, ..
+            } => match write {
+                Write::Evict => {
+                    released.insert((worker, key));
+                }
+                Write::Take => {
+                    released.remove(&(worker.as_str(), key.as_str()));
+                }
+                _ => {}
+            },
+            Event::Delivered { worker, shard, ids }
+                if released.contains(&(worker.as_str(), shard.as_str())) =>
+            {
+                broken.push(format!(
+                    "release: {worker} got {} records of {shard} at {:.3}s after giving its lease up",
+                    ids.len(),
+                    entry.at.as_secs_f64()
+                ));
+            }
+            _ => {}
+        }
+    }
     broken
 }
 
@@ -284,9 +396,6 @@ fn repeats_after_the_checkpoint(log: &[Entry]) -> Vec<String> {
     let mut positions: BTreeMap<usize, SequenceNumber> = BTreeMap::new();
     // The checkpoint each worker's grant of each lease started from.
     let mut taken_at: BTreeMap<(&str, &str), &Checkpoint> = BTreeMap::new();
-    // Leases just handed off, by key: the worker they went to, until the next write. Its grant
-    // starts with its first renewal.
-    let mut handed: BTreeMap<&str, &str> = BTreeMap::new();
     let mut processed = BTreeSet::new();
     for entry in log {
         match &entry.event {
@@ -297,29 +406,12 @@ fn repeats_after_the_checkpoint(log: &[Entry]) -> Vec<String> {
             }
             Event::Wrote {
                 worker,
-                write,
+                write: Write::Take,
                 key,
-                before,
                 after: Some(after),
                 ..
             } => {
-                let handed_to = handed.remove(key.as_str());
-                match write {
-                    Write::Take => {
-                        taken_at.insert((worker, key), &after.checkpoint);
-                    }
-                    Write::Renew if handed_to == Some(worker_id(worker)) => {
-                        taken_at.insert((worker, key), &after.checkpoint);
-                    }
-                    Write::Evict => {
-                        if let (Some(before), Some(owner)) = (before, after.owner.as_deref())
-                            && before.checkpoint_owner.is_some()
-                        {
-                            handed.insert(key, owner);
-                        }
-                    }
-                    _ => {}
-                }
+                taken_at.insert((worker, key), &after.checkpoint);
             }
             Event::Processed { worker, shard, ids } => {
                 let start = taken_at.get(&(worker.as_str(), shard.as_str()));

@@ -91,5 +91,9 @@ fn main() -> ExitCode {
         "checked: {} lease writes (fencing, checkpoint order), {} batches (within the lease), {} repeated records (after the checkpoint), {} child shards (after their parents)",
         checked.writes, checked.batches, checked.repeats, checked.children
     );
+    println!(
+        "hand-offs: {} asked for, {} handed over by their holder, {} struck mid-way (holder killed or frozen, store down or losing answers)",
+        checked.handoffs, checked.handed_over, checked.struck
+    );
     ExitCode::SUCCESS
 }

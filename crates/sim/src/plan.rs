@@ -84,6 +84,26 @@ pub enum Action {
     ExpireIterators,
     /// Every fan-out subscription drops.
     DropSubscriptions,
+    /// Waits (up to two lease durations) until a lease is being handed over, then strikes.
+    AtHandoff {
+        /// What strikes.
+        strike: Strike,
+        /// For how long (a freeze, a store fault).
+        for_: Duration,
+    },
+}
+
+/// What strikes a hand-off in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strike {
+    /// The holder's process is killed.
+    KillHolder,
+    /// The holder freezes (for longer than a lease duration).
+    FreezeHolder,
+    /// The lease store goes down.
+    StoreDown,
+    /// The store applies writes but loses the answers.
+    StoreAmbiguous,
 }
 
 /// An action at a time of the run.
@@ -213,13 +233,34 @@ impl Plan {
                 // A kill or a stop is followed by a start of the same worker, sometimes.
                 let restart =
                     matches!(action, Action::Kill { .. } | Action::Stop { .. }) && rng.chance(0.7);
+                let starts = matches!(action, Action::Start { .. });
                 steps.push(Step { at, action });
+                let mut started_at = starts.then_some(at);
                 if restart {
                     steps.push(Step {
                         at: at + pause,
                         action: Action::Start {
                             worker,
                             new_id: rng.chance(0.3),
+                        },
+                    });
+                    started_at = Some(at + pause);
+                }
+                // A worker that starts makes leases move by hand-off: strike one, sometimes.
+                if let Some(at) = started_at
+                    && rng.chance(0.5)
+                {
+                    let strike = [
+                        Strike::KillHolder,
+                        Strike::FreezeHolder,
+                        Strike::StoreDown,
+                        Strike::StoreAmbiguous,
+                    ][rng.below(4) as usize];
+                    steps.push(Step {
+                        at,
+                        action: Action::AtHandoff {
+                            strike,
+                            for_: lease + pause,
                         },
                     });
                 }
