@@ -29,6 +29,8 @@ pub struct Recorder {
     pub shard_ends: Mutex<Vec<String>>,
     /// `init:<shard>` and `end:<shard>` in the order they happened, across workers.
     pub events: Mutex<Vec<String>>,
+    /// (worker, shard) of every processor initialized.
+    pub initialized: Mutex<Vec<(String, String)>>,
     pub lost: AtomicUsize,
 }
 
@@ -84,6 +86,8 @@ pub enum Behaviour {
     PanicsOnce,
     /// Checkpoint at the middle record of each batch only (never everything).
     CheckpointsMiddle,
+    /// Checkpoint after every batch, and never return from `shutdown_requested`.
+    HangsOnShutdown,
 }
 
 pub struct RecordingProcessor {
@@ -104,6 +108,11 @@ impl ShardProcessor for RecordingProcessor {
             .lock()
             .unwrap()
             .push(format!("init:{}", input.shard_id));
+        self.recorder
+            .initialized
+            .lock()
+            .unwrap()
+            .push((self.worker.clone(), input.shard_id.to_string()));
         Ok(())
     }
 
@@ -179,6 +188,9 @@ impl ShardProcessor for RecordingProcessor {
         &mut self,
         checkpointer: &Checkpointer,
     ) -> Result<(), ProcessorError> {
+        if self.behaviour == Behaviour::HangsOnShutdown {
+            std::future::pending::<()>().await;
+        }
         if self.behaviour != Behaviour::NeverCheckpoints {
             checkpointer.checkpoint().await?;
         }
@@ -221,12 +233,12 @@ where
     }
 }
 
-/// Leases per owner.
+/// Leases per holder (during a hand-off: the worker still holding the lease).
 pub async fn holdings(store: &dyn LeaseStore) -> BTreeMap<String, usize> {
     let mut map = BTreeMap::new();
     for lease in store.list().await.unwrap().leases {
-        if let Some(owner) = lease.owner {
-            *map.entry(owner.to_string()).or_default() += 1;
+        if let Some(holder) = lease.holder() {
+            *map.entry(holder.to_string()).or_default() += 1;
         }
     }
     map

@@ -281,3 +281,52 @@ async fn a_tenth_worker_joins_a_hundred_shards_by_hand_off() {
             .await;
     assert!(latencies.len() >= 10, "{} hand-offs", latencies.len());
 }
+
+/// A holder whose processor never returns from `shutdown_requested` hands the lease over when
+/// the hand-off timeout runs out (its own rule), not later when the worker that asked gives up
+/// waiting (timeout plus a lease duration); nothing is lost.
+#[tokio::test(start_paused = true)]
+async fn a_holder_stuck_in_shutdown_requested_hands_over_at_the_timeout() {
+    let mut fleet = fleet("s");
+    fleet.config.handoff_timeout = Duration::from_secs(20);
+    fleet.config.shutdown_timeout = Duration::from_secs(1);
+    let clock = shardwise_tests::HandoffClock::install(&mut fleet);
+    fleet.driver.create(2).await;
+    fleet.start("w1", Behaviour::HangsOnShutdown);
+    fleet
+        .wait_holdings("w1 holds both", |h| h.get("w1") == Some(&2))
+        .await;
+    fleet.driver.put(0..100, 10).await;
+    fleet.wait_records(100).await;
+    fleet.start("w2", Behaviour::Checkpointing);
+    let store = fleet.store.clone();
+    wait_for("a hand-off asked for", fleet.patience, || {
+        let asked = !clock.requests.lock().unwrap().is_empty();
+        async move { asked }
+    })
+    .await;
+    let asked = tokio::time::Instant::now();
+    wait_for("w2 holds one lease", fleet.patience, || {
+        let store = store.clone();
+        async move {
+            let leases = store.list().await.unwrap().leases;
+            leases.iter().any(|l| {
+                l.checkpoint_owner.is_none() && l.owner.as_ref().map(|o| o.as_str()) == Some("w2")
+            })
+        }
+    })
+    .await;
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_secs(20) - fleet.config.renew_interval(),
+        "the holder's processor was given the hand-off timeout ({waited:?})"
+    );
+    assert!(
+        waited < Duration::from_secs(20) + fleet.lease_duration(),
+        "handed over by the holder at its timeout, not taken at the asker's ({waited:?})"
+    );
+    fleet.driver.put(100..200, 10).await;
+    fleet.wait_records(200).await;
+    fleet.stop_all().await;
+    assert_eq!(fleet.recorder.coverage(200).0, 200);
+}

@@ -28,6 +28,20 @@ async fn records_leases_and_lag_are_reported() {
     fleet.wait_records(500).await;
     // One more round of reads so every shard reports it has caught up.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // A second worker gets its two leases by hand-off.
+    fleet.start("w2", Behaviour::Checkpointing);
+    let recorder = fleet.recorder.clone();
+    shardwise_tests::wait_for("w2 runs two leases handed over", fleet.patience, || {
+        let started = recorder
+            .initialized
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(worker, _)| worker == "w2")
+            .count();
+        async move { started == 2 }
+    })
+    .await;
     fleet.stop_all().await;
 
     let snapshot = snapshotter.snapshot().into_vec();
@@ -64,11 +78,36 @@ async fn records_leases_and_lag_are_reported() {
     );
     assert_eq!(
         sum_counter("shardwise_taken_leases_total"),
-        4,
-        "leases taken = shards"
+        6,
+        "leases taken = shards, and the two handed over"
+    );
+    assert_eq!(sum_counter("shardwise_handoffs_requested_total"), 2);
+    assert_eq!(sum_counter("shardwise_handoffs_completed_total"), 2);
+    assert_eq!(sum_counter("shardwise_handoffs_timed_out_total"), 0);
+    assert_eq!(sum_counter("shardwise_stolen_leases_total"), 2);
+    let handoff_times: Vec<f64> = snapshot
+        .iter()
+        .filter(|(k, ..)| k.key().name() == "shardwise_handoff_milliseconds")
+        .flat_map(|(.., v)| match v {
+            DebugValue::Histogram(h) => h.iter().map(|x| x.into_inner()).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(
+        handoff_times.len(),
+        2,
+        "one duration per hand-off: {handoff_times:?}"
+    );
+    assert!(
+        handoff_times.iter().all(|&ms| ms > 0.0 && ms < 10_000.0),
+        "hand-offs complete within a lease duration: {handoff_times:?}"
     );
     let lag = gauges("shardwise_millis_behind_latest");
-    assert_eq!(lag.len(), 4, "one lag gauge per shard: {lag:?}");
+    assert_eq!(
+        lag.len(),
+        6,
+        "one lag gauge per shard and worker (w1's four, w2's two): {lag:?}"
+    );
     assert!(
         lag.iter().all(|&l| l == 0.0),
         "every shard caught up: {lag:?}"
@@ -91,7 +130,7 @@ async fn records_leases_and_lag_are_reported() {
         .collect();
     assert_eq!(
         shard_labels.len(),
-        4,
-        "per-shard labels at the default (detailed) level"
+        6,
+        "per-shard (and worker) labels at the default (detailed) level"
     );
 }

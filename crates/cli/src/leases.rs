@@ -20,7 +20,8 @@ Examples:
   shardwise leases --app audit --leases redis://127.0.0.1:6379 --json | jq '.leases[] | select(.owner)'
   shardwise leases --app audit --leases postgres://app@db/kinesis --stream orders
 
-STATE is held (an owner), free, or ended (SHARD_END). With --stream, LAG is how far the next
+STATE is held (an owner), handing-off (its holder hands it to the worker that asked for it:
+OWNER shows holder -> new owner), free, or ended (SHARD_END). With --stream, LAG is how far the next
 unprocessed record is behind the newest in its shard (Kinesis MillisBehindLatest, from one
 GetRecords at the checkpoint); n/a when it cannot be known: the shard has no checkpoint yet and
 starts at LATEST or AT_TIMESTAMP, or reading failed.")]
@@ -41,7 +42,10 @@ pub(crate) struct LeasesArgs {
 #[derive(Debug, Serialize)]
 struct LeaseView {
     key: String,
+    /// During a hand-off: the worker the lease goes to.
     owner: Option<String>,
+    /// During a hand-off: the worker still holding the lease (the KCL's `checkpointOwner`).
+    checkpoint_owner: Option<String>,
     counter: u64,
     checkpoint: String,
     /// -1 before the record (a shard read from `LATEST`, resolved to its first record).
@@ -105,6 +109,8 @@ struct ListingView {
 fn state(lease: &Lease) -> &'static str {
     if lease.is_ended() {
         "ended"
+    } else if lease.is_handing_off() {
+        "handing-off"
     } else if lease.owner.is_some() {
         "held"
     } else {
@@ -116,6 +122,7 @@ fn view(lease: &Lease) -> LeaseView {
     LeaseView {
         key: lease.key.to_string(),
         owner: lease.owner.as_ref().map(ToString::to_string),
+        checkpoint_owner: lease.checkpoint_owner.as_ref().map(ToString::to_string),
         counter: lease.counter,
         checkpoint: lease.checkpoint.stored_text().to_owned(),
         checkpoint_sub_sequence_number: lease.checkpoint.stored_sub_sequence(),
@@ -250,7 +257,10 @@ fn table(listing: &ListingView, with_lag: bool) -> String {
             };
             let mut row = vec![
                 l.key.clone(),
-                l.owner.clone().unwrap_or_else(|| "-".into()),
+                match (&l.checkpoint_owner, &l.owner) {
+                    (Some(holder), Some(owner)) => format!("{holder} -> {owner}"),
+                    (_, owner) => owner.clone().unwrap_or_else(|| "-".into()),
+                },
                 l.counter.to_string(),
                 checkpoint,
                 if l.parents.is_empty() {
@@ -363,5 +373,26 @@ mod tests {
         );
         assert!(json["leases"][2].get("lag").is_none());
         assert_eq!(json["leases"][2]["state"], "ended");
+    }
+
+    #[test]
+    fn a_lease_in_hand_off() {
+        let mut lease = Lease::new(LeaseKey::new("shardId-3").unwrap(), Checkpoint::TrimHorizon);
+        lease.owner = Some(WorkerId::new("new").unwrap());
+        lease.checkpoint_owner = Some(WorkerId::new("old").unwrap());
+        assert_eq!(state(&lease), "handing-off");
+        let listing = ListingView {
+            leases: vec![view(&lease)],
+            corrupt: Vec::new(),
+        };
+        let text = table(&listing, false);
+        assert!(
+            text.lines().nth(1).unwrap().contains("old -> new"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&listing).unwrap();
+        assert_eq!(json["leases"][0]["owner"], "new");
+        assert_eq!(json["leases"][0]["checkpoint_owner"], "old");
+        assert_eq!(json["leases"][0]["state"], "handing-off");
     }
 }

@@ -419,4 +419,49 @@ mod tests {
             "the cut-off batch is not checkpointed"
         );
     }
+
+    /// A checkpoint that loses its race to a hand-off request is written again at the new
+    /// counter: the processor's `shutdown_requested` checkpoint must not fail because it was
+    /// asked for the lease.
+    #[tokio::test]
+    async fn a_checkpoint_racing_a_handoff_request_is_written() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let key = LeaseKey::new("shardId-0").unwrap();
+        let me = WorkerId::new("w").unwrap();
+        let lease = Lease::new(key.clone(), Checkpoint::TrimHorizon);
+        assert!(store.create_if_absent(&lease).await.unwrap().is_won());
+        let taken = store.take(&key, 0, &me).await.unwrap().won().unwrap();
+        let grant = Arc::new(Grant::new(&taken, ShardId::new("shardId-0").unwrap()));
+        let names = shardwise_metrics::MetricNames::new("test").unwrap();
+        let metrics = shardwise_metrics::ShardMetrics::register(
+            &names,
+            shardwise_metrics::MetricsLevel::default(),
+            "s",
+            "shardId-0",
+            "w",
+        );
+        let checkpointer = Checkpointer::new(store.clone(), me.clone(), grant.clone(), metrics);
+        let last = ExtendedSequenceNumber::new(SequenceNumber::new("42").unwrap(), 0);
+        checkpointer.delivering(last, async {}, |_| true).await;
+        let thief = WorkerId::new("thief").unwrap();
+        assert!(
+            store
+                .request_handoff(&key, taken.counter, &me, &thief)
+                .await
+                .unwrap()
+                .is_won()
+        );
+        checkpointer.checkpoint().await.unwrap();
+        let stored = store.get(&key).await.unwrap().unwrap();
+        assert_eq!(
+            stored.checkpoint,
+            Checkpoint::at(SequenceNumber::new("42").unwrap(), 0)
+        );
+        assert_eq!(
+            stored.checkpoint_owner.as_ref(),
+            Some(&me),
+            "still handing off"
+        );
+        assert!(grant.is_handing_off() && !grant.is_lost());
+    }
 }

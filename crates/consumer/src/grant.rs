@@ -157,7 +157,7 @@ impl Grant {
     /// decides whether the grant still holds it. It does when `me` holds the lease (see
     /// [`shardwise_lease_core::Lease::holder`]) at the counter the grant knows, or one higher
     /// because of this grant's own write in doubt or of a hand-off request (`me` is then the
-    /// checkpoint owner). The grant then adopts the stored counter and checkpoint, and a
+    /// checkpoint owner, and the grant was not already handing it over). The grant then adopts the stored counter and checkpoint, and a
     /// pending hand-off ends its pipeline gracefully ([`Grant::hand_off`]). Any other change
     /// means another holder came between: the lease is lost. Returns whether it is still held;
     /// `Err` when the lease cannot be read (nothing is decided).
@@ -170,7 +170,11 @@ impl Grant {
         let mut state = self.state();
         let counter = state.counter;
         let held = stored.filter(|lease| {
-            let asked = lease.checkpoint_owner.as_ref() == Some(me);
+            // A request is one step, and comes once: a grant already handing off that finds
+            // another step was beaten by someone else (a Java KCL 2.x worker's take, which
+            // knows nothing of `checkpointOwner` and leaves it, say).
+            let asked =
+                lease.checkpoint_owner.as_ref() == Some(me) && state.handoff_since.is_none();
             lease.is_held_by(me)
                 && (lease.counter == counter
                     || (lease.counter == counter.saturating_add(1)
@@ -190,5 +194,97 @@ impl Grant {
             self.hand_off();
         }
         Ok(!self.is_lost())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shardwise_lease_core::{MemoryLeaseStore, Race};
+
+    use super::*;
+
+    /// A lease held by `me` at its counter, and the grant for it.
+    async fn held(store: &MemoryLeaseStore, me: &WorkerId) -> (LeaseKey, Grant) {
+        let key = LeaseKey::new("shardId-0").unwrap();
+        let lease = Lease::new(key.clone(), Checkpoint::TrimHorizon);
+        assert!(store.create_if_absent(&lease).await.unwrap().is_won());
+        let taken = store.take(&key, 0, me).await.unwrap().won().unwrap();
+        (key, Grant::for_lease(&taken).unwrap())
+    }
+
+    fn worker(name: &str) -> WorkerId {
+        WorkerId::new(name).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_handoff_request_is_adopted_not_lost() {
+        let store = MemoryLeaseStore::new();
+        let me = worker("me");
+        let (key, grant) = held(&store, &me).await;
+        let asked = store.request_handoff(&key, 1, &me, &worker("thief")).await;
+        assert!(matches!(asked, Ok(Race::Won(_))));
+        assert!(store.renew(&key, &me, 1).await.unwrap().is_lost());
+        assert!(grant.reread(&store, &me).await.unwrap(), "still held");
+        assert_eq!(grant.state().counter, 2, "the request's counter adopted");
+        assert!(grant.is_handing_off() && grant.stop.is_cancelled() && !grant.is_lost());
+        assert!(store.renew(&key, &me, 2).await.unwrap().is_won());
+    }
+
+    #[tokio::test]
+    async fn another_holder_in_between_means_lost() {
+        let store = MemoryLeaseStore::new();
+        let me = worker("me");
+        let (key, grant) = held(&store, &me).await;
+        // A process with the same worker id takes the lease (a restart while this one froze).
+        assert!(store.take(&key, 1, &me).await.unwrap().is_won());
+        assert!(!grant.reread(&store, &me).await.unwrap());
+        assert!(grant.is_lost() && !grant.is_handing_off());
+    }
+
+    #[tokio::test]
+    async fn a_write_in_doubt_is_adopted_once() {
+        let store = MemoryLeaseStore::new();
+        let me = worker("me");
+        let (key, grant) = held(&store, &me).await;
+        // The renewal was applied but its answer lost.
+        assert!(store.renew(&key, &me, 1).await.unwrap().is_won());
+        grant.failed_write(&StoreError::unavailable("answer lost"));
+        grant.settle_doubt(&store, &me).await.unwrap();
+        assert_eq!(grant.state().counter, 2);
+        assert!(!grant.is_lost() && !grant.is_handing_off());
+    }
+
+    #[tokio::test]
+    async fn a_request_after_an_unknown_write_is_lost() {
+        let store = MemoryLeaseStore::new();
+        let me = worker("me");
+        let (key, grant) = held(&store, &me).await;
+        // Two steps the grant cannot account for: someone wrote as `me`, then a request.
+        assert!(store.renew(&key, &me, 1).await.unwrap().is_won());
+        let asked = store.request_handoff(&key, 2, &me, &worker("thief")).await;
+        assert!(matches!(asked, Ok(Race::Won(_))));
+        assert!(!grant.reread(&store, &me).await.unwrap());
+        assert!(grant.is_lost());
+    }
+
+    /// Once handing off, a further step is someone else's: a Java KCL 2.x worker that takes the
+    /// lease leaves `checkpointOwner` as it was, so the row still names this worker.
+    #[tokio::test]
+    async fn a_step_after_the_request_is_lost() {
+        let store = MemoryLeaseStore::new();
+        let me = worker("me");
+        let (key, grant) = held(&store, &me).await;
+        let asked = store.request_handoff(&key, 1, &me, &worker("thief")).await;
+        assert!(matches!(asked, Ok(Race::Won(_))));
+        assert!(grant.reread(&store, &me).await.unwrap());
+        // The row after a KCL 2.x take at counter 2.
+        let taken_by_java = MemoryLeaseStore::new();
+        let mut row = Lease::new(key.clone(), Checkpoint::TrimHorizon);
+        row.owner = Some(worker("java-worker"));
+        row.checkpoint_owner = Some(me.clone());
+        row.counter = 3;
+        assert!(taken_by_java.create_if_absent(&row).await.unwrap().is_won());
+        assert!(!grant.reread(&taken_by_java, &me).await.unwrap());
+        assert!(grant.is_lost());
     }
 }

@@ -82,8 +82,11 @@ pub trait ShardProcessor: Send + 'static {
         Ok(())
     }
 
-    /// The worker is shutting down: checkpoint what is done. The lease is released right after.
-    /// The default checkpoints everything delivered.
+    /// The worker is shutting down, or another worker asked for this lease (a hand-off, to
+    /// balance the fleet): checkpoint what is done. The lease is released (or handed over)
+    /// right after, and this processor gets nothing more. During a hand-off the call is bounded
+    /// by `ConsumerConfig::handoff_timeout`; on shutdown, by `shutdown_timeout`. The default
+    /// checkpoints everything delivered, so the next holder repeats nothing.
     async fn shutdown_requested(
         &mut self,
         checkpointer: &Checkpointer,

@@ -24,19 +24,33 @@ use crate::rng::Rng;
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
     frozen_until: Mutex<Option<Instant>>,
+    /// Wakes the calls held when the freeze changes (lifted early, at the quiet phase).
+    changed: tokio::sync::Notify,
 }
 
 impl Gate {
-    /// Freezes the worker until `until`.
+    /// Freezes the worker until `until` (a time already past lifts the freeze at once).
     pub(crate) fn freeze_until(&self, until: Instant) {
         *self.lock() = Some(until);
+        self.changed.notify_waiters();
     }
 
     /// Waits while the worker is frozen.
     pub(crate) async fn pass(&self) {
-        let until = *self.lock();
-        if let Some(until) = until {
-            tokio::time::sleep_until(until).await;
+        loop {
+            // Made before the state is read, so that a change in between is not missed.
+            let changed = self.changed.notified();
+            let Some(until) = *self.lock() else {
+                return;
+            };
+            if until <= Instant::now() {
+                return;
+            }
+            tokio::select! {
+                biased;
+                () = changed => {}
+                () = tokio::time::sleep_until(until) => return,
+            }
         }
     }
 
