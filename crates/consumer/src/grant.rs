@@ -43,6 +43,10 @@ pub(crate) struct GrantState {
     pub(crate) in_doubt: bool,
     /// When this worker learned that another worker asked for the lease.
     pub(crate) handoff_since: Option<Instant>,
+    /// The worker the lease is being handed to, once the request is accounted for: its counter
+    /// step adopted (or, for a request that made none, seen). A further step is then someone
+    /// else's, unless it is this grant's own write in doubt.
+    pub(crate) handing_to: Option<WorkerId>,
 }
 
 /// One grant of a lease to this worker. A lease lost and taken again is a new grant: the old
@@ -87,6 +91,7 @@ impl Grant {
                 has_pending: lease.pending_checkpoint.is_some(),
                 in_doubt: false,
                 handoff_since: None,
+                handing_to: None,
             }),
             lost: CancellationToken::new(),
             stop: CancellationToken::new(),
@@ -115,6 +120,23 @@ impl Grant {
         if error.is_retryable() {
             self.state().in_doubt = true;
         }
+    }
+
+    /// A listing shows the lease asked for by another worker while this grant holds it at the
+    /// counter listed: a request that made no counter step (as the Java KCL 3.x writes it).
+    /// Hands the lease off. A listing at another counter is left to the next write, whose read
+    /// back decides ([`Grant::reread`]).
+    pub(crate) fn asked_in_listing(&self, lease: &Lease) {
+        {
+            let mut state = self.state();
+            if lease.counter != state.counter || lease.owner.is_none() {
+                return;
+            }
+            if state.handing_to.is_none() {
+                state.handing_to = lease.owner.clone();
+            }
+        }
+        self.hand_off();
     }
 
     /// Another worker asked for the lease: ends the pipeline gracefully, after which the
@@ -157,7 +179,7 @@ impl Grant {
     /// decides whether the grant still holds it. It does when `me` holds the lease (see
     /// [`shardwise_lease_core::Lease::holder`]) at the counter the grant knows, or one higher
     /// because of this grant's own write in doubt or of a hand-off request (`me` is then the
-    /// checkpoint owner, and the grant was not already handing it over). The grant then adopts the stored counter and checkpoint, and a
+    /// checkpoint owner, and no request was accounted for yet). The grant then adopts the stored counter and checkpoint, and a
     /// pending hand-off ends its pipeline gracefully ([`Grant::hand_off`]). Any other change
     /// means another holder came between: the lease is lost. Returns whether it is still held;
     /// `Err` when the lease cannot be read (nothing is decided).
@@ -170,15 +192,24 @@ impl Grant {
         let mut state = self.state();
         let counter = state.counter;
         let held = stored.filter(|lease| {
-            // A request is one step, and comes once: a grant already handing off that finds
-            // another step was beaten by someone else (a Java KCL 2.x worker's take, which
-            // knows nothing of `checkpointOwner` and leaves it, say).
-            let asked =
-                lease.checkpoint_owner.as_ref() == Some(me) && state.handoff_since.is_none();
-            lease.is_held_by(me)
-                && (lease.counter == counter
-                    || (lease.counter == counter.saturating_add(1)
-                        && (asked || (state.in_doubt && !lease.is_handing_off()))))
+            if !lease.is_held_by(me) {
+                return false;
+            }
+            if lease.counter == counter {
+                return true;
+            }
+            if lease.counter != counter.saturating_add(1) {
+                return false;
+            }
+            match (&lease.checkpoint_owner, &state.handing_to) {
+                // The request's step. (A request is one step, and comes once.)
+                (Some(_), None) => true,
+                // Handing off already: only this grant's own write, applied but not answered;
+                // any other step is someone else's (a Java KCL 2.x worker's take, which knows
+                // nothing of `checkpointOwner` and leaves it, say).
+                (Some(_), Some(to)) => state.in_doubt && lease.owner.as_ref() == Some(to),
+                (None, handing_to) => state.in_doubt && handing_to.is_none(),
+            }
         });
         state.in_doubt = false;
         let Some(lease) = held else {
@@ -189,6 +220,9 @@ impl Grant {
         state.counter = lease.counter;
         state.checkpoint = lease.checkpoint.clone();
         state.has_pending = lease.pending_checkpoint.is_some();
+        if lease.is_handing_off() && state.handing_to.is_none() {
+            state.handing_to = lease.owner.clone();
+        }
         drop(state);
         if lease.is_handing_off() {
             self.hand_off();
@@ -286,5 +320,53 @@ mod tests {
         assert!(taken_by_java.create_if_absent(&row).await.unwrap().is_won());
         assert!(!grant.reread(&taken_by_java, &me).await.unwrap());
         assert!(grant.is_lost());
+    }
+
+    /// The holder's listing can show the request before its next write loses: that must not
+    /// use the request up, or the write's read back would take the request's step for someone
+    /// else's.
+    #[tokio::test]
+    async fn a_request_seen_in_a_listing_first_is_still_adopted() {
+        let store = MemoryLeaseStore::new();
+        let me = worker("me");
+        let (key, grant) = held(&store, &me).await;
+        let asked = store.request_handoff(&key, 1, &me, &worker("thief")).await;
+        let listed = asked.unwrap().won().unwrap();
+        grant.asked_in_listing(&listed);
+        assert!(store.renew(&key, &me, 1).await.unwrap().is_lost());
+        assert!(grant.reread(&store, &me).await.unwrap(), "still held");
+        assert!(grant.is_handing_off() && !grant.is_lost());
+        assert_eq!(grant.state().counter, 2);
+    }
+
+    /// A request that made no counter step (the Java KCL 3.x writes it so) is seen in a
+    /// listing only.
+    #[tokio::test]
+    async fn a_request_without_a_step_is_seen_in_a_listing() {
+        let store = MemoryLeaseStore::new();
+        let me = worker("me");
+        let (key, grant) = held(&store, &me).await;
+        let mut listed = store.get(&key).await.unwrap().unwrap();
+        listed.owner = Some(worker("kcl3-worker"));
+        listed.checkpoint_owner = Some(me.clone());
+        grant.asked_in_listing(&listed);
+        assert!(grant.is_handing_off() && grant.stop.is_cancelled());
+        assert_eq!(grant.state().handing_to, Some(worker("kcl3-worker")));
+    }
+
+    /// While handing off, the grant's own write applied but not answered is still its own.
+    #[tokio::test]
+    async fn a_write_in_doubt_while_handing_off_is_adopted() {
+        let store = MemoryLeaseStore::new();
+        let me = worker("me");
+        let (key, grant) = held(&store, &me).await;
+        let asked = store.request_handoff(&key, 1, &me, &worker("thief")).await;
+        assert!(matches!(asked, Ok(Race::Won(_))));
+        assert!(grant.reread(&store, &me).await.unwrap());
+        assert!(store.renew(&key, &me, 2).await.unwrap().is_won());
+        grant.failed_write(&StoreError::unavailable("answer lost"));
+        grant.settle_doubt(&store, &me).await.unwrap();
+        assert_eq!(grant.state().counter, 3);
+        assert!(!grant.is_lost() && grant.is_handing_off());
     }
 }

@@ -483,6 +483,7 @@ impl Pipeline {
         for child in children {
             let created = crate::shard_sync::create_child_lease(
                 self.ctx.store.as_ref(),
+                shard,
                 child,
                 self.ctx.config.initial_position,
             )

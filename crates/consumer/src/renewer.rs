@@ -127,12 +127,41 @@ async fn renew(
             .map(|(grant, _)| grant.reread(ctx.store.as_ref(), &ctx.worker_id)),
     )
     .await;
-    for ((grant, _turn), reread) in beaten.into_iter().zip(reread) {
+    let mut asked = Vec::new();
+    for ((grant, turn), reread) in beaten.into_iter().zip(reread) {
         match reread {
-            Ok(true) => {}
+            // Asked for by another worker: renewed again at once, at the counter adopted, so
+            // that the hand-off does not cost the lease a renewal.
+            Ok(true) => asked.push((grant, turn)),
             Ok(false) => info!(lease = %grant.key, "lease lost at renewal"),
             Err(e) => {
                 metrics.failures.increment(1);
+                give_up_if_late(grant, sent, give_up_after, &e.to_string());
+            }
+        }
+    }
+    if asked.is_empty() {
+        return;
+    }
+    let batch: Vec<(LeaseKey, u64)> = asked
+        .iter()
+        .map(|(g, _)| (g.key.clone(), g.state().counter))
+        .collect();
+    let outcomes = ctx.store.renew_many(&ctx.worker_id, &batch).await;
+    for ((grant, _turn), outcome) in asked.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(Race::Won(counter)) => {
+                let mut state = grant.state();
+                state.counter = counter;
+                state.renewed_at = sent;
+            }
+            Ok(Race::Lost) => {
+                info!(lease = %grant.key, "lease lost at renewal");
+                grant.lost.cancel();
+            }
+            Err(e) => {
+                metrics.failures.increment(1);
+                grant.failed_write(&e);
                 give_up_if_late(grant, sent, give_up_after, &e.to_string());
             }
         }

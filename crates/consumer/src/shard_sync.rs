@@ -139,12 +139,23 @@ pub(crate) async fn sync(
     Ok(created)
 }
 
-/// Creates a child's lease, from the `ChildShards` a closed parent reported.
+/// Creates a child's lease, from the `ChildShards` its closed parent `ended` reported. The
+/// child of a merge is created only once its other parent has a lease: a child treats a missing
+/// parent lease as finished (its shard aged out), so a child created first could start before
+/// that parent was read. The other parent creates the child when it ends, or shard sync does
+/// (parents first). `Ok(false)` when nothing was created.
 pub(crate) async fn create_child_lease(
     store: &dyn LeaseStore,
+    ended: &ShardId,
     child: &ChildShard,
     initial: InitialPosition,
 ) -> Result<bool, StoreError> {
+    for parent in child.parent_shards.iter().filter(|p| *p != ended.as_str()) {
+        if store.get(&LeaseKey::new(parent.as_str())?).await?.is_none() {
+            debug!(child = %child.shard_id, parent = %parent, "the child's other parent has no lease yet; the child's lease waits for it");
+            return Ok(false);
+        }
+    }
     let key = LeaseKey::new(child.shard_id.as_str())?;
     let mut lease = Lease::new(key, descendant_checkpoint(initial))
         .with_parents(ids(child.parent_shards.iter().cloned()));
@@ -291,5 +302,54 @@ mod tests {
                 .collect();
             assert_eq!(plan(shards, &existing, initial), expected, "{name}");
         }
+    }
+}
+
+#[cfg(test)]
+mod child_tests {
+    use shardwise_kinesis_source::HashRange;
+    use shardwise_lease_core::MemoryLeaseStore;
+
+    use super::*;
+
+    fn child() -> ChildShard {
+        ChildShard {
+            shard_id: "shardId-6".into(),
+            parent_shards: vec!["shardId-1".into(), "shardId-5".into()],
+            hash_range: HashRange {
+                start: 0,
+                end: u128::MAX,
+            },
+        }
+    }
+
+    /// A merge whose other parent has no lease yet (it is itself a child whose lease its own
+    /// parent has not created): the child's lease waits, or the child would start first (a
+    /// missing parent lease counts as finished).
+    #[tokio::test]
+    async fn a_merge_child_waits_for_its_other_parents_lease() {
+        let store = MemoryLeaseStore::new();
+        let ended = Lease::new(LeaseKey::new("shardId-1").unwrap(), Checkpoint::ShardEnd);
+        assert!(store.create_if_absent(&ended).await.unwrap().is_won());
+        let parent = ShardId::new("shardId-1").unwrap();
+        let child = child();
+        let created = create_child_lease(&store, &parent, &child, InitialPosition::TrimHorizon);
+        assert!(!created.await.unwrap(), "not created");
+        assert!(
+            store
+                .get(&LeaseKey::new("shardId-6").unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        let other = Lease::new(LeaseKey::new("shardId-5").unwrap(), Checkpoint::TrimHorizon);
+        assert!(store.create_if_absent(&other).await.unwrap().is_won());
+        let parent = ShardId::new("shardId-5").unwrap();
+        let created = create_child_lease(&store, &parent, &child, InitialPosition::TrimHorizon);
+        assert!(
+            created.await.unwrap(),
+            "created once both parents have leases"
+        );
     }
 }

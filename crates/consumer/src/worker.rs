@@ -189,7 +189,21 @@ impl Worker {
                 info!(lease = %lease.key, owner = ?lease.owner, "lease taken by another worker");
                 held.grant.lost.cancel();
             } else if lease.checkpoint_owner.as_ref() == Some(me) {
-                held.grant.hand_off();
+                held.grant.asked_in_listing(lease);
+            }
+        }
+        // A lease asked of this worker that it does not run (an earlier process with the same
+        // id held it, or it was asked for one just handed to it, before it started): handed on
+        // at once, with nothing to checkpoint, rather than after a lease duration.
+        for lease in &listing.leases {
+            if lease.checkpoint_owner.as_ref() == Some(me) && !self.held.contains_key(&lease.key) {
+                match self.ctx.store.evict(&lease.key, me, lease.counter).await {
+                    Ok(Race::Won(_)) => {
+                        info!(lease = %lease.key, to = ?lease.owner, "a lease asked of this worker, which does not run it, handed on")
+                    }
+                    Ok(Race::Lost) => {}
+                    Err(e) => debug!(lease = %lease.key, error = %e, "handing on a lease failed"),
+                }
             }
         }
         self.tracker.observe_all(&listing.leases, now.into_std());

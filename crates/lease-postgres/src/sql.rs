@@ -17,8 +17,14 @@ const STORED_PROGRESS: &str = "ROW(CASE WHEN checkpoint = 'SHARD_END' THEN 2 \
 pub(crate) struct Statements {
     pub(crate) create_schema: String,
     pub(crate) create_table: String,
-    /// Adds the hand-off column to a table made before it existed.
+    /// Whether the table has the hand-off column (binds: schema, table).
+    pub(crate) has_checkpoint_owner: String,
+    /// Adds the hand-off column to a table made before it existed. Run only when missing: it
+    /// takes an exclusive lock on the table, and needs its owner's rights.
     pub(crate) add_checkpoint_owner: String,
+    /// The schema and table names as stored in the catalog.
+    pub(crate) schema_name: String,
+    pub(crate) table_name: String,
     pub(crate) lock_key: String,
     pub(crate) list: String,
     pub(crate) get: String,
@@ -67,6 +73,11 @@ impl Statements {
                  ending_hash_key NUMERIC(39,0), \
                  PRIMARY KEY (namespace, lease_key))"
             ),
+            has_checkpoint_owner: "SELECT 1 FROM information_schema.columns \
+                 WHERE table_schema = $1 AND table_name = $2 AND column_name = 'checkpoint_owner'"
+                .to_owned(),
+            schema_name: schema.as_str().to_owned(),
+            table_name: table.as_str().to_owned(),
             add_checkpoint_owner: format!(
                 "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS checkpoint_owner TEXT"
             ),

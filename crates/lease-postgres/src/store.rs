@@ -164,12 +164,22 @@ impl LeaseStore for PostgresLeaseStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| store_error(e, what, None))?;
-        for statement in [
-            &self.sql.create_schema,
-            &self.sql.create_table,
-            &self.sql.add_checkpoint_owner,
-        ] {
+        for statement in [&self.sql.create_schema, &self.sql.create_table] {
             self.query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| store_error(e, what, None))?;
+        }
+        // A table made before hand-offs gets their column, once.
+        let has_column = self
+            .query(&self.sql.has_checkpoint_owner)
+            .bind(&self.sql.schema_name)
+            .bind(&self.sql.table_name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| store_error(e, what, None))?;
+        if has_column.is_none() {
+            self.query(&self.sql.add_checkpoint_owner)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| store_error(e, what, None))?;

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use shardwise_lease_core::{Checkpoint, Lease, LeaseKey, LeaseStore, StoreErrorKind};
+use shardwise_lease_core::{Checkpoint, Lease, LeaseKey, LeaseStore, StoreErrorKind, WorkerId};
 use shardwise_lease_postgres::{PostgresConfig, PostgresLeaseStore};
 use sqlx::Connection;
 
@@ -154,4 +154,73 @@ async fn a_missing_table_is_a_config_error() {
         .unwrap_or_else(|e| panic!("{e}"));
     let err = store.list().await.err().map(|e| e.kind());
     assert_eq!(err, Some(StoreErrorKind::Config));
+}
+
+/// A lease table made before hand-offs existed gets the `checkpoint_owner` column from
+/// `create_table_if_missing`, once: later starts only look (adding it takes an exclusive lock
+/// on the table and its owner's rights).
+#[tokio::test]
+async fn a_table_from_before_hand_offs_gets_its_column_once() {
+    let schema = format!("sw_migrate_{}", std::process::id());
+    let mut conn = sqlx::PgConnection::connect(&support::database_url())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let old_table = format!(
+        "CREATE SCHEMA \"{schema}\"; CREATE TABLE \"{schema}\".\"leases\" (\
+         namespace TEXT NOT NULL, lease_key TEXT COLLATE \"C\" NOT NULL, owner TEXT, \
+         counter BIGINT NOT NULL, checkpoint TEXT NOT NULL, \
+         checkpoint_sub_sequence BIGINT NOT NULL DEFAULT 0, \
+         checkpoint_sequence NUMERIC(130,0) GENERATED ALWAYS AS (\
+           CASE WHEN checkpoint ~ '^[0-9]{{1,129}}$' THEN checkpoint::NUMERIC(130,0) END) STORED, \
+         pending_checkpoint TEXT, pending_checkpoint_sub_sequence BIGINT, \
+         pending_checkpoint_state BYTEA, \
+         owner_switches_since_checkpoint BIGINT NOT NULL DEFAULT 0, \
+         parent_shard_ids TEXT[] NOT NULL DEFAULT '{{}}', \
+         child_shard_ids TEXT[] NOT NULL DEFAULT '{{}}', \
+         starting_hash_key NUMERIC(39,0), ending_hash_key NUMERIC(39,0), \
+         PRIMARY KEY (namespace, lease_key))"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(old_table))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("the old table: {e}"));
+    let config = PostgresConfig::builder(support::database_url(), "app")
+        .schema(schema.as_str())
+        .table("leases")
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = PostgresLeaseStore::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let before = store.statements_sent();
+    let first = store.create_table_if_missing().await;
+    let first_statements = store.statements_sent() - before;
+    let before = store.statements_sent();
+    let second = store.create_table_if_missing().await;
+    let second_statements = store.statements_sent() - before;
+    let key = LeaseKey::new("shardId-1").unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (
+        WorkerId::new("a").unwrap_or_else(|e| panic!("{e}")),
+        WorkerId::new("b").unwrap_or_else(|e| panic!("{e}")),
+    );
+    let created = store
+        .create_if_absent(&Lease::new(key.clone(), Checkpoint::Latest))
+        .await;
+    let taken = store.take(&key, 0, &a).await;
+    let asked = store.request_handoff(&key, 1, &a, &b).await;
+    store.close().await;
+    let drop = format!("DROP SCHEMA \"{schema}\" CASCADE");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("drop test schema: {e}"));
+    assert!(first.is_ok() && second.is_ok(), "{first:?} {second:?}");
+    assert_eq!(
+        (first_statements, second_statements),
+        (5, 4),
+        "the column added once, then only looked for"
+    );
+    assert!(created.is_ok_and(|r| r.is_won()) && taken.is_ok_and(|r| r.is_won()));
+    let asked = asked.unwrap_or_else(|e| panic!("{e}")).won();
+    assert_eq!(asked.and_then(|l| l.checkpoint_owner), Some(a));
 }

@@ -20,7 +20,10 @@
 //!    shard's records until it takes the lease again.
 //!
 //! 7. A lease being handed over is taken only when its holder has written nothing for a lease
-//!    duration, or the hand-off is older than the hand-off timeout plus a lease duration.
+//!    duration, or the hand-off is older than the hand-off timeout plus a lease duration; and
+//!    only when a fault explains it: a hand-off with nothing in its way completes.
+//! 8. A hand-off that completed repeats nothing, unless a fault explains it or the seed's
+//!    processors may skip checkpoints.
 //!
 //! Liveness (every record delivered, then the fleet balanced, within bounds once faults stop) is
 //! checked while the run goes on, in [`crate::run`].
@@ -124,12 +127,78 @@ pub fn all(plan: &Plan, log: &[Entry]) -> Vec<String> {
     broken.extend(repeats_after_the_checkpoint(log));
     broken.extend(nothing_after_release(log));
     broken.extend(handoffs_wait_for_the_holder(plan, log));
+    broken.extend(handoffs_repeat_nothing(plan, log));
     broken
+}
+
+/// The faults that explain a hand-off that did not go as planned: a worker killed, stopped or
+/// replaced stays gone (a worker that just started may ask it for a lease before it has
+/// watched the lease long enough to see it expired); a freeze or a store fault explains what
+/// follows it for four lease durations.
+struct Disruptions {
+    gone: BTreeSet<String>,
+    at: Vec<std::time::Duration>,
+    window: std::time::Duration,
+}
+
+impl Disruptions {
+    const GONE: [&str; 3] = ["Kill", "Stop", "Zombie"];
+    const WHILE: [&str; 5] = [
+        "Freeze",
+        "StoreDown",
+        "StoreSlow",
+        "StoreAmbiguous",
+        "AtHandoff",
+    ];
+
+    fn new(plan: &Plan) -> Self {
+        Self {
+            gone: BTreeSet::new(),
+            at: Vec::new(),
+            window: plan.settings.lease_duration * 4,
+        }
+    }
+
+    /// Notes `entry` when it is a fault; whether it was.
+    fn note(&mut self, entry: &Entry) -> bool {
+        match &entry.event {
+            // Steps name workers by slot (`Kill { worker: 0 }`).
+            Event::Step(step) if Self::GONE.iter().any(|d| step.starts_with(d)) => {
+                if let Some(slot) = step.split("worker: ").nth(1) {
+                    self.gone
+                        .insert(slot.chars().take_while(char::is_ascii_digit).collect());
+                }
+                true
+            }
+            Event::Step(step) if Self::WHILE.iter().any(|d| step.starts_with(d)) => {
+                self.at.push(entry.at);
+                true
+            }
+            Event::Note(note) if note.starts_with("quiet") => {
+                self.at.push(entry.at);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a fault explains trouble with a hand-off from `holder` asked for at `asked`.
+    fn explain(&self, holder: &str, asked: std::time::Duration) -> bool {
+        // Workers are named `w{slot}` or `w{slot}-{n}`.
+        let slot = holder
+            .trim_start_matches('w')
+            .split('-')
+            .next()
+            .unwrap_or_default();
+        let since = asked.saturating_sub(self.window);
+        self.gone.contains(slot) || self.at.iter().any(|at| *at >= since)
+    }
 }
 
 /// A lease being handed over is taken (ending the hand-off) only when its holder has written
 /// nothing for a lease duration (it is gone), or the hand-off is older than the hand-off
-/// timeout plus a lease duration: otherwise the worker that asked waits for the holder.
+/// timeout plus a lease duration; and only when a fault explains it: a hand-off with nothing
+/// in its way completes.
 fn handoffs_wait_for_the_holder(plan: &Plan, log: &[Entry]) -> Vec<String> {
     let lease = plan.settings.lease_duration;
     let give_up = crate::run::handoff_timeout(plan) + lease;
@@ -137,7 +206,11 @@ fn handoffs_wait_for_the_holder(plan: &Plan, log: &[Entry]) -> Vec<String> {
     let mut asked: BTreeMap<&str, std::time::Duration> = BTreeMap::new();
     // The last successful write of each lease by each worker id.
     let mut last_write: BTreeMap<(&str, &str), std::time::Duration> = BTreeMap::new();
+    let mut faults = Disruptions::new(plan);
     for entry in log {
+        if faults.note(entry) {
+            continue;
+        }
         let Event::Wrote {
             worker,
             write,
@@ -154,23 +227,94 @@ fn handoffs_wait_for_the_holder(plan: &Plan, log: &[Entry]) -> Vec<String> {
         if *write == Write::Take
             && let Some(holder) = before.as_ref().and_then(|b| b.checkpoint_owner.as_deref())
         {
-            let silent = last_write
-                .get(&(holder, key.as_str()))
-                .is_none_or(|at| entry.at.saturating_sub(*at) >= lease);
-            let late = asked
-                .get(key.as_str())
-                .is_some_and(|at| entry.at.saturating_sub(*at) >= give_up);
-            if !silent && !late {
+            let wrote = last_write.get(&(holder, key.as_str())).copied();
+            let silent = wrote.is_none_or(|at| entry.at.saturating_sub(at) >= lease);
+            let requested = asked.get(key.as_str()).copied();
+            let late = requested.is_some_and(|at| entry.at.saturating_sub(at) >= give_up);
+            let explained = faults.explain(holder, requested.unwrap_or(entry.at));
+            if !(silent || late) || !explained {
                 broken.push(format!(
-                    "hand-off: {worker} took {key} at {:.3}s while {holder} still held it and wrote to it {:.3}s before",
+                    "hand-off: {worker} took {key} at {:.3}s from {holder}, who wrote to it {:.3}s before{}",
                     entry.at.as_secs_f64(),
-                    last_write
-                        .get(&(holder, key.as_str()))
-                        .map_or(0.0, |at| (entry.at - *at).as_secs_f64())
+                    wrote.map_or(f64::NAN, |at| (entry.at - at).as_secs_f64()),
+                    if explained { "" } else { ", with no fault to explain why the hand-off did not complete" }
                 ));
             }
         }
         last_write.insert((worker_id(worker), key), entry.at);
+    }
+    broken
+}
+
+/// A hand-off that completed repeats nothing: the worker that takes the lease its holder
+/// handed over processes no record the holder (or anyone) already processed, unless a fault
+/// explains it or the seed's processors may skip checkpoints.
+fn handoffs_repeat_nothing(plan: &Plan, log: &[Entry]) -> Vec<String> {
+    if plan.processors.never_checkpoints > 0.0 {
+        return Vec::new();
+    }
+    let mut broken = Vec::new();
+    let mut faults = Disruptions::new(plan);
+    let mut asked: BTreeMap<&str, std::time::Duration> = BTreeMap::new();
+    // Leases handed over, by key: (holder, new owner), until the next write.
+    let mut handed: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+    // Grants that began with a completed hand-off: (process, shard) -> (holder, asked at).
+    let mut graceful: BTreeMap<(&str, &str), (&str, std::time::Duration)> = BTreeMap::new();
+    let mut processed = BTreeSet::new();
+    for entry in log {
+        if faults.note(entry) {
+            continue;
+        }
+        match &entry.event {
+            Event::Wrote {
+                worker,
+                write,
+                key,
+                before,
+                after,
+                ..
+            } => {
+                let completed = handed.remove(key.as_str());
+                graceful.remove(&(worker.as_str(), key.as_str()));
+                match write {
+                    Write::RequestHandoff => {
+                        asked.insert(key, entry.at);
+                    }
+                    Write::Evict => {
+                        if let (Some(holder), Some(owner)) = (
+                            before.as_ref().and_then(|b| b.checkpoint_owner.as_deref()),
+                            after.as_ref().and_then(|a| a.owner.as_deref()),
+                        ) {
+                            handed.insert(key, (holder, owner));
+                        }
+                    }
+                    Write::Take => {
+                        if let Some((holder, owner)) = completed
+                            && owner == worker_id(worker)
+                        {
+                            let at = asked.get(key.as_str()).copied().unwrap_or(entry.at);
+                            graceful.insert((worker, key), (holder, at));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Event::Processed { worker, shard, ids } => {
+                let from = graceful.get(&(worker.as_str(), shard.as_str())).copied();
+                for id in ids {
+                    if !processed.insert(*id)
+                        && let Some((holder, asked)) = from
+                        && !faults.explain(holder, asked)
+                    {
+                        broken.push(format!(
+                            "hand-off: {worker} processed r{id} of {shard} again at {:.3}s, after {holder} handed the lease over with no fault in the way",
+                            entry.at.as_secs_f64()
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
     }
     broken
 }
