@@ -330,3 +330,44 @@ async fn a_holder_stuck_in_shutdown_requested_hands_over_at_the_timeout() {
     fleet.stop_all().await;
     assert_eq!(fleet.recorder.coverage(200).0, 200);
 }
+
+/// A hand-off asked of a worker id whose process died, and which a new process of that id now
+/// runs, is handed on by the new process at its first listing, not left to expire.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_worker_hands_on_what_was_asked_of_its_predecessor() {
+    use shardwise::lease::{LeaseKey, WorkerId};
+    let mut fleet = fleet("s");
+    fleet.driver.create(1).await;
+    fleet.start("w1", Behaviour::Checkpointing);
+    fleet
+        .wait_holdings("w1 holds the lease", |h| h.get("w1") == Some(&1))
+        .await;
+    fleet.kill("w1");
+    let key = LeaseKey::new("shardId-000000000000").unwrap();
+    let lease = fleet.store.get(&key).await.unwrap().unwrap();
+    let (w1, w2) = (WorkerId::new("w1").unwrap(), WorkerId::new("w2").unwrap());
+    let asked = fleet
+        .store
+        .request_handoff(&key, lease.counter, &w1, &w2)
+        .await;
+    assert!(asked.unwrap().is_won());
+    let restarted = tokio::time::Instant::now();
+    fleet.start("w1", Behaviour::Checkpointing);
+    let store = fleet.store.clone();
+    wait_for("the hand-off completed", fleet.patience, || {
+        let (store, key) = (store.clone(), key.clone());
+        async move {
+            let lease = store.get(&key).await.unwrap().unwrap();
+            !lease.is_handing_off()
+        }
+    })
+    .await;
+    let lease = fleet.store.get(&key).await.unwrap().unwrap();
+    assert_eq!(lease.owner, Some(w2), "handed on to the worker that asked");
+    assert!(
+        restarted.elapsed() < fleet.lease_duration(),
+        "at the first listing, not after expiry ({:?})",
+        restarted.elapsed()
+    );
+    fleet.stop_all().await;
+}

@@ -22,8 +22,8 @@
 //! 7. A lease being handed over is taken only when its holder has written nothing for a lease
 //!    duration, or the hand-off is older than the hand-off timeout plus a lease duration; and
 //!    only when a fault explains it: a hand-off with nothing in its way completes.
-//! 8. A hand-off that completed repeats nothing, unless a fault explains it or the seed's
-//!    processors may skip checkpoints.
+//! 8. A hand-off that completed repeats nothing its holder processed, unless a fault explains
+//!    it or the seed's processors may skip checkpoints.
 //!
 //! Liveness (every record delivered, then the fleet balanced, within bounds once faults stop) is
 //! checked while the run goes on, in [`crate::run`].
@@ -247,8 +247,8 @@ fn handoffs_wait_for_the_holder(plan: &Plan, log: &[Entry]) -> Vec<String> {
 }
 
 /// A hand-off that completed repeats nothing: the worker that takes the lease its holder
-/// handed over processes no record the holder (or anyone) already processed, unless a fault
-/// explains it or the seed's processors may skip checkpoints.
+/// handed over processes no record the holder processed while it held the lease, unless a
+/// fault explains it or the seed's processors may skip checkpoints.
 fn handoffs_repeat_nothing(plan: &Plan, log: &[Entry]) -> Vec<String> {
     if plan.processors.never_checkpoints > 0.0 {
         return Vec::new();
@@ -256,11 +256,15 @@ fn handoffs_repeat_nothing(plan: &Plan, log: &[Entry]) -> Vec<String> {
     let mut broken = Vec::new();
     let mut faults = Disruptions::new(plan);
     let mut asked: BTreeMap<&str, std::time::Duration> = BTreeMap::new();
-    // Leases handed over, by key: (holder, new owner), until the next write.
-    let mut handed: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
-    // Grants that began with a completed hand-off: (process, shard) -> (holder, asked at).
-    let mut graceful: BTreeMap<(&str, &str), (&str, std::time::Duration)> = BTreeMap::new();
-    let mut processed = BTreeSet::new();
+    // What each process processed of each shard since it last took the lease.
+    let mut grant_work: BTreeMap<(&str, &str), BTreeSet<usize>> = BTreeMap::new();
+    // Leases just handed over, by key: (holder, what it processed, new owner).
+    let mut handed: BTreeMap<&str, (&str, BTreeSet<usize>, &str)> = BTreeMap::new();
+    // Grants that began with a completed hand-off, by (process, shard). (Two processes of one
+    // worker id, a zombie and its replacement, are two holders the lease cannot tell apart:
+    // their slot's `Zombie` step explains what they repeat.)
+    type Handed<'a> = (&'a str, BTreeSet<usize>, std::time::Duration);
+    let mut graceful: BTreeMap<(&str, &str), Handed<'_>> = BTreeMap::new();
     for entry in log {
         if faults.note(entry) {
             continue;
@@ -275,42 +279,50 @@ fn handoffs_repeat_nothing(plan: &Plan, log: &[Entry]) -> Vec<String> {
                 ..
             } => {
                 let completed = handed.remove(key.as_str());
-                graceful.remove(&(worker.as_str(), key.as_str()));
                 match write {
                     Write::RequestHandoff => {
                         asked.insert(key, entry.at);
                     }
                     Write::Evict => {
+                        let work = grant_work
+                            .remove(&(worker.as_str(), key.as_str()))
+                            .unwrap_or_default();
                         if let (Some(holder), Some(owner)) = (
                             before.as_ref().and_then(|b| b.checkpoint_owner.as_deref()),
                             after.as_ref().and_then(|a| a.owner.as_deref()),
                         ) {
-                            handed.insert(key, (holder, owner));
+                            handed.insert(key, (holder, work, owner));
                         }
                     }
                     Write::Take => {
-                        if let Some((holder, owner)) = completed
+                        grant_work.insert((worker, key), BTreeSet::new());
+                        graceful.remove(&(worker.as_str(), key.as_str()));
+                        if let Some((holder, work, owner)) = completed
                             && owner == worker_id(worker)
                         {
                             let at = asked.get(key.as_str()).copied().unwrap_or(entry.at);
-                            graceful.insert((worker, key), (holder, at));
+                            graceful.insert((worker, key), (holder, work, at));
                         }
                     }
                     _ => {}
                 }
             }
             Event::Processed { worker, shard, ids } => {
-                let from = graceful.get(&(worker.as_str(), shard.as_str())).copied();
-                for id in ids {
-                    if !processed.insert(*id)
-                        && let Some((holder, asked)) = from
-                        && !faults.explain(holder, asked)
-                    {
-                        broken.push(format!(
-                            "hand-off: {worker} processed r{id} of {shard} again at {:.3}s, after {holder} handed the lease over with no fault in the way",
-                            entry.at.as_secs_f64()
-                        ));
-                    }
+                if let Some(work) = grant_work.get_mut(&(worker.as_str(), shard.as_str())) {
+                    work.extend(ids.iter().copied());
+                }
+                let Some((holder, work, asked)) = graceful.get(&(worker.as_str(), shard.as_str()))
+                else {
+                    continue;
+                };
+                if faults.explain(holder, *asked) || faults.explain(worker_id(worker), *asked) {
+                    continue;
+                }
+                for id in ids.iter().filter(|id| work.contains(id)) {
+                    broken.push(format!(
+                        "hand-off: {worker} processed r{id} of {shard} again at {:.3}s, after {holder} processed it and handed the lease over with no fault in the way",
+                        entry.at.as_secs_f64()
+                    ));
                 }
             }
             _ => {}
