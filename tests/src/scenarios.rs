@@ -119,8 +119,9 @@ pub async fn killed_worker_shards_move_on(fleet: &mut Fleet, records: usize) {
     );
 }
 
-/// 5. Graceful shutdown of one of three workers: its shards are taken well before the lease
-///    could expire, and the handover repeats nothing. Returns the measured handover time.
+/// 5. Graceful shutdown of one of three workers: its leases are released as it stops (so they
+///    are taken without waiting for expiry), and the handover repeats nothing. Returns the
+///    measured handover time.
 pub async fn graceful_shutdown_hands_over(
     fleet: &mut Fleet,
     records: usize,
@@ -139,16 +140,19 @@ pub async fn graceful_shutdown_hands_over(
     let (_, duplicates_before) = fleet.recorder.coverage(records);
     let stopping = tokio::time::Instant::now();
     fleet.stop("w1").await;
+    // Released at shutdown (or handed over): nothing waits for w1's leases to expire. (On a
+    // busy machine the emulators' pace decides how long the others take; in memory, under
+    // the paused clock, the caller checks the time too.)
+    assert!(
+        !holdings(fleet.store.as_ref()).await.contains_key("w1"),
+        "w1 released its leases as it stopped"
+    );
     fleet
         .wait_holdings("w2 and w3 hold all 6", |h| {
             !h.contains_key("w1") && h.values().sum::<usize>() == 6
         })
         .await;
     let handover = stopping.elapsed();
-    assert!(
-        handover < fleet.lease_duration(),
-        "handover took {handover:?}, no faster than expiry"
-    );
     fleet.driver.put(records..2 * records, 6).await;
     fleet.wait_records(2 * records).await;
     fleet.stop_all().await;
