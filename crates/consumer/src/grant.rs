@@ -100,8 +100,7 @@ impl Grant {
 
     /// The grant of a lease just taken; `None` when its key names no shard.
     pub(crate) fn for_lease(lease: &Lease) -> Option<Self> {
-        let shard = ShardId::new(lease.key.as_str().rsplit(':').next().unwrap_or_default()).ok()?;
-        Some(Self::new(lease, shard))
+        Some(Self::new(lease, lease.key.shard_id()?))
     }
 
     /// The state, to read or change; only ever held briefly.

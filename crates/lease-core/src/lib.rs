@@ -82,7 +82,7 @@ pub use checkpoint::{Checkpoint, CheckpointUpdate, PendingCheckpoint};
 pub use error::{InvalidValue, StoreError, StoreErrorKind};
 pub use expiry::ExpiryTracker;
 pub use hash_range::HashKeyRange;
-pub use ids::{LeaseKey, MAX_LEASE_KEY_BYTES, ShardId, WorkerId};
+pub use ids::{LeaseKey, MAX_LEASE_KEY_BYTES, ShardId, StreamIdentifier, WorkerId};
 pub use layer::{Call, Layer, Layered, Operation};
 pub use lease::{Lease, sorted_set};
 pub use memory::MemoryLeaseStore;

@@ -24,6 +24,10 @@ pub(crate) mod attr {
     pub(crate) const CHILDREN: &str = "childShardIds";
     pub(crate) const STARTING_HASH_KEY: &str = "startingHashKey";
     pub(crate) const ENDING_HASH_KEY: &str = "endingHashKey";
+    /// KCL multi-stream leases: the stream identifier (`account:name:epoch`) of the key.
+    pub(crate) const STREAM_NAME: &str = "streamName";
+    /// KCL multi-stream leases: the shard id of the key.
+    pub(crate) const SHARD_ID: &str = "shardId";
     /// KCL 3.x: the worker still holding a lease whose hand-off to `leaseOwner` is pending.
     pub(crate) const CHECKPOINT_OWNER: &str = "checkpointOwner";
     /// KCL 3.5: the kind of row; rows of another kind than `LEASE` are not leases.
@@ -118,6 +122,22 @@ pub(crate) fn parse(item: &Item) -> Result<Row, CorruptLease> {
     let key =
         text(attr::LEASE_KEY)?.ok_or_else(|| corrupt(format!("{} is missing", attr::LEASE_KEY)))?;
     let key = LeaseKey::new(key.as_str()).map_err(|e| corrupt(e.to_string()))?;
+    // A multi-stream row names its stream and shard twice, as the KCL writes it: both must
+    // agree with the key, or the KCL and shardwise would act on different shards.
+    let (stream_name, shard_id) = (text(attr::STREAM_NAME)?, text(attr::SHARD_ID)?);
+    if stream_name.is_some() || shard_id.is_some() {
+        let agrees = key.stream_shard().is_some_and(|(stream, shard)| {
+            stream_name.is_some_and(|s| *s == stream.to_string())
+                && shard_id.is_some_and(|s| s.as_str() == shard.as_str())
+        });
+        if !agrees {
+            return Err(corrupt(format!(
+                "{} {stream_name:?} and {} {shard_id:?} do not match the lease key",
+                attr::STREAM_NAME,
+                attr::SHARD_ID
+            )));
+        }
+    }
     let owner = text(attr::LEASE_OWNER)?
         .map(|o| WorkerId::new(o.as_str()))
         .transpose()
@@ -189,6 +209,10 @@ pub(crate) fn parse_lease(item: &Item) -> Result<Lease, shardwise_lease_core::St
 pub(crate) fn item(lease: &Lease) -> Item {
     let mut item = Item::new();
     item.insert(attr::LEASE_KEY.into(), s(lease.key.as_str()));
+    if let Some((stream, shard)) = lease.key.stream_shard() {
+        item.insert(attr::STREAM_NAME.into(), s(stream.to_string()));
+        item.insert(attr::SHARD_ID.into(), s(shard.as_str()));
+    }
     if let Some(owner) = &lease.owner {
         item.insert(attr::LEASE_OWNER.into(), s(owner.as_str()));
     }

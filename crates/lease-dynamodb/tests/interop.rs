@@ -654,3 +654,108 @@ async fn a_row_mid_handoff_reads_the_same_to_both() {
         Some(&n(&asked.counter.to_string()))
     );
 }
+
+/// Rows of a Java KCL multi-stream application, as its serializer writes them (the key
+/// `account:stream:epoch:shard`, plus `streamName` and `shardId`): read with their stream and
+/// shard, taken, renewed and checkpointed; a lease shardwise creates for a stream's shard is
+/// written the same way; a row whose attributes disagree with its key is reported corrupt.
+#[tokio::test]
+async fn multi_stream_rows_read_and_write_as_the_kcl_does() {
+    let store = common::fresh_store("multi").await;
+    let table = store.table_name().as_str().to_owned();
+    let client = store.client().clone();
+    let kcl_key = "123456789012:orders:1700000000:shardId-000000000001";
+    put(
+        &client,
+        &table,
+        item(&[
+            ("leaseKey", s(kcl_key)),
+            ("streamName", s("123456789012:orders:1700000000")),
+            ("shardId", s("shardId-000000000001")),
+            ("leaseOwner", s("java-worker")),
+            ("leaseCounter", n("8")),
+            ("checkpoint", s(SEQ)),
+            ("checkpointSubSequenceNumber", n("0")),
+            ("ownerSwitchesSinceCheckpoint", n("0")),
+            ("startingHashKey", s("0")),
+            ("endingHashKey", s(END_KEY)),
+        ]),
+    )
+    .await;
+    put(
+        &client,
+        &table,
+        item(&[
+            (
+                "leaseKey",
+                s("123456789012:orders:1700000000:shardId-000000000002"),
+            ),
+            ("streamName", s("123456789012:payments:1700000000")),
+            ("shardId", s("shardId-000000000002")),
+            ("leaseCounter", n("0")),
+            ("checkpoint", s("TRIM_HORIZON")),
+            ("checkpointSubSequenceNumber", n("0")),
+            ("ownerSwitchesSinceCheckpoint", n("0")),
+        ]),
+    )
+    .await;
+    let listing = store.list().await.unwrap();
+    assert_eq!(listing.leases.len(), 1);
+    assert_eq!(
+        listing.corrupt.len(),
+        1,
+        "the row whose streamName disagrees"
+    );
+    assert!(
+        listing.corrupt[0].reason.contains("streamName"),
+        "{}",
+        listing.corrupt[0].reason
+    );
+    let lease = &listing.leases[0];
+    let (stream, shard_id) = lease.key.stream_shard().unwrap();
+    assert_eq!(stream.to_string(), "123456789012:orders:1700000000");
+    assert_eq!(shard_id.as_str(), "shardId-000000000001");
+
+    let me = worker("shardwise-worker");
+    let taken = store.take(&lease.key, 8, &me).await.unwrap().won().unwrap();
+    let renewed = store.renew(&lease.key, &me, taken.counter).await.unwrap();
+    let counter = renewed.won().unwrap();
+    let later = format!("{}9", &SEQ[..SEQ.len() - 1]);
+    let update = CheckpointUpdate::commit(Checkpoint::at(SequenceNumber::new(&later).unwrap(), 0));
+    let checkpointed = store
+        .update_checkpoint(&lease.key, &me, counter, &update)
+        .await
+        .unwrap();
+    assert!(checkpointed.is_won());
+    let row = raw(&client, &table, kcl_key).await;
+    assert_eq!(
+        row.get("streamName"),
+        Some(&s("123456789012:orders:1700000000"))
+    );
+    assert_eq!(row.get("shardId"), Some(&s("shardId-000000000001")));
+    assert_eq!(row.get("checkpoint"), Some(&s(&later)));
+
+    // A lease shardwise creates for a stream's shard carries the KCL's attributes.
+    let stream =
+        shardwise_lease_core::StreamIdentifier::parse("123456789012:payments:1700000001").unwrap();
+    let key = LeaseKey::for_stream_shard(&stream, &shard("shardId-000000000007"));
+    assert!(
+        store
+            .create_if_absent(&Lease::new(key.clone(), Checkpoint::TrimHorizon))
+            .await
+            .unwrap()
+            .is_won()
+    );
+    let row = raw(&client, &table, key.as_str()).await;
+    assert_eq!(
+        row.get("leaseKey"),
+        Some(&s("123456789012:payments:1700000001:shardId-000000000007"))
+    );
+    assert_eq!(
+        row.get("streamName"),
+        Some(&s("123456789012:payments:1700000001"))
+    );
+    assert_eq!(row.get("shardId"), Some(&s("shardId-000000000007")));
+    let read = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(read.key, key);
+}
