@@ -69,6 +69,9 @@ pub struct ConsumerConfig {
     pub take_interval: Duration,
     /// How often the worker lists shards to create missing leases and clean up finished ones.
     pub shard_sync_interval: Duration,
+    /// How often a multi-stream application's [`StreamTracker`](crate::StreamTracker) is asked
+    /// which streams to consume (60 s, as the KCL does).
+    pub stream_tracker_interval: Duration,
     /// How often a child shard checks whether its parents are fully processed, and a lease
     /// asked for whether its holder has handed it over (500 ms).
     pub parent_poll_interval: Duration,
@@ -109,6 +112,7 @@ impl Default for ConsumerConfig {
             lease_duration,
             take_interval: lease_duration / 2,
             shard_sync_interval: Duration::from_secs(60),
+            stream_tracker_interval: Duration::from_secs(60),
             parent_poll_interval: Duration::from_millis(500),
             max_leases_per_worker: usize::MAX,
             max_leases_to_steal_at_one_time: 1,
@@ -153,9 +157,10 @@ impl ConsumerConfig {
             || self.shard_sync_interval.is_zero()
             || self.parent_poll_interval.is_zero()
             || self.handoff_timeout.is_zero()
+            || self.stream_tracker_interval.is_zero()
         {
             return Err(
-                "take_interval, shard_sync_interval, parent_poll_interval and handoff_timeout must be above zero"
+                "take_interval, shard_sync_interval, stream_tracker_interval, parent_poll_interval and handoff_timeout must be above zero"
                     .into(),
             );
         }

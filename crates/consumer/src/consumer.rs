@@ -11,6 +11,7 @@ use tracing::Instrument;
 use crate::config::{ConsumerConfig, InitialPosition, Retrieval};
 use crate::context::Context;
 use crate::processor::ProcessorFactory;
+use crate::streams::{StreamTracker, Streams};
 use crate::worker::Worker;
 
 /// What can stop a consumer from starting.
@@ -60,7 +61,7 @@ pub struct Consumer {
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
-            .field("stream", &self.ctx.stream)
+            .field("streams", &self.ctx.streams.describe())
             .field("worker_id", &self.ctx.worker_id)
             .field("config", &self.ctx.config)
             .finish_non_exhaustive()
@@ -82,22 +83,26 @@ impl Consumer {
     /// (`shutdown_requested`), leases are released so other workers take them at once.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), ConsumerError> {
         self.ctx.store.create_table_if_missing().await?;
-        if let Retrieval::FanOut { consumer_name, .. } = &self.ctx.config.retrieval {
+        let single = (!self.ctx.streams.is_multi())
+            .then(|| self.ctx.streams.scopes().into_iter().next())
+            .flatten();
+        if let (Retrieval::FanOut { consumer_name, .. }, Some(scope)) =
+            (&self.ctx.config.retrieval, single)
+        {
             let name = consumer_name
                 .clone()
                 .unwrap_or_else(|| self.ctx.application.clone());
             let consumer = shardwise_kinesis_source::find_or_register_consumer(
                 self.ctx.kinesis.as_ref(),
-                &self.ctx.stream,
+                &scope.stream,
                 &name,
                 &shardwise_kinesis_source::RegistrationConfig::default(),
             )
             .await?;
             tracing::info!(consumer = %consumer.consumer_arn, "reading by enhanced fan-out");
-            let _ = self.ctx.consumer_arn.set(consumer.consumer_arn);
+            self.ctx.streams.set_consumer_arn(consumer.consumer_arn);
         }
-        let span =
-            tracing::info_span!("worker", worker = %self.ctx.worker_id, stream = %self.ctx.stream);
+        let span = tracing::info_span!("worker", worker = %self.ctx.worker_id, stream = %self.ctx.streams.describe());
         Worker::new(self.ctx).run(cancel).instrument(span).await;
         Ok(())
     }
@@ -108,6 +113,7 @@ impl Consumer {
 pub struct ConsumerBuilder {
     application: Option<String>,
     stream: Option<StreamId>,
+    tracker: Option<Arc<dyn StreamTracker>>,
     kinesis: Option<Arc<dyn KinesisApi>>,
     store: Option<Arc<dyn LeaseStore>>,
     factory: Option<Arc<dyn ProcessorFactory>>,
@@ -129,9 +135,20 @@ impl ConsumerBuilder {
         self
     }
 
-    /// The stream, by name or ARN.
+    /// The stream, by name or ARN (a single-stream application: lease keys are shard ids, as
+    /// in the KCL).
     pub fn stream(mut self, stream: &str) -> Self {
         self.stream = Some(StreamId::parse(stream));
+        self
+    }
+
+    /// The streams of a multi-stream application, as `tracker` names them (a fixed
+    /// `Vec<StreamConfig>`, or a tracker of the application's). Lease keys are the KCL's
+    /// `account-id:stream-name:creation-epoch:shard-id`, so a lease table shared with Java KCL
+    /// multi-stream workers reads the same; each stream's initial position comes from the
+    /// tracker. Exclusive with [`ConsumerBuilder::stream`].
+    pub fn streams(mut self, tracker: impl StreamTracker) -> Self {
+        self.tracker = Some(Arc::new(tracker));
         self
     }
 
@@ -181,10 +198,19 @@ impl ConsumerBuilder {
     /// Checks everything and makes the consumer.
     pub fn build(self) -> Result<Consumer, ConsumerError> {
         let missing = |what: &str| ConsumerError::Config(format!("{what} is required"));
-        let stream = self.stream.ok_or_else(|| missing("stream"))?;
-        if stream.name().is_empty() {
-            return Err(ConsumerError::Config("the stream name is empty".into()));
-        }
+        let streams = match (self.stream, self.tracker) {
+            (Some(stream), None) if stream.name().is_empty() => {
+                return Err(ConsumerError::Config("the stream name is empty".into()));
+            }
+            (Some(stream), None) => Streams::single(stream, self.config.initial_position),
+            (None, Some(tracker)) => Streams::tracked(tracker),
+            (None, None) => return Err(missing("a stream (or a stream tracker)")),
+            (Some(_), Some(_)) => {
+                return Err(ConsumerError::Config(
+                    "give one stream or a stream tracker, not both".into(),
+                ));
+            }
+        };
         let kinesis = self.kinesis.ok_or_else(|| missing("kinesis client"))?;
         let store = self.store.ok_or_else(|| missing("lease store"))?;
         let factory = self.factory.ok_or_else(|| missing("processor"))?;
@@ -213,7 +239,7 @@ impl ConsumerBuilder {
             ctx: Arc::new(Context {
                 store,
                 kinesis,
-                stream,
+                streams,
                 worker_id,
                 config: self.config,
                 factory,
@@ -221,7 +247,6 @@ impl ConsumerBuilder {
                 worker_metrics,
                 prefetch,
                 application: self.application.unwrap_or_else(|| "shardwise".to_owned()),
-                consumer_arn: std::sync::OnceLock::new(),
             }),
         })
     }

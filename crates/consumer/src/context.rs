@@ -1,8 +1,8 @@
 //! What the worker, its renewer and every pipeline share.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use shardwise_kinesis_source::{KinesisApi, MemoryBudget, StreamId};
+use shardwise_kinesis_source::{KinesisApi, MemoryBudget};
 use shardwise_lease_core::{LeaseStore, WorkerId};
 use tokio::time::Instant;
 
@@ -13,7 +13,8 @@ use crate::processor::ProcessorFactory;
 pub(crate) struct Context {
     pub(crate) store: Arc<dyn LeaseStore>,
     pub(crate) kinesis: Arc<dyn KinesisApi>,
-    pub(crate) stream: StreamId,
+    /// The stream, or the streams of a multi-stream application.
+    pub(crate) streams: crate::streams::Streams,
     pub(crate) worker_id: WorkerId,
     pub(crate) config: ConsumerConfig,
     pub(crate) factory: Arc<dyn ProcessorFactory>,
@@ -23,8 +24,6 @@ pub(crate) struct Context {
     /// The prefetch memory all readers share.
     pub(crate) prefetch: MemoryBudget,
     pub(crate) application: String,
-    /// The stream consumer's ARN, when reading by enhanced fan-out (set once at start).
-    pub(crate) consumer_arn: OnceLock<String>,
 }
 
 /// Milliseconds since `since`, for the timing metrics.

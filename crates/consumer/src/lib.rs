@@ -42,6 +42,7 @@ mod processor;
 mod record;
 mod renewer;
 mod shard_sync;
+mod streams;
 mod timed_store;
 mod user_records;
 mod worker;
@@ -54,6 +55,7 @@ pub use processor::{
     processor_fn,
 };
 pub use record::{RecordBatch, Records, UserRecord};
+pub use streams::{StreamConfig, StreamTracker, TrackerError};
 
 /// Kinesis access: the API seam, readers' settings, stream ids.
 pub mod kinesis {

@@ -9,7 +9,7 @@ use shardwise_kinesis_source::{
     Batch, ChildShard, FanOutReader, KinesisErrorKind, PollingReader, ShardReader, StartPosition,
     list_all_shards,
 };
-use shardwise_lease_core::{Checkpoint, LeaseKey, LeaseStore, SequenceNumber, ShardId};
+use shardwise_lease_core::{Checkpoint, LeaseStore, SequenceNumber, ShardId};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -20,6 +20,7 @@ use crate::context::{Context, millis};
 use crate::grant::Grant;
 use crate::processor::{InitializeInput, ProcessorError, ShardProcessor};
 use crate::record::{RecordBatch, UserRecord};
+use crate::streams::Scope;
 use crate::user_records::{deaggregator, user_records};
 
 /// How a pipeline ended; the coordinator decides what happens to the lease.
@@ -70,7 +71,11 @@ pub(crate) async fn run(
     grant: Arc<Grant>,
     shutdown: CancellationToken,
 ) -> PipelineEnd {
-    let pipeline = Pipeline::new(ctx, grant, shutdown);
+    // A lease of a stream no longer consumed is given back (the worker does not take them).
+    let Some(scope) = ctx.streams.scope_of(&grant.key) else {
+        return PipelineEnd::ShutDown;
+    };
+    let pipeline = Pipeline::new(ctx, scope, grant, shutdown);
     if let Some(end) = pipeline.wait_for_parents().await {
         return end;
     }
@@ -78,7 +83,10 @@ pub(crate) async fn run(
     if stored.is_shard_end() {
         return PipelineEnd::ShardEnded;
     }
-    let mut processor = pipeline.ctx.factory.create(&pipeline.grant.shard_id);
+    let mut processor = pipeline
+        .ctx
+        .factory
+        .create_for_stream(pipeline.scope.identifier.as_ref(), &pipeline.grant.shard_id);
     let ending = match pipeline.initialize(processor.as_mut(), &stored).await {
         Some(ending) => ending,
         None => match pipeline.open_reader(&stored) {
@@ -95,6 +103,8 @@ pub(crate) async fn run(
 
 struct Pipeline {
     ctx: Arc<Context>,
+    /// The lease's stream.
+    scope: Scope,
     grant: Arc<Grant>,
     shutdown: CancellationToken,
     metrics: shardwise_metrics::ShardMetrics,
@@ -102,11 +112,11 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn new(ctx: Arc<Context>, grant: Arc<Grant>, shutdown: CancellationToken) -> Self {
+    fn new(ctx: Arc<Context>, scope: Scope, grant: Arc<Grant>, shutdown: CancellationToken) -> Self {
         let metrics = shardwise_metrics::ShardMetrics::register(
             &ctx.metric_names,
             ctx.config.metrics_level,
-            ctx.stream.name(),
+            scope.name(),
             grant.shard_id.as_str(),
             ctx.worker_id.as_str(),
         );
@@ -118,6 +128,7 @@ impl Pipeline {
         );
         Self {
             ctx,
+            scope,
             grant,
             shutdown,
             metrics,
@@ -133,7 +144,7 @@ impl Pipeline {
     /// lease was lost or shutdown came first.
     async fn wait_for_parents(&self) -> Option<PipelineEnd> {
         loop {
-            match parents_done(self.ctx.store.as_ref(), &self.grant.parents).await {
+            match parents_done(self.ctx.store.as_ref(), &self.scope, &self.grant.parents).await {
                 Ok(true) => return None,
                 Ok(false) => {}
                 Err(e) => {
@@ -156,6 +167,7 @@ impl Pipeline {
         stored: &Checkpoint,
     ) -> Option<Ending> {
         let input = InitializeInput {
+            stream: self.scope.identifier.clone(),
             shard_id: self.shard().clone(),
             checkpoint: stored.clone(),
             pending_checkpoint: self.grant.pending.clone(),
@@ -186,7 +198,7 @@ impl Pipeline {
         let (position, resume) = match stored {
             Checkpoint::TrimHorizon => (StartPosition::TrimHorizon, None),
             Checkpoint::Latest => (StartPosition::Latest, None),
-            Checkpoint::AtTimestamp => match ctx.config.initial_position {
+            Checkpoint::AtTimestamp => match self.scope.initial_position {
                 InitialPosition::AtTimestamp(t) => (StartPosition::AtTimestamp(t), None),
                 _ => (StartPosition::TrimHorizon, None),
             },
@@ -204,7 +216,7 @@ impl Pipeline {
         };
         info!(shard = %self.shard(), checkpoint = %stored, token = self.grant.token, "shard processing starts");
         let shard = self.shard().as_str().to_owned();
-        let reader = match (&ctx.config.retrieval, ctx.consumer_arn.get()) {
+        let reader = match (&ctx.config.retrieval, &self.scope.consumer_arn) {
             (Retrieval::FanOut { config, .. }, Some(arn)) => {
                 ShardReader::FanOut(FanOutReader::start(
                     ctx.kinesis.clone(),
@@ -217,7 +229,7 @@ impl Pipeline {
             }
             (Retrieval::Polling(polling), _) => ShardReader::Polling(PollingReader::start(
                 ctx.kinesis.clone(),
-                ctx.stream.clone(),
+                self.scope.stream.clone(),
                 shard,
                 position,
                 polling.clone(),
@@ -258,7 +270,7 @@ impl Pipeline {
                 Some(Ok(batch)) => batch,
                 Some(Err(e)) => {
                     if e.kind() == KinesisErrorKind::ResourceNotFound
-                        && let Some(children) = aged_out_children(&self.ctx, self.shard()).await
+                        && let Some(children) = aged_out_children(&self.ctx, &self.scope, self.shard()).await
                     {
                         warn!(shard = %self.shard(), "the shard aged out of the stream before it was finished (its unread records expired); finishing it so that its children start");
                         return Ending::ShardEnded(children);
@@ -301,6 +313,7 @@ impl Pipeline {
             }
             if !records.is_empty() {
                 let batch = RecordBatch {
+                    stream: self.scope.identifier.clone(),
                     shard_id: self.shard().clone(),
                     records: records.into(),
                     millis_behind_latest,
@@ -483,9 +496,9 @@ impl Pipeline {
         for child in children {
             let created = crate::shard_sync::create_child_lease(
                 self.ctx.store.as_ref(),
+                &self.scope,
                 shard,
                 child,
-                self.ctx.config.initial_position,
             )
             .await;
             if let Err(e) = created {
@@ -572,8 +585,12 @@ fn is_lease_lost(e: &ProcessorError) -> bool {
 /// retention period (the KCL treats the error as the shard's end too). `None` when that cannot
 /// be shown (the stream is gone, the listing fails, or no listed shard descends from it, as for
 /// a lease of another stream): then the error stands.
-async fn aged_out_children(ctx: &Context, shard: &ShardId) -> Option<Vec<ChildShard>> {
-    let shards = list_all_shards(ctx.kinesis.as_ref(), &ctx.stream, None, None)
+async fn aged_out_children(
+    ctx: &Context,
+    scope: &Scope,
+    shard: &ShardId,
+) -> Option<Vec<ChildShard>> {
+    let shards = list_all_shards(ctx.kinesis.as_ref(), &scope.stream, None, None)
         .await
         .ok()?;
     if shards.iter().any(|s| s.shard_id == shard.as_str()) {
@@ -594,10 +611,11 @@ async fn aged_out_children(ctx: &Context, shard: &ShardId) -> Option<Vec<ChildSh
 /// Whether every parent lease is gone or at `SHARD_END`.
 async fn parents_done(
     store: &dyn LeaseStore,
+    scope: &Scope,
     parents: &[ShardId],
 ) -> Result<bool, shardwise_lease_core::StoreError> {
     for parent in parents {
-        if let Some(lease) = store.get(&LeaseKey::from(parent)).await?
+        if let Some(lease) = store.get(&scope.key(parent)).await?
             && !lease.is_ended()
         {
             return Ok(false);

@@ -15,6 +15,8 @@ pub type ProcessorError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// What [`ShardProcessor::initialize`] learns about the shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitializeInput {
+    /// The stream, in a multi-stream application; `None` when the application reads one.
+    pub stream: Option<shardwise_lease_core::StreamIdentifier>,
     /// The shard.
     pub shard_id: ShardId,
     /// Where processing resumes (after this checkpoint).
@@ -100,6 +102,17 @@ pub trait ShardProcessor: Send + 'static {
 pub trait ProcessorFactory: Send + Sync + 'static {
     /// A new processor for `shard_id`.
     fn create(&self, shard_id: &ShardId) -> Box<dyn ShardProcessor>;
+
+    /// A new processor for `shard_id` of `stream` (a multi-stream application; `None` when
+    /// the application reads one stream). By default, [`ProcessorFactory::create`].
+    fn create_for_stream(
+        &self,
+        stream: Option<&shardwise_lease_core::StreamIdentifier>,
+        shard_id: &ShardId,
+    ) -> Box<dyn ShardProcessor> {
+        let _ = stream;
+        self.create(shard_id)
+    }
 }
 
 impl<F, P> ProcessorFactory for F

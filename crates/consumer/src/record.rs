@@ -81,6 +81,9 @@ impl From<Vec<UserRecord>> for Records {
 /// Cloning it copies no record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordBatch {
+    /// The stream the records come from, in a multi-stream application; `None` when the
+    /// application reads one stream.
+    pub stream: Option<shardwise_lease_core::StreamIdentifier>,
     /// The shard the records come from.
     pub shard_id: ShardId,
     /// The user records, in order; never empty.

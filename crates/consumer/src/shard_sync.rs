@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use shardwise_kinesis_source::{
-    ChildShard, KinesisApi, KinesisError, Shard, StreamId, list_all_shards,
+    ChildShard, KinesisApi, KinesisError, Shard, list_all_shards,
 };
 use shardwise_lease_core::{
     Checkpoint, HashKeyRange, Lease, LeaseKey, LeaseStore, Race, ShardId, StoreError,
@@ -11,6 +11,7 @@ use shardwise_lease_core::{
 use tracing::{debug, info, warn};
 
 use crate::config::InitialPosition;
+use crate::streams::Scope;
 
 /// A sync failed: listing shards or writing leases.
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +64,17 @@ pub(crate) fn plan_leases(
     shards: &[Shard],
     existing: &HashSet<LeaseKey>,
     initial: InitialPosition,
+    key_of: impl Fn(&ShardId) -> LeaseKey,
 ) -> Vec<Lease> {
     let by_id: HashMap<&str, &Shard> = shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
-    let mut leased: HashSet<String> = existing.iter().map(|k| k.as_str().to_owned()).collect();
+    // The shards that have (or get, in this sync) a lease.
+    let mut leased: HashSet<String> = shards
+        .iter()
+        .filter(|s| {
+            ShardId::new(s.shard_id.as_str()).is_ok_and(|id| existing.contains(&key_of(&id)))
+        })
+        .map(|s| s.shard_id.clone())
+        .collect();
     let mut planned = Vec::new();
     // Parents before children: shard ids grow as shards are created, so id order works.
     let mut ordered: Vec<&Shard> = shards.iter().collect();
@@ -85,10 +94,10 @@ pub(crate) fn plan_leases(
         } else {
             start_checkpoint(initial)
         };
-        let Ok(key) = LeaseKey::new(shard.shard_id.as_str()) else {
+        let Ok(id) = ShardId::new(shard.shard_id.as_str()) else {
             continue;
         };
-        let mut lease = Lease::new(key, checkpoint).with_parents(ids(parents));
+        let mut lease = Lease::new(key_of(&id), checkpoint).with_parents(ids(parents));
         lease.hash_key_range = range(shard.hash_range);
         leased.insert(shard.shard_id.clone());
         planned.push(lease);
@@ -96,40 +105,44 @@ pub(crate) fn plan_leases(
     planned
 }
 
-/// Lists the shards and creates the leases that are missing; deletes finished leases whose shard
-/// has aged out of the stream and whose children have all started. Returns the number created.
+/// Lists `scope`'s shards and creates the leases that are missing; deletes finished leases of
+/// the stream whose shard has aged out and whose children have all started. Returns the number
+/// created.
 pub(crate) async fn sync(
     kinesis: &dyn KinesisApi,
     store: &dyn LeaseStore,
-    stream: &StreamId,
-    initial: InitialPosition,
+    scope: &Scope,
 ) -> Result<usize, SyncError> {
-    let shards = list_all_shards(kinesis, stream, None, None).await?;
+    let shards = list_all_shards(kinesis, &scope.stream, None, None).await?;
     let listing = store.list().await?;
     for corrupt in &listing.corrupt {
         warn!(%corrupt, "a lease row cannot be read; it is left alone");
     }
     let existing: HashSet<LeaseKey> = listing.leases.iter().map(|l| l.key.clone()).collect();
     let mut created = 0;
-    for lease in plan_leases(&shards, &existing, initial) {
+    for lease in plan_leases(&shards, &existing, scope.initial_position, |shard| {
+        scope.key(shard)
+    }) {
         if store.create_if_absent(&lease).await?.is_won() {
             debug!(lease = %lease.key, checkpoint = %lease.checkpoint, "lease created");
             created += 1;
         }
     }
-    // Cleanup: an ended lease whose shard is no longer listed (its data aged out) and whose
-    // children all have leases that started.
+    // Cleanup: an ended lease of this stream whose shard is no longer listed (its data aged
+    // out) and whose children all have leases that started.
     let listed: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
     let by_key: HashMap<&str, &Lease> =
         listing.leases.iter().map(|l| (l.key.as_str(), l)).collect();
-    for lease in listing
-        .leases
-        .iter()
-        .filter(|l| l.is_ended() && !listed.contains(l.key.as_str()))
-    {
+    for lease in listing.leases.iter().filter(|l| l.is_ended()) {
+        let Some(shard) = scope.shard_of(&lease.key) else {
+            continue;
+        };
+        if listed.contains(shard.as_str()) {
+            continue;
+        }
         let children_started = lease.child_shard_ids.iter().all(|c| {
             by_key
-                .get(c.as_str())
+                .get(scope.key(c).as_str())
                 .is_some_and(|child| !child.checkpoint.is_start())
         });
         if children_started && let Race::Won(()) = store.delete(&lease.key, lease.counter).await? {
@@ -146,18 +159,18 @@ pub(crate) async fn sync(
 /// (parents first). `Ok(false)` when nothing was created.
 pub(crate) async fn create_child_lease(
     store: &dyn LeaseStore,
+    scope: &Scope,
     ended: &ShardId,
     child: &ChildShard,
-    initial: InitialPosition,
 ) -> Result<bool, StoreError> {
     for parent in child.parent_shards.iter().filter(|p| *p != ended.as_str()) {
-        if store.get(&LeaseKey::new(parent.as_str())?).await?.is_none() {
+        if store.get(&scope.key(&ShardId::new(parent.as_str())?)).await?.is_none() {
             debug!(child = %child.shard_id, parent = %parent, "the child's other parent has no lease yet; the child's lease waits for it");
             return Ok(false);
         }
     }
-    let key = LeaseKey::new(child.shard_id.as_str())?;
-    let mut lease = Lease::new(key, descendant_checkpoint(initial))
+    let key = scope.key(&ShardId::new(child.shard_id.as_str())?);
+    let mut lease = Lease::new(key, descendant_checkpoint(scope.initial_position))
         .with_parents(ids(child.parent_shards.iter().cloned()));
     lease.hash_key_range = range(child.hash_range);
     Ok(store.create_if_absent(&lease).await?.is_won())
@@ -191,7 +204,7 @@ mod tests {
             .iter()
             .map(|k| LeaseKey::new(*k).unwrap())
             .collect();
-        plan_leases(shards, &existing, initial)
+        plan_leases(shards, &existing, initial, |shard| LeaseKey::from(shard))
             .into_iter()
             .map(|l| (l.key.as_str().to_owned(), l.checkpoint))
             .collect()
@@ -323,6 +336,15 @@ mod child_tests {
         }
     }
 
+    fn scope() -> Scope {
+        Scope {
+            stream: shardwise_kinesis_source::StreamId::Name("s".into()),
+            identifier: None,
+            initial_position: InitialPosition::TrimHorizon,
+            consumer_arn: None,
+        }
+    }
+
     /// A merge whose other parent has no lease yet (it is itself a child whose lease its own
     /// parent has not created): the child's lease waits, or the child would start first (a
     /// missing parent lease counts as finished).
@@ -333,7 +355,8 @@ mod child_tests {
         assert!(store.create_if_absent(&ended).await.unwrap().is_won());
         let parent = ShardId::new("shardId-1").unwrap();
         let child = child();
-        let created = create_child_lease(&store, &parent, &child, InitialPosition::TrimHorizon);
+        let scope = scope();
+        let created = create_child_lease(&store, &scope, &parent, &child);
         assert!(!created.await.unwrap(), "not created");
         assert!(
             store
@@ -346,7 +369,7 @@ mod child_tests {
         let other = Lease::new(LeaseKey::new("shardId-5").unwrap(), Checkpoint::TrimHorizon);
         assert!(store.create_if_absent(&other).await.unwrap().is_won());
         let parent = ShardId::new("shardId-5").unwrap();
-        let created = create_child_lease(&store, &parent, &child, InitialPosition::TrimHorizon);
+        let created = create_child_lease(&store, &scope, &parent, &child);
         assert!(
             created.await.unwrap(),
             "created once both parents have leases"

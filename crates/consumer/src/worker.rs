@@ -52,19 +52,18 @@ struct Awaiting {
     changed: Instant,
 }
 
-/// One shard sync, logged.
+/// One shard sync of every stream, logged.
 async fn sync_shards(ctx: &Context) {
-    match crate::shard_sync::sync(
-        ctx.kinesis.as_ref(),
-        ctx.store.as_ref(),
-        &ctx.stream,
-        ctx.config.initial_position,
-    )
-    .await
-    {
-        Ok(created) if created > 0 => info!(created, "shard sync created leases"),
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "shard sync failed; retrying at the next interval"),
+    for scope in ctx.streams.scopes() {
+        match crate::shard_sync::sync(ctx.kinesis.as_ref(), ctx.store.as_ref(), &scope).await {
+            Ok(created) if created > 0 => {
+                info!(stream = scope.name(), created, "shard sync created leases")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(stream = scope.name(), error = %e, "shard sync failed; retrying at the next interval")
+            }
+        }
     }
 }
 
@@ -116,16 +115,32 @@ impl Worker {
         // The first shard sync runs before the first take round (leases exist at once, so the
         // first records flow within a second); later ones run in their own task, so that a slow
         // ListShards never delays taking leases.
-        sync_shards(&self.ctx).await;
+        let ctx = &self.ctx;
+        ctx.streams
+            .refresh(ctx.kinesis.as_ref(), &ctx.config, &ctx.application)
+            .await;
+        sync_shards(ctx).await;
         let syncer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn({
             let (ctx, stop) = (self.ctx.clone(), cancel.clone());
             async move {
+                let mut next_sync = Instant::now() + ctx.config.shard_sync_interval;
+                let mut next_tracking = Instant::now() + ctx.config.stream_tracker_interval;
                 loop {
                     tokio::select! {
                         biased;
                         () = stop.cancelled() => return,
-                        () = tokio::time::sleep(ctx.config.shard_sync_interval) => sync_shards(&ctx).await,
+                        // A multi-stream application asks its tracker, then syncs at once, so
+                        // that a new stream gets leases within one tracker interval.
+                        () = tokio::time::sleep_until(next_tracking), if ctx.streams.is_multi() => {
+                            ctx.streams
+                                .refresh(ctx.kinesis.as_ref(), &ctx.config, &ctx.application)
+                                .await;
+                            next_tracking = Instant::now() + ctx.config.stream_tracker_interval;
+                        }
+                        () = tokio::time::sleep_until(next_sync) => {}
                     }
+                    sync_shards(&ctx).await;
+                    next_sync = Instant::now() + ctx.config.shard_sync_interval;
                 }
             }
         }));
@@ -214,10 +229,12 @@ impl Worker {
         // Leases in cooldown are not offered (we just gave them up after failures).
         expired.retain(|k| !self.cooling.contains_key(k));
         let held: HashSet<LeaseKey> = self.held.keys().cloned().collect();
+        // Only the leases of the streams consumed now count and are taken.
         let leases: Vec<_> = listing
             .leases
             .iter()
             .filter(|l| !self.cooling.contains_key(&l.key))
+            .filter(|l| self.ctx.streams.scope_of(&l.key).is_some())
             .cloned()
             .collect();
         let config = BalanceConfig {

@@ -194,6 +194,9 @@ pub struct StreamSummary {
     pub status: StreamStatus,
     /// How many shards are open.
     pub open_shard_count: u32,
+    /// When the stream was created (a stream deleted and created again under the same name
+    /// has another creation time). `None` when the service did not say.
+    pub created: Option<std::time::SystemTime>,
 }
 
 /// The state of a stream.

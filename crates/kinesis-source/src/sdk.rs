@@ -547,6 +547,7 @@ impl KinesisApi for Client {
             stream_arn: summary.stream_arn().to_owned(),
             status: stream_status(summary.stream_status()),
             open_shard_count: u32::try_from(summary.open_shard_count()).unwrap_or(0),
+            created: to_system_time(summary.stream_creation_timestamp()),
         })
     }
 

@@ -148,6 +148,7 @@ impl StreamState {
 #[derive(Debug)]
 struct StreamState {
     arn: String,
+    created: SystemTime,
     shards: Vec<ShardState>,
     retention: Duration,
 }
@@ -300,10 +301,12 @@ impl InMemoryKinesis {
             list.push(shard);
         }
         let arn = format!("arn:aws:kinesis:us-east-1:000000000000:stream/{name}");
+        let created = state.now();
         state.streams.insert(
             name.to_owned(),
             StreamState {
                 arn,
+                created,
                 shards: list,
                 retention: Duration::from_secs(24 * 3600),
             },
@@ -893,6 +896,7 @@ impl KinesisApi for InMemoryKinesis {
                     .count(),
             )
             .unwrap_or(u32::MAX),
+            created: Some(s.created),
         })
     }
 
