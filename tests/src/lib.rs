@@ -11,6 +11,7 @@
 )]
 
 pub mod drivers;
+pub mod multi;
 pub mod recorder;
 pub mod scenarios;
 pub mod stores;

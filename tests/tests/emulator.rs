@@ -163,3 +163,68 @@ async fn a_rolling_restart_processes_nothing_twice_postgres() {
     )
     .await;
 }
+
+/// A multi-stream application on the emulator with DynamoDB leases: three streams, two
+/// workers, every record of every stream once, leases balanced, keys and attributes as the
+/// KCL's multi-stream serializer writes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_streams_two_workers_dynamodb() {
+    use shardwise_tests::StreamDriver;
+    use shardwise_tests::multi::{self, Changing, Seen};
+    let drivers: Vec<Emulator> = ["ms-a", "ms-b", "ms-c"]
+        .into_iter()
+        .map(Emulator::new)
+        .collect();
+    for driver in &drivers {
+        driver.create(2).await;
+    }
+    let names: Vec<&str> = drivers.iter().map(|d| d.stream()).collect();
+    let store = stores::dynamodb("multi").await;
+    let tracker = Changing::of(&names, shardwise::InitialPosition::TrimHorizon);
+    let seen: Seen = Arc::default();
+    let workers: Vec<_> = ["w1", "w2"]
+        .into_iter()
+        .map(|w| {
+            multi::start(
+                w,
+                drivers[0].api(),
+                store.clone(),
+                tracker.clone(),
+                &seen,
+                LEASE,
+                Duration::from_secs(30),
+            )
+        })
+        .collect();
+    for driver in &drivers {
+        driver.put(0..60, 12).await;
+    }
+    let seen_for_wait = seen.clone();
+    shardwise_tests::wait_for("every record of every stream", PATIENCE, || {
+        let count = multi::counts(&seen_for_wait).len();
+        async move { count >= 180 }
+    })
+    .await;
+    let store_for_wait = store.clone();
+    shardwise_tests::wait_for("3 leases each", PATIENCE, || {
+        let store = store_for_wait.clone();
+        async move {
+            let held = multi::per_worker(store.as_ref()).await;
+            held.len() == 2 && held.values().all(|&n| n == 3)
+        }
+    })
+    .await;
+    for (stop, task) in workers {
+        stop.cancel();
+        task.await.unwrap();
+    }
+    let counts = multi::counts(&seen);
+    assert_eq!(counts.len(), 180, "every record of every stream");
+    assert!(counts.values().all(|&n| n == 1), "none twice: {counts:?}");
+    let leases = store.list().await.unwrap().leases;
+    assert_eq!(leases.len(), 6);
+    for lease in &leases {
+        let (stream, _) = lease.key.stream_shard().expect("a multi-stream key");
+        assert!(names.contains(&stream.name()), "{stream}");
+    }
+}

@@ -112,7 +112,12 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn new(ctx: Arc<Context>, scope: Scope, grant: Arc<Grant>, shutdown: CancellationToken) -> Self {
+    fn new(
+        ctx: Arc<Context>,
+        scope: Scope,
+        grant: Arc<Grant>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let metrics = shardwise_metrics::ShardMetrics::register(
             &ctx.metric_names,
             ctx.config.metrics_level,
@@ -270,7 +275,8 @@ impl Pipeline {
                 Some(Ok(batch)) => batch,
                 Some(Err(e)) => {
                     if e.kind() == KinesisErrorKind::ResourceNotFound
-                        && let Some(children) = aged_out_children(&self.ctx, &self.scope, self.shard()).await
+                        && let Some(children) =
+                            aged_out_children(&self.ctx, &self.scope, self.shard()).await
                     {
                         warn!(shard = %self.shard(), "the shard aged out of the stream before it was finished (its unread records expired); finishing it so that its children start");
                         return Ending::ShardEnded(children);

@@ -2,9 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use shardwise_kinesis_source::{
-    ChildShard, KinesisApi, KinesisError, Shard, list_all_shards,
-};
+use shardwise_kinesis_source::{ChildShard, KinesisApi, KinesisError, Shard, list_all_shards};
 use shardwise_lease_core::{
     Checkpoint, HashKeyRange, Lease, LeaseKey, LeaseStore, Race, ShardId, StoreError,
 };
@@ -164,7 +162,11 @@ pub(crate) async fn create_child_lease(
     child: &ChildShard,
 ) -> Result<bool, StoreError> {
     for parent in child.parent_shards.iter().filter(|p| *p != ended.as_str()) {
-        if store.get(&scope.key(&ShardId::new(parent.as_str())?)).await?.is_none() {
+        if store
+            .get(&scope.key(&ShardId::new(parent.as_str())?))
+            .await?
+            .is_none()
+        {
             debug!(child = %child.shard_id, parent = %parent, "the child's other parent has no lease yet; the child's lease waits for it");
             return Ok(false);
         }

@@ -230,9 +230,7 @@ impl Streams {
         *current = next;
     }
 
-    fn read(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<Option<StreamIdentifier>, Scope>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Option<StreamIdentifier>, Scope>> {
         // Every write replaces whole values: the map behind a poisoned lock is consistent.
         self.current.read().unwrap_or_else(PoisonError::into_inner)
     }

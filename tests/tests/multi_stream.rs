@@ -1,0 +1,124 @@
+//! Multi-stream applications on the in-memory Kinesis and lease store, under a paused clock:
+//! several streams, two workers, every record of every stream once, leases balanced across the
+//! streams, keys in the KCL's multi-stream format, and a stream that appears while running.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardwise::InitialPosition;
+use shardwise::kinesis::testkit::InMemoryKinesis;
+use shardwise::lease::{LeaseStore, MemoryLeaseStore};
+use shardwise_tests::multi::{self, Changing, Seen};
+use shardwise_tests::wait_for;
+
+fn put(kinesis: &InMemoryKinesis, stream: &str, records: std::ops::Range<usize>) {
+    for i in records {
+        kinesis
+            .put(
+                stream,
+                &format!("key-{}", i % 7),
+                format!("{stream}/{i}").into_bytes(),
+            )
+            .unwrap();
+    }
+}
+
+async fn wait_records(seen: &Seen, expected: usize) {
+    let seen = seen.clone();
+    wait_for(
+        "every record of every stream",
+        Duration::from_secs(600),
+        || {
+            let count = multi::counts(&seen).len();
+            async move { count >= expected }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_streams_two_workers_then_a_fourth_stream() {
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    let store = Arc::new(MemoryLeaseStore::new());
+    let streams = ["orders", "payments", "refunds"];
+    for stream in streams {
+        kinesis.create_stream(stream, 2);
+    }
+    let tracker = Changing::of(&streams, InitialPosition::TrimHorizon);
+    let seen: Seen = Arc::default();
+    let (lease, interval) = (Duration::from_secs(10), Duration::from_secs(30));
+    let workers: Vec<_> = ["w1", "w2"]
+        .into_iter()
+        .map(|w| {
+            multi::start(
+                w,
+                kinesis.clone(),
+                store.clone(),
+                tracker.clone(),
+                &seen,
+                lease,
+                interval,
+            )
+        })
+        .collect();
+    for stream in streams {
+        put(&kinesis, stream, 0..100);
+    }
+    wait_records(&seen, 300).await;
+
+    // Balanced across the streams: 6 leases, 3 each, keys in the KCL's format.
+    let balanced = || {
+        let store = store.clone();
+        async move {
+            let held = multi::per_worker(store.as_ref()).await;
+            held.len() == 2 && held.values().all(|&n| n == 3)
+        }
+    };
+    wait_for("3 leases each", Duration::from_secs(120), balanced).await;
+    let leases = store.list().await.unwrap().leases;
+    assert_eq!(leases.len(), 6);
+    for lease in &leases {
+        let (stream, shard) = lease.key.stream_shard().expect("a multi-stream key");
+        assert_eq!(stream.account_id(), "000000000000");
+        assert!(streams.contains(&stream.name()), "{stream}");
+        assert!(shard.as_str().starts_with("shardId-"));
+    }
+
+    // A fourth stream named by the tracker gets leases within one tracker interval.
+    kinesis.create_stream("chargebacks", 3);
+    put(&kinesis, "chargebacks", 0..100);
+    let named = tokio::time::Instant::now();
+    tracker.add("chargebacks", InitialPosition::TrimHorizon);
+    let store_for_wait = store.clone();
+    wait_for(
+        "the fourth stream's leases",
+        Duration::from_secs(120),
+        || {
+            let store = store_for_wait.clone();
+            async move { store.list().await.unwrap().leases.len() == 9 }
+        },
+    )
+    .await;
+    assert!(
+        named.elapsed() <= interval,
+        "leased {:?} after it was named (tracker interval {interval:?})",
+        named.elapsed()
+    );
+    wait_records(&seen, 400).await;
+
+    for (stop, task) in workers {
+        stop.cancel();
+        task.await.unwrap();
+    }
+    let counts = multi::counts(&seen);
+    for (stream, data) in counts.keys() {
+        assert!(
+            data.starts_with(&format!("{stream}/")),
+            "{data} arrived as {stream}"
+        );
+    }
+    assert_eq!(counts.len(), 400, "every record of every stream");
+    assert!(counts.values().all(|&n| n == 1), "none twice");
+}
