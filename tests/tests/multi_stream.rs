@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardwise::InitialPosition;
+use shardwise::kinesis::KinesisApi;
 use shardwise::kinesis::testkit::InMemoryKinesis;
 use shardwise::lease::{LeaseStore, MemoryLeaseStore};
 use shardwise_tests::multi::{self, Changing, Seen};
@@ -121,4 +122,127 @@ async fn three_streams_two_workers_then_a_fourth_stream() {
     }
     assert_eq!(counts.len(), 400, "every record of every stream");
     assert!(counts.values().all(|&n| n == 1), "none twice");
+}
+
+/// 20 streams of 10 shards over 5 workers: 40 leases each, every record once.
+#[tokio::test(start_paused = true)]
+async fn twenty_streams_of_ten_shards_over_five_workers() {
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    let store = Arc::new(MemoryLeaseStore::new());
+    let names: Vec<String> = (0..20).map(|i| format!("stream-{i:02}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    for stream in &names {
+        kinesis.create_stream(stream, 10);
+    }
+    let tracker = Changing::of(&names, InitialPosition::TrimHorizon);
+    let seen: Seen = Arc::default();
+    let (lease, interval) = (Duration::from_secs(10), Duration::from_secs(60));
+    let workers: Vec<_> = (1..=5)
+        .map(|i| {
+            let name = format!("w{i}");
+            multi::start(
+                &name,
+                kinesis.clone(),
+                store.clone(),
+                tracker.clone(),
+                &seen,
+                lease,
+                interval,
+            )
+        })
+        .collect();
+    for stream in &names {
+        put(&kinesis, stream, 0..50);
+    }
+    wait_records(&seen, 1_000).await;
+    let store_for_wait = store.clone();
+    wait_for("40 leases each", Duration::from_secs(900), || {
+        let store = store_for_wait.clone();
+        async move {
+            let held = multi::per_worker(store.as_ref()).await;
+            held.len() == 5 && held.values().all(|&n| n == 40)
+        }
+    })
+    .await;
+    for (stop, task) in workers {
+        stop.cancel();
+        task.await.unwrap();
+    }
+    let counts = multi::counts(&seen);
+    assert_eq!(counts.len(), 1_000);
+    assert!(counts.values().all(|&n| n == 1), "none twice");
+}
+
+/// Enhanced fan-out with several streams: one registered consumer per stream, every record
+/// read by `SubscribeToShard`.
+#[tokio::test(start_paused = true)]
+async fn several_streams_by_fan_out() {
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    let store = Arc::new(MemoryLeaseStore::new());
+    let streams = ["orders", "payments"];
+    for stream in streams {
+        kinesis.create_stream(stream, 2);
+    }
+    let seen: Seen = Arc::default();
+    let consumer = shardwise::Consumer::builder()
+        .streams(Changing::of(&streams, InitialPosition::TrimHorizon))
+        .kinesis(kinesis.clone())
+        .lease_store(store.clone())
+        .worker_id("w1")
+        .retrieval(shardwise::Retrieval::fan_out())
+        .processor(shardwise::processor_fn({
+            let seen = seen.clone();
+            move |batch: shardwise::RecordBatch| {
+                let seen = seen.clone();
+                async move {
+                    let stream = batch.stream.as_ref().map(|s| s.name().to_owned());
+                    for record in batch.records.iter() {
+                        seen.lock().unwrap().push((
+                            stream.clone().unwrap_or_default(),
+                            batch.shard_id.to_string(),
+                            String::from_utf8_lossy(&record.data).into_owned(),
+                        ));
+                    }
+                    Ok(())
+                }
+            }
+        }))
+        .build()
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { consumer.run(stop).await.unwrap() }
+    });
+    for stream in streams {
+        put(&kinesis, stream, 0..50);
+    }
+    wait_records(&seen, 100).await;
+    stop.cancel();
+    task.await.unwrap();
+    for stream in streams {
+        let consumers = kinesis
+            .list_stream_consumers(
+                &format!("arn:aws:kinesis:us-east-1:000000000000:stream/{stream}"),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            consumers.consumers.len(),
+            1,
+            "one consumer registered on {stream}"
+        );
+    }
+    for shard in ["shardId-000000000000", "shardId-000000000001"] {
+        assert!(
+            !kinesis.subscribe_calls(shard).is_empty(),
+            "{shard} read by fan-out"
+        );
+        assert!(
+            kinesis.get_records_calls(shard).is_empty(),
+            "{shard} not polled"
+        );
+    }
+    assert!(multi::counts(&seen).values().all(|&n| n == 1));
 }
