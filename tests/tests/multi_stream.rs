@@ -246,3 +246,108 @@ async fn several_streams_by_fan_out() {
     }
     assert!(multi::counts(&seen).values().all(|&n| n == 1));
 }
+
+/// A stream the tracker stops naming: its shards stop being processed (leases released at
+/// once), and with `FormerStreams::DeleteAfter` its leases are deleted after the grace period;
+/// the other stream's stay.
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_leaves_is_released_then_deleted_after_the_grace() {
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    let store = Arc::new(MemoryLeaseStore::new());
+    let streams = ["orders", "legacy"];
+    for stream in streams {
+        kinesis.create_stream(stream, 2);
+    }
+    let tracker = Changing::of(&streams, InitialPosition::TrimHorizon);
+    let seen: Seen = Arc::default();
+    let lease = Duration::from_secs(10);
+    let consumer = shardwise::Consumer::builder()
+        .streams(tracker.clone())
+        .kinesis(kinesis.clone())
+        .lease_store(store.clone())
+        .worker_id("w1")
+        .config(shardwise::ConsumerConfig {
+            lease_duration: lease,
+            take_interval: lease / 2,
+            stream_tracker_interval: Duration::from_secs(30),
+            former_streams: shardwise::FormerStreams::DeleteAfter(Duration::from_secs(120)),
+            ..shardwise::ConsumerConfig::default()
+        })
+        .processor(shardwise::processor_fn({
+            let seen = seen.clone();
+            move |batch: shardwise::RecordBatch| {
+                let seen = seen.clone();
+                async move {
+                    let stream = batch.stream.as_ref().map(|s| s.name().to_owned());
+                    for record in batch.records.iter() {
+                        seen.lock().unwrap().push((
+                            stream.clone().unwrap_or_default(),
+                            batch.shard_id.to_string(),
+                            String::from_utf8_lossy(&record.data).into_owned(),
+                        ));
+                    }
+                    Ok(())
+                }
+            }
+        }))
+        .build()
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { consumer.run(stop).await.unwrap() }
+    });
+    for stream in streams {
+        put(&kinesis, stream, 0..20);
+    }
+    wait_records(&seen, 40).await;
+
+    tracker.0.lock().unwrap().retain(|s| s.stream != "legacy");
+    let dropped = tokio::time::Instant::now();
+    let legacy = |leases: &[shardwise::lease::Lease]| -> Vec<shardwise::lease::Lease> {
+        leases
+            .iter()
+            .filter(|l| {
+                l.key
+                    .stream_shard()
+                    .is_some_and(|(s, _)| s.name() == "legacy")
+            })
+            .cloned()
+            .collect()
+    };
+    let store_for_wait = store.clone();
+    wait_for("legacy's leases released", Duration::from_secs(120), || {
+        let store = store_for_wait.clone();
+        async move {
+            let leases = store.list().await.unwrap().leases;
+            let legacy = legacy(&leases);
+            legacy.len() == 2 && legacy.iter().all(|l| l.owner.is_none())
+        }
+    })
+    .await;
+    // Nothing put to a dropped stream is processed.
+    put(&kinesis, "legacy", 20..30);
+    let store_for_wait = store.clone();
+    wait_for("legacy's leases deleted", Duration::from_secs(600), || {
+        let store = store_for_wait.clone();
+        async move { legacy(&store.list().await.unwrap().leases).is_empty() }
+    })
+    .await;
+    assert!(
+        dropped.elapsed() >= Duration::from_secs(120),
+        "deleted after {:?}, before the grace period",
+        dropped.elapsed()
+    );
+    let leases = store.list().await.unwrap().leases;
+    assert_eq!(leases.len(), 2, "orders keeps its leases");
+    stop.cancel();
+    task.await.unwrap();
+    let counts = multi::counts(&seen);
+    assert!(
+        !counts
+            .keys()
+            .filter_map(|(_, d)| d.strip_prefix("legacy/")?.parse::<usize>().ok())
+            .any(|n| n >= 20),
+        "a dropped stream's new records are not processed"
+    );
+}

@@ -55,6 +55,22 @@ impl Retrieval {
     }
 }
 
+/// What a multi-stream application does with the leases of a stream its tracker no longer
+/// names (the KCL's `FormerStreamsLeasesDeletionStrategy`). Either way the stream's shards stop
+/// being processed (their leases are released) as soon as the tracker drops it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FormerStreams {
+    /// Keep them: the stream resumes from its checkpoints if the tracker names it again (the
+    /// KCL's default).
+    #[default]
+    Keep,
+    /// Delete them once the stream has been gone this long (as a worker sees it).
+    DeleteAfter(Duration),
+    /// Delete those of these streams (`account-id:stream-name:creation-epoch`) once gone this
+    /// long; keep the others.
+    DeleteListedAfter(Vec<shardwise_lease_core::StreamIdentifier>, Duration),
+}
+
 /// Settings of a [`Consumer`](crate::Consumer). Build it through
 /// [`ConsumerBuilder`](crate::ConsumerBuilder), which validates it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +88,8 @@ pub struct ConsumerConfig {
     /// How often a multi-stream application's [`StreamTracker`](crate::StreamTracker) is asked
     /// which streams to consume (60 s, as the KCL does).
     pub stream_tracker_interval: Duration,
+    /// What happens to the leases of a stream the tracker no longer names (kept by default).
+    pub former_streams: FormerStreams,
     /// How often a child shard checks whether its parents are fully processed, and a lease
     /// asked for whether its holder has handed it over (500 ms).
     pub parent_poll_interval: Duration,
@@ -113,6 +131,7 @@ impl Default for ConsumerConfig {
             take_interval: lease_duration / 2,
             shard_sync_interval: Duration::from_secs(60),
             stream_tracker_interval: Duration::from_secs(60),
+            former_streams: FormerStreams::default(),
             parent_poll_interval: Duration::from_millis(500),
             max_leases_per_worker: usize::MAX,
             max_leases_to_steal_at_one_time: 1,

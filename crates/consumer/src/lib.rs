@@ -48,7 +48,7 @@ mod user_records;
 mod worker;
 
 pub use checkpointer::{CheckpointError, Checkpointer, PreparedCheckpoint};
-pub use config::{ConsumerConfig, InitialPosition, Retrieval};
+pub use config::{ConsumerConfig, FormerStreams, InitialPosition, Retrieval};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerError};
 pub use processor::{
     FnProcessorFactory, InitializeInput, ProcessorError, ProcessorFactory, ShardProcessor,

@@ -461,18 +461,20 @@ impl Pipeline {
                 let started = Instant::now();
                 let called = call(processor.shutdown_requested(&self.checkpointer));
                 // Asked for by another worker, the lease is handed over after the hand-off
-                // timeout whether the processor has finished or not (the worker's own
-                // shutdown timeout bounds it otherwise).
-                let called = if self.grant.is_handing_off() {
-                    match tokio::time::timeout(self.ctx.config.handoff_timeout, called).await {
-                        Ok(called) => called,
-                        Err(_) => {
-                            warn!(shard = %self.shard(), timeout = ?self.ctx.config.handoff_timeout, "shutdown_requested did not finish within the hand-off timeout; handing the lease over");
-                            Called::Done(Ok(()))
-                        }
-                    }
+                // timeout whether the processor has finished or not; otherwise (shutdown, a
+                // stream no longer consumed) it is given up after the shutdown timeout.
+                let config = &self.ctx.config;
+                let limit = if self.grant.is_handing_off() {
+                    config.handoff_timeout
                 } else {
-                    called.await
+                    config.shutdown_timeout
+                };
+                let called = match tokio::time::timeout(limit, called).await {
+                    Ok(called) => called,
+                    Err(_) => {
+                        warn!(shard = %self.shard(), timeout = ?limit, "shutdown_requested did not finish in time; the lease is given up");
+                        Called::Done(Ok(()))
+                    }
                 };
                 if let Called::Done(Err(e)) = called {
                     warn!(shard = %self.shard(), error = %e, "shutdown_requested failed");

@@ -79,6 +79,9 @@ pub(crate) struct Worker {
     cooling: BTreeMap<LeaseKey, Instant>,
     /// Leases asked for, until they are handed over (or the hand-off ends otherwise).
     awaiting: BTreeMap<LeaseKey, Awaiting>,
+    /// Streams with leases that the tracker no longer names, and since when this worker has
+    /// seen them so.
+    former: BTreeMap<shardwise_lease_core::StreamIdentifier, Instant>,
     metrics: Metrics,
     /// Take rounds done. The first round only takes free or expired leases: a worker that just
     /// started does not steal from workers that may have just started too (their first batch
@@ -97,6 +100,7 @@ impl Worker {
             tracker: ExpiryTracker::new(),
             cooling: BTreeMap::new(),
             awaiting: BTreeMap::new(),
+            former: BTreeMap::new(),
             rounds: 0,
         }
     }
@@ -200,6 +204,10 @@ impl Worker {
             if held.grant.is_lost() {
                 continue;
             }
+            if self.ctx.streams.scope_of(&lease.key).is_none() && !held.grant.stop.is_cancelled() {
+                info!(lease = %lease.key, "its stream is no longer consumed; releasing the lease");
+                held.grant.stop.cancel();
+            }
             if !lease.is_held_by(me) {
                 info!(lease = %lease.key, owner = ?lease.owner, "lease taken by another worker");
                 held.grant.lost.cancel();
@@ -221,6 +229,7 @@ impl Worker {
                 }
             }
         }
+        self.forget_former_streams(&listing.leases).await;
         self.tracker.observe_all(&listing.leases, now.into_std());
         self.cooling.retain(|_, until| *until > now);
         let mut expired = self
@@ -276,6 +285,53 @@ impl Worker {
         }
         for candidate in &plan.steal {
             self.request_handoff(candidate).await;
+        }
+    }
+
+    /// Deletes the free leases of streams the tracker no longer names, once gone as long as
+    /// [`FormerStreams`](crate::FormerStreams) says (measured from when this worker first saw
+    /// them untracked). Deletes are conditional: a lease someone still writes is left for the
+    /// next round.
+    async fn forget_former_streams(&mut self, leases: &[shardwise_lease_core::Lease]) {
+        use crate::config::FormerStreams;
+        if !self.ctx.streams.is_multi() {
+            return;
+        }
+        let now = Instant::now();
+        let mut untracked = std::collections::BTreeSet::new();
+        for lease in leases {
+            if let Some((stream, _)) = lease.key.stream_shard()
+                && self.ctx.streams.scope_of(&lease.key).is_none()
+            {
+                untracked.insert(stream);
+            }
+        }
+        self.former.retain(|stream, _| untracked.contains(stream));
+        for stream in &untracked {
+            self.former.entry(stream.clone()).or_insert(now);
+        }
+        let due = |stream: &shardwise_lease_core::StreamIdentifier, since: Instant| {
+            let gone = now.saturating_duration_since(since);
+            match &self.ctx.config.former_streams {
+                FormerStreams::Keep => false,
+                FormerStreams::DeleteAfter(after) => gone >= *after,
+                FormerStreams::DeleteListedAfter(listed, after) => {
+                    gone >= *after && listed.contains(stream)
+                }
+            }
+        };
+        for lease in leases.iter().filter(|l| l.owner.is_none()) {
+            let Some((stream, _)) = lease.key.stream_shard() else {
+                continue;
+            };
+            let Some(since) = self.former.get(&stream).copied() else {
+                continue;
+            };
+            if due(&stream, since)
+                && let Ok(Race::Won(())) = self.ctx.store.delete(&lease.key, lease.counter).await
+            {
+                info!(lease = %lease.key, "lease of a former stream deleted");
+            }
         }
     }
 
