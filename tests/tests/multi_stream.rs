@@ -351,3 +351,80 @@ async fn a_stream_that_leaves_is_released_then_deleted_after_the_grace() {
         "a dropped stream's new records are not processed"
     );
 }
+
+/// Streams found by name prefix: only the matching ones are consumed, and one created later
+/// with a matching name joins within one tracker interval.
+#[tokio::test(start_paused = true)]
+async fn streams_found_by_prefix() {
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    let store = Arc::new(MemoryLeaseStore::new());
+    for stream in ["app-a", "app-b", "other"] {
+        kinesis.create_stream(stream, 1);
+    }
+    let seen: Seen = Arc::default();
+    let consumer = shardwise::Consumer::builder()
+        .streams(shardwise::StreamsByPrefix {
+            prefix: "app-".into(),
+            initial_position: InitialPosition::TrimHorizon,
+        })
+        .kinesis(kinesis.clone())
+        .lease_store(store.clone())
+        .worker_id("w1")
+        .config(shardwise::ConsumerConfig {
+            stream_tracker_interval: Duration::from_secs(30),
+            ..shardwise::ConsumerConfig::default()
+        })
+        .processor(shardwise::processor_fn({
+            let seen = seen.clone();
+            move |batch: shardwise::RecordBatch| {
+                let seen = seen.clone();
+                async move {
+                    let stream = batch.stream.as_ref().map(|s| s.name().to_owned());
+                    for record in batch.records.iter() {
+                        seen.lock().unwrap().push((
+                            stream.clone().unwrap_or_default(),
+                            batch.shard_id.to_string(),
+                            String::from_utf8_lossy(&record.data).into_owned(),
+                        ));
+                    }
+                    Ok(())
+                }
+            }
+        }))
+        .build()
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { consumer.run(stop).await.unwrap() }
+    });
+    for stream in ["app-a", "app-b", "other"] {
+        put(&kinesis, stream, 0..10);
+    }
+    wait_records(&seen, 20).await;
+    kinesis.create_stream("app-c", 1);
+    put(&kinesis, "app-c", 0..10);
+    let created = tokio::time::Instant::now();
+    wait_records(&seen, 30).await;
+    assert!(created.elapsed() <= Duration::from_secs(30) + Duration::from_secs(5));
+    stop.cancel();
+    task.await.unwrap();
+    let counts = multi::counts(&seen);
+    assert_eq!(counts.len(), 30);
+    assert!(
+        !counts.keys().any(|(s, _)| s == "other"),
+        "no other stream is read"
+    );
+    let streams: std::collections::BTreeSet<String> = store
+        .list()
+        .await
+        .unwrap()
+        .leases
+        .iter()
+        .filter_map(|l| l.key.stream_shard().map(|(s, _)| s.name().to_owned()))
+        .collect();
+    assert_eq!(
+        streams.into_iter().collect::<Vec<_>>(),
+        ["app-a", "app-b", "app-c"]
+    );
+}

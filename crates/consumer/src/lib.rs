@@ -55,7 +55,7 @@ pub use processor::{
     processor_fn,
 };
 pub use record::{RecordBatch, Records, UserRecord};
-pub use streams::{StreamConfig, StreamTracker, TrackerError};
+pub use streams::{StreamConfig, StreamTracker, StreamsByPrefix, TrackerError};
 
 /// Kinesis access: the API seam, readers' settings, stream ids.
 pub mod kinesis {

@@ -76,6 +76,29 @@ impl StreamTracker for Vec<StreamConfig> {
     }
 }
 
+/// Every stream whose name starts with `prefix`, found by `ListStreams` each time the worker
+/// asks: a stream created with a matching name joins the application within one tracker
+/// interval, and one deleted leaves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamsByPrefix {
+    /// The start of the names to consume (an empty prefix takes every stream).
+    pub prefix: String,
+    /// Where each stream's shards without a checkpoint start.
+    pub initial_position: InitialPosition,
+}
+
+#[async_trait]
+impl StreamTracker for StreamsByPrefix {
+    async fn streams(&self, kinesis: &dyn KinesisApi) -> Result<Vec<StreamConfig>, TrackerError> {
+        let names = shardwise_kinesis_source::list_all_streams(kinesis).await?;
+        Ok(names
+            .into_iter()
+            .filter(|name| name.starts_with(&self.prefix))
+            .map(|name| StreamConfig::new(name, self.initial_position))
+            .collect())
+    }
+}
+
 /// One stream as the worker reads it, and how its leases are keyed.
 #[derive(Debug, Clone)]
 pub(crate) struct Scope {

@@ -183,6 +183,15 @@ pub struct GetRecordsOutput {
     pub child_shards: Option<Vec<ChildShard>>,
 }
 
+/// A page of stream names, from `ListStreams`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamNamePage {
+    /// The names on this page.
+    pub names: Vec<String>,
+    /// Whether more names follow (ask again after the last one).
+    pub has_more: bool,
+}
+
 /// What `DescribeStreamSummary` says about a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSummary {
@@ -307,6 +316,13 @@ pub trait KinesisApi: fmt::Debug + Send + Sync + 'static {
         &self,
         stream: &StreamId,
     ) -> Result<StreamSummary, KinesisError>;
+
+    /// One page of the names of the account's streams (in the client's region), in name
+    /// order, after `exclusive_start` when given.
+    async fn list_streams(
+        &self,
+        exclusive_start: Option<&str>,
+    ) -> Result<StreamNamePage, KinesisError>;
 
     /// Registers an enhanced fan-out consumer named `consumer_name` on the stream. It starts in
     /// [`ConsumerStatus::Creating`]; a name already taken gives

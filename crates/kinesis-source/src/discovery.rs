@@ -55,3 +55,37 @@ pub async fn list_all_shards(
         return Ok(shards);
     }
 }
+
+/// Every stream name of the account (in the client's region), across pages, in name order.
+pub async fn list_all_streams(kinesis: &dyn KinesisApi) -> Result<Vec<String>, KinesisError> {
+    let mut names: Vec<String> = Vec::new();
+    loop {
+        let page = kinesis
+            .list_streams(names.last().map(String::as_str))
+            .await?;
+        let progressed = !page.names.is_empty();
+        names.extend(page.names);
+        // A page that says more follow but brings nothing would loop forever.
+        if !page.has_more || !progressed {
+            return Ok(names);
+        }
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod stream_listing_tests {
+    use super::*;
+    use crate::testkit::InMemoryKinesis;
+
+    #[tokio::test]
+    async fn every_stream_across_pages() {
+        let kinesis = InMemoryKinesis::new();
+        for i in 0..250 {
+            kinesis.create_stream(&format!("s-{i:03}"), 1);
+        }
+        let names = list_all_streams(&kinesis).await.unwrap();
+        assert_eq!(names.len(), 250, "three pages of 100");
+        assert_eq!(names.first().map(String::as_str), Some("s-000"));
+        assert_eq!(names.last().map(String::as_str), Some("s-249"));
+    }
+}

@@ -60,7 +60,7 @@ pub mod testkit;
 pub use api::{
     ChildShard, ConsumerPage, ConsumerStatus, GetRecordsOutput, HashRange, KinesisApi,
     ListShardsRequest, Record, Shard, ShardFilter, ShardPage, ShardSubscription, StartPosition,
-    StreamConsumer, StreamId, StreamStatus, StreamSummary, SubscriptionEvent,
+    StreamConsumer, StreamId, StreamNamePage, StreamStatus, StreamSummary, SubscriptionEvent,
 };
 pub use batch::Batch;
 pub use budget::MemoryBudget;
@@ -68,7 +68,7 @@ pub use consumer_registration::{
     RegistrationConfig, deregister_consumer, find_or_register_consumer, list_all_consumers,
     stream_arn,
 };
-pub use discovery::list_all_shards;
+pub use discovery::{list_all_shards, list_all_streams};
 pub use error::{KinesisError, KinesisErrorKind};
 pub use fanout::{FanOutConfig, FanOutReader};
 pub use polling::{PollingConfig, PollingReader};

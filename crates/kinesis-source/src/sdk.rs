@@ -16,6 +16,7 @@ use aws_sdk_kinesis::operation::get_records::GetRecordsError;
 use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError;
 use aws_sdk_kinesis::operation::list_shards::ListShardsError;
 use aws_sdk_kinesis::operation::list_stream_consumers::ListStreamConsumersError;
+use aws_sdk_kinesis::operation::list_streams::ListStreamsError;
 use aws_sdk_kinesis::operation::register_stream_consumer::RegisterStreamConsumerError;
 use aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardError;
 use aws_sdk_kinesis::primitives::DateTime;
@@ -27,7 +28,7 @@ use bytes::Bytes;
 use crate::api::{
     ChildShard, ConsumerPage, ConsumerStatus, GetRecordsOutput, HashRange, KinesisApi,
     ListShardsRequest, Record, Shard, ShardFilter, ShardPage, ShardSubscription, StartPosition,
-    StreamConsumer, StreamId, StreamStatus, StreamSummary, SubscriptionEvent,
+    StreamConsumer, StreamId, StreamNamePage, StreamStatus, StreamSummary, SubscriptionEvent,
 };
 use crate::error::{KinesisError, KinesisErrorKind};
 
@@ -128,6 +129,18 @@ impl Classify for SubscribeToShardEventStreamError {
             KinesisErrorKind::AccessDenied
         } else if self.is_internal_failure_exception() {
             KinesisErrorKind::Unavailable
+        } else {
+            return None;
+        })
+    }
+}
+
+impl Classify for ListStreamsError {
+    fn kind(&self) -> Option<KinesisErrorKind> {
+        Some(if self.is_limit_exceeded_exception() {
+            KinesisErrorKind::Throttled
+        } else if self.is_invalid_argument_exception() || self.is_expired_next_token_exception() {
+            KinesisErrorKind::InvalidArgument
         } else {
             return None;
         })
@@ -548,6 +561,22 @@ impl KinesisApi for Client {
             status: stream_status(summary.stream_status()),
             open_shard_count: u32::try_from(summary.open_shard_count()).unwrap_or(0),
             created: to_system_time(summary.stream_creation_timestamp()),
+        })
+    }
+
+    async fn list_streams(
+        &self,
+        exclusive_start: Option<&str>,
+    ) -> Result<StreamNamePage, KinesisError> {
+        let out = self
+            .list_streams()
+            .set_exclusive_start_stream_name(exclusive_start.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| classify("ListStreams", e))?;
+        Ok(StreamNamePage {
+            names: out.stream_names().to_vec(),
+            has_more: out.has_more_streams(),
         })
     }
 

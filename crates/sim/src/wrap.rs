@@ -528,6 +528,14 @@ impl KinesisApi for SimKinesis {
         self.inner.describe_stream_summary(stream).await
     }
 
+    async fn list_streams(
+        &self,
+        exclusive_start: Option<&str>,
+    ) -> Result<shardwise::kinesis::StreamNamePage, KinesisError> {
+        self.pass().await;
+        self.inner.list_streams(exclusive_start).await
+    }
+
     async fn register_stream_consumer(
         &self,
         stream_arn: &str,

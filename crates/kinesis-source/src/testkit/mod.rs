@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::api::{
     ChildShard, ConsumerPage, ConsumerStatus, GetRecordsOutput, HashRange, KinesisApi,
     ListShardsRequest, Record, Shard, ShardFilter, ShardPage, ShardSubscription, StartPosition,
-    StreamConsumer, StreamId, StreamStatus, StreamSummary,
+    StreamConsumer, StreamId, StreamNamePage, StreamStatus, StreamSummary,
 };
 use crate::error::{KinesisError, KinesisErrorKind};
 
@@ -898,6 +898,24 @@ impl KinesisApi for InMemoryKinesis {
             .unwrap_or(u32::MAX),
             created: Some(s.created),
         })
+    }
+
+    async fn list_streams(
+        &self,
+        exclusive_start: Option<&str>,
+    ) -> Result<StreamNamePage, KinesisError> {
+        const PAGE: usize = 100;
+        let state = self.lock();
+        let mut names: Vec<String> = state
+            .streams
+            .keys()
+            .filter(|name| exclusive_start.is_none_or(|start| name.as_str() > start))
+            .take(PAGE + 1)
+            .cloned()
+            .collect();
+        let has_more = names.len() > PAGE;
+        names.truncate(PAGE);
+        Ok(StreamNamePage { names, has_more })
     }
 
     async fn register_stream_consumer(

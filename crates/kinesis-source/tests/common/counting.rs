@@ -58,6 +58,12 @@ impl KinesisApi for Counting {
     ) -> Result<StreamSummary, KinesisError> {
         self.inner.describe_stream_summary(stream).await
     }
+    async fn list_streams(
+        &self,
+        exclusive_start: Option<&str>,
+    ) -> Result<shardwise_kinesis_source::StreamNamePage, KinesisError> {
+        self.inner.list_streams(exclusive_start).await
+    }
     async fn register_stream_consumer(
         &self,
         stream_arn: &str,
