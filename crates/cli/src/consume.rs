@@ -11,7 +11,7 @@ use shardwise::kinesis::{KinesisApi, StreamId};
 use shardwise::lease::{LeaseStore, LeaseStoreExt, SequenceNumber, WorkerId};
 use shardwise::{
     Checkpointer, Consumer, ConsumerError, InitialPosition, ProcessorError, RecordBatch, Retrieval,
-    ShardProcessor,
+    ShardProcessor, StreamConfig, StreamsByPrefix,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -39,14 +39,20 @@ Examples:
   AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:4567 shardwise consume --stream orders --app audit \\
       --leases redis://127.0.0.1:6379 --output records.jsonl
 
-Each line: {\"data\", \"partition_key\", \"explicit_hash_key\" (when set), \"shard_id\",
+Several --stream, or --stream-prefix, make one application over several streams (the KCL's
+multi-stream mode: lease keys account:stream:creation-epoch:shard).
+
+Each line: {\"data\", \"partition_key\", \"explicit_hash_key\" (when set), \"stream\", \"shard_id\",
 \"sequence_number\", \"sub_sequence_number\", \"approximate_arrival_ms\", \"worker\", \"ts_ms\"}.
 A batch is checkpointed once it is written and flushed: a killed process re-emits at most what
 it had not checkpointed. SIGINT or SIGTERM stops gracefully (checkpoint, release leases, exit 0).")]
 pub(crate) struct ConsumeArgs {
-    /// The stream, by name or ARN.
-    #[arg(long, value_name = "NAME")]
-    stream: String,
+    /// The stream, by name or ARN; repeat it to consume several streams.
+    #[arg(long, value_name = "NAME", required_unless_present = "stream_prefix")]
+    stream: Vec<String>,
+    /// Consume every stream whose name starts with PREFIX (found again every minute).
+    #[arg(long, value_name = "PREFIX", conflicts_with = "stream")]
+    stream_prefix: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
     /// Where shards without a checkpoint start: trim-horizon, latest, or
@@ -108,6 +114,8 @@ impl Shared {
 /// Writes each batch, flushes it, then checkpoints it.
 struct JsonLinesProcessor {
     shared: Arc<Shared>,
+    /// The stream's name when the application reads one (a multi-stream batch names its own).
+    stream: Arc<str>,
     /// The last record written and flushed: the furthest a checkpoint may go.
     last_written: Option<(SequenceNumber, u64)>,
 }
@@ -124,9 +132,11 @@ impl ShardProcessor for JsonLinesProcessor {
         }
         let worker = self.shared.worker.get().map_or("", String::as_str);
         let mut lines = Vec::with_capacity(batch.records.len() * 256);
+        let stream = batch.stream.as_ref().map_or(&*self.stream, |s| s.name());
         render_lines(
             &mut lines,
             &batch.records,
+            stream,
             batch.shard_id.as_str(),
             worker,
             epoch_ms(SystemTime::now()),
@@ -170,8 +180,8 @@ impl ShardProcessor for JsonLinesProcessor {
 pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
     let signals = Signals::install()?;
     let leases = args.store.url()?;
-    let stream = StreamId::parse(&args.stream);
-    if stream.name().is_empty() {
+    let streams: Vec<StreamId> = args.stream.iter().map(|s| StreamId::parse(s)).collect();
+    if streams.iter().any(|s| s.name().is_empty()) {
         return Err(CliError::usage("--stream must not be empty"));
     }
     let output = Output::open(Some(&args.output)).await.map_err(|e| {
@@ -182,7 +192,9 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
     })?;
 
     let kinesis: Arc<dyn KinesisApi> = Arc::new(args.aws.kinesis_client().await?);
-    check_stream(kinesis.as_ref(), &stream).await?;
+    for stream in &streams {
+        check_stream(kinesis.as_ref(), stream).await?;
+    }
     let store = leases.open(&args.store.app, &args.aws).await?;
     store
         .create_table_if_missing()
@@ -204,10 +216,34 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
     } else {
         Retrieval::default()
     };
-    let mut builder = Consumer::builder()
+    let builder = Consumer::builder()
         .application_name(args.store.app.as_str())
-        .retrieval(retrieval)
-        .stream(&args.stream)
+        .retrieval(retrieval);
+    let (builder, described) = match (&args.stream_prefix, args.stream.as_slice()) {
+        (Some(prefix), _) => (
+            builder.streams(StreamsByPrefix {
+                prefix: prefix.clone(),
+                initial_position: args.from,
+            }),
+            format!("streams {prefix}*"),
+        ),
+        (None, [one]) => (builder.stream(one), one.clone()),
+        (None, several) => (
+            builder.streams(
+                several
+                    .iter()
+                    .map(|s| StreamConfig::new(s.as_str(), args.from))
+                    .collect::<Vec<_>>(),
+            ),
+            several.join(","),
+        ),
+    };
+    let single_name: Arc<str> = streams
+        .first()
+        .filter(|_| streams.len() == 1)
+        .map_or("", |s| s.name())
+        .into();
+    let mut builder = builder
         .kinesis(kinesis)
         .lease_store(store.clone())
         .initial_position(args.from)
@@ -215,6 +251,7 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
         .processor(
             move |_shard: &shardwise::lease::ShardId| JsonLinesProcessor {
                 shared: factory_shared.clone(),
+                stream: single_name.clone(),
                 last_written: None,
             },
         );
@@ -226,7 +263,7 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::usage(e.to_string()))?;
     let worker = consumer.worker_id().clone();
     let _ = shared.worker.set(worker.to_string());
-    tracing::info!(worker = %worker, stream = %stream, leases = %leases, "consuming");
+    tracing::info!(worker = %worker, stream = %described, leases = %leases, "consuming");
 
     tokio::spawn(signals.cancel_on_signal(stop.clone()));
     if !args.quiet {

@@ -42,6 +42,8 @@ pub(crate) struct LeasesArgs {
 #[derive(Debug, Serialize)]
 struct LeaseView {
     key: String,
+    /// The stream's name, for a multi-stream application's lease (`None` otherwise).
+    stream: Option<String>,
     /// During a hand-off: the worker the lease goes to.
     owner: Option<String>,
     /// During a hand-off: the worker still holding the lease (the KCL's `checkpointOwner`).
@@ -121,6 +123,7 @@ fn state(lease: &Lease) -> &'static str {
 fn view(lease: &Lease) -> LeaseView {
     LeaseView {
         key: lease.key.to_string(),
+        stream: lease.key.stream_shard().map(|(s, _)| s.name().to_owned()),
         owner: lease.owner.as_ref().map(ToString::to_string),
         checkpoint_owner: lease.checkpoint_owner.as_ref().map(ToString::to_string),
         counter: lease.counter,
@@ -242,7 +245,12 @@ async fn lag(kinesis: &dyn KinesisApi, stream: &StreamId, lease: &Lease) -> Opti
 }
 
 fn table(listing: &ListingView, with_lag: bool) -> String {
+    // A multi-stream application's leases name their stream too.
+    let with_stream = listing.leases.iter().any(|l| l.stream.is_some());
     let mut header = vec!["KEY", "OWNER", "COUNTER", "CHECKPOINT", "PARENTS", "STATE"];
+    if with_stream {
+        header.insert(1, "STREAM");
+    }
     if with_lag {
         header.push("LAG");
     }
@@ -270,6 +278,9 @@ fn table(listing: &ListingView, with_lag: bool) -> String {
                 },
                 l.state.to_owned(),
             ];
+            if with_stream {
+                row.insert(1, l.stream.clone().unwrap_or_else(|| "-".into()));
+            }
             if with_lag {
                 row.push(l.lag.as_ref().map_or_else(|| "-".to_owned(), Lag::cell));
             }
@@ -394,5 +405,22 @@ mod tests {
         assert_eq!(json["leases"][0]["owner"], "new");
         assert_eq!(json["leases"][0]["checkpoint_owner"], "old");
         assert_eq!(json["leases"][0]["state"], "handing-off");
+    }
+
+    #[test]
+    fn multi_stream_leases_name_their_stream() {
+        let key = LeaseKey::new("123456789012:orders:1700000000:shardId-000000000001").unwrap();
+        let lease = Lease::new(key, Checkpoint::TrimHorizon);
+        let listing = ListingView {
+            leases: vec![view(&lease)],
+            corrupt: Vec::new(),
+        };
+        let text = table(&listing, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("KEY"), "{text}");
+        assert!(lines[0].contains("STREAM"), "{text}");
+        assert!(lines[1].contains(" orders "), "{text}");
+        let json = serde_json::to_value(&listing).unwrap();
+        assert_eq!(json["leases"][0]["stream"], "orders");
     }
 }

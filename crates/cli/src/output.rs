@@ -26,6 +26,7 @@ struct Line<'a> {
     partition_key: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     explicit_hash_key: Option<&'a str>,
+    stream: &'a str,
     shard_id: &'a str,
     sequence_number: &'a str,
     sub_sequence_number: u64,
@@ -38,6 +39,7 @@ struct Line<'a> {
 pub(crate) fn render_lines(
     out: &mut Vec<u8>,
     records: &[UserRecord],
+    stream: &str,
     shard_id: &str,
     worker: &str,
     ts_ms: u64,
@@ -52,6 +54,7 @@ pub(crate) fn render_lines(
             data,
             partition_key: &record.partition_key,
             explicit_hash_key: record.explicit_hash_key.as_deref(),
+            stream,
             shard_id,
             sequence_number: record.sequence_number.as_str(),
             sub_sequence_number: record.sub_sequence_number,
@@ -138,6 +141,7 @@ mod tests {
         render_lines(
             &mut out,
             &records,
+            "orders",
             "shardId-000000000001",
             "w1",
             99,
@@ -155,6 +159,7 @@ mod tests {
             serde_json::json!({
                 "data": "order-1",
                 "partition_key": "customer-\"7\"",
+                "stream": "orders",
                 "shard_id": "shardId-000000000001",
                 "sequence_number": "4959",
                 "sub_sequence_number": 2,
@@ -173,6 +178,7 @@ mod tests {
         render_lines(
             &mut out,
             &[record(&[0xff, 0x00], None)],
+            "orders",
             "s",
             "w",
             0,

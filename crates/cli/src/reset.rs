@@ -31,6 +31,10 @@ pub(crate) struct ResetArgs {
     /// The shard whose checkpoint moves (its lease key), e.g. shardId-000000000003.
     #[arg(long, value_name = "ID")]
     shard: String,
+    /// For a multi-stream application: the shard's stream, by name (or as
+    /// account-id:name:creation-epoch when a stream of that name was created more than once).
+    #[arg(long, value_name = "STREAM")]
+    stream: Option<String>,
     /// The new checkpoint: trim-horizon, latest, or a sequence number.
     #[arg(long, value_name = "POSITION", value_parser = parse_to)]
     to: Checkpoint,
@@ -45,10 +49,49 @@ pub(crate) struct ResetArgs {
 pub(crate) async fn reset(args: ResetArgs) -> Result<(), CliError> {
     let leases = args.store.url()?;
     StoreArgs::shared_store(&leases)?;
-    let key =
-        LeaseKey::new(args.shard.as_str()).map_err(|e| CliError::usage(format!("--shard: {e}")))?;
     let store = leases.open(&args.store.app, &args.aws).await?;
     let where_ = format!("application {} in {}", args.store.app, leases);
+    let key = match &args.stream {
+        None => LeaseKey::new(args.shard.as_str())
+            .map_err(|e| CliError::usage(format!("--shard: {e}")))?,
+        Some(stream) => {
+            let listing = store
+                .list()
+                .await
+                .map_err(|e| CliError::store(&format!("listing leases of {where_}"), &e))?;
+            let matching: Vec<LeaseKey> = listing
+                .leases
+                .into_iter()
+                .map(|l| l.key)
+                .filter(|key| {
+                    key.stream_shard().is_some_and(|(s, shard)| {
+                        (s.name() == stream || s.to_string() == *stream)
+                            && shard.as_str() == args.shard
+                    })
+                })
+                .collect();
+            match matching.as_slice() {
+                [one] => one.clone(),
+                [] => {
+                    return Err(CliError::new(
+                        ExitCode::NotFound,
+                        format!(
+                            "no lease for shard {} of stream {stream} in {where_}",
+                            args.shard
+                        ),
+                    ));
+                }
+                several => {
+                    let keys: Vec<&str> = several.iter().map(LeaseKey::as_str).collect();
+                    return Err(CliError::usage(format!(
+                        "several streams named {stream} have a lease for shard {} ({}); pass --stream as account-id:name:creation-epoch",
+                        args.shard,
+                        keys.join(", ")
+                    )));
+                }
+            }
+        }
+    };
     for _ in 0..ATTEMPTS {
         let lease = store
             .get(&key)

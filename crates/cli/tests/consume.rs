@@ -360,3 +360,92 @@ async fn fanout_over_tls_with_ca_file_redis() {
     stream.delete().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two `--stream`s make one multi-stream application: every record of both, each line naming
+/// its stream, leases keyed as the KCL's multi-stream mode keys them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_streams_postgres() {
+    let (a, b) = (
+        create_stream("cli-multi-a", 1).await,
+        create_stream("cli-multi-b", 1).await,
+    );
+    let app = unique("cli-multi");
+    let leases = env("DATABASE_URL");
+    a.put(0..10, 3).await;
+    b.put(0..10, 3).await;
+    let mut child = shardwise()
+        .args([
+            "consume",
+            "--stream",
+            &a.name,
+            "--stream",
+            &b.name,
+            "--app",
+            &app,
+            "--leases",
+            &leases,
+            "--from",
+            "trim-horizon",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let listed = || run(&["leases", "--app", &app, "--leases", &leases, "--json"]);
+    wait_until("both leases checkpointed", PATIENCE, || {
+        assert_running(&mut child, "the consumer");
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&listed().stdout) else {
+            return false;
+        };
+        value["leases"].as_array().is_some_and(|l| {
+            l.len() == 2 && l.iter().all(|lease| lease["checkpoint"] != "TRIM_HORIZON")
+        })
+    });
+    let value: serde_json::Value = serde_json::from_slice(&listed().stdout).unwrap();
+    let streams: HashSet<&str> = value["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["stream"].as_str())
+        .collect();
+    assert_eq!(streams, HashSet::from([a.name.as_str(), b.name.as_str()]));
+    signal(&child, "INT");
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut seen = HashSet::new();
+    for line in stdout(&output).lines() {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        let stream = line["stream"].as_str().unwrap().to_owned();
+        let data = line["data"].as_str().unwrap().to_owned();
+        assert!(seen.insert((stream, data)), "{line} twice");
+    }
+    assert_eq!(seen.len(), 20, "ten records of each stream");
+
+    // `reset --stream` picks the stream's lease of that shard.
+    let reset = run(&[
+        "reset",
+        "--app",
+        &app,
+        "--leases",
+        &leases,
+        "--shard",
+        "shardId-000000000000",
+        "--stream",
+        &a.name,
+        "--to",
+        "trim-horizon",
+    ]);
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    let value: serde_json::Value = serde_json::from_slice(&listed().stdout).unwrap();
+    for lease in value["leases"].as_array().unwrap() {
+        let reset = lease["checkpoint"] == "TRIM_HORIZON";
+        assert_eq!(reset, lease["stream"] == a.name.as_str(), "{lease}");
+    }
+    a.delete().await;
+    b.delete().await;
+}
