@@ -428,3 +428,54 @@ async fn streams_found_by_prefix() {
         ["app-a", "app-b", "app-c"]
     );
 }
+
+/// A stream deleted and created again under the same name is another stream: its creation
+/// epoch differs, so it gets leases of its own and starts from its initial position, while
+/// the old stream's leases are kept apart.
+#[tokio::test(start_paused = true)]
+async fn a_recreated_stream_is_a_new_stream() {
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    let store = Arc::new(MemoryLeaseStore::new());
+    kinesis.create_stream("orders", 1);
+    let tracker = Changing::of(&["orders"], InitialPosition::TrimHorizon);
+    let seen: Seen = Arc::default();
+    let (lease, interval) = (Duration::from_secs(10), Duration::from_secs(30));
+    let (stop, task) = multi::start(
+        "w1",
+        kinesis.clone(),
+        store.clone(),
+        tracker,
+        &seen,
+        lease,
+        interval,
+    );
+    put(&kinesis, "orders", 0..10);
+    wait_records(&seen, 10).await;
+    kinesis.delete_stream("orders");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    kinesis.create_stream("orders", 1);
+    for i in 0..10 {
+        kinesis
+            .put("orders", "k", format!("orders/again-{i}").into_bytes())
+            .unwrap();
+    }
+    wait_records(&seen, 20).await;
+    stop.cancel();
+    task.await.unwrap();
+    let epochs: std::collections::BTreeSet<u64> = store
+        .list()
+        .await
+        .unwrap()
+        .leases
+        .iter()
+        .filter_map(|l| l.key.stream_shard().map(|(s, _)| s.creation_epoch()))
+        .collect();
+    assert_eq!(
+        epochs.len(),
+        2,
+        "two streams named orders, told apart: {epochs:?}"
+    );
+    let counts = multi::counts(&seen);
+    assert_eq!(counts.len(), 20);
+    assert!(counts.values().all(|&n| n == 1));
+}

@@ -75,6 +75,10 @@ pub(crate) async fn run(
     let Some(scope) = ctx.streams.scope_of(&grant.key) else {
         return PipelineEnd::ShutDown;
     };
+    // Nor is a lease of a stream deleted (or created again under its name) read.
+    if !ctx.streams.is_current(ctx.kinesis.as_ref(), &scope).await {
+        return PipelineEnd::Failed;
+    }
     let pipeline = Pipeline::new(ctx, scope, grant, shutdown);
     if let Some(end) = pipeline.wait_for_parents().await {
         return end;

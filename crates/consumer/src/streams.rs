@@ -136,11 +136,16 @@ impl Scope {
     }
 }
 
+/// How long a check that a tracked stream is still the one its identifier names is trusted.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The streams of a worker, shared by its tasks.
 pub(crate) struct Streams {
     tracker: Option<Arc<dyn StreamTracker>>,
     /// By identifier (`None`: the one stream of a single-stream application).
     current: RwLock<BTreeMap<Option<StreamIdentifier>, Scope>>,
+    /// When each stream was last found to be the one its identifier names, and whether it was.
+    checked: std::sync::Mutex<BTreeMap<StreamIdentifier, (tokio::time::Instant, bool)>>,
 }
 
 impl Streams {
@@ -155,6 +160,7 @@ impl Streams {
         Self {
             tracker: None,
             current: RwLock::new(BTreeMap::from([(None, scope)])),
+            checked: Default::default(),
         }
     }
 
@@ -163,6 +169,7 @@ impl Streams {
         Self {
             tracker: Some(tracker),
             current: RwLock::new(BTreeMap::new()),
+            checked: Default::default(),
         }
     }
 
@@ -193,6 +200,42 @@ impl Streams {
             (false, Some(scope)) => scope.stream.to_string(),
             _ => format!("{} streams", self.read().len()),
         }
+    }
+
+    /// Whether `scope`'s stream is still the one its identifier names. Kinesis calls name a
+    /// stream by ARN, which a stream deleted and created again under the same name keeps: until
+    /// the tracker's next answer, the old identity must not read (nor create leases for) the
+    /// new stream. Checked with `DescribeStreamSummary` at most every 10 s per stream; a check
+    /// that fails for another reason than the stream being gone counts as current.
+    pub(crate) async fn is_current(&self, kinesis: &dyn KinesisApi, scope: &Scope) -> bool {
+        let Some(identifier) = &scope.identifier else {
+            return true;
+        };
+        let now = tokio::time::Instant::now();
+        if let Some((at, current)) = self.lock_checked().get(identifier).copied()
+            && now.saturating_duration_since(at) < RECHECK
+        {
+            return current;
+        }
+        let current = match kinesis.describe_stream_summary(&scope.stream).await {
+            Ok(summary) => summary
+                .created
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .is_none_or(|created| created.as_secs() == identifier.creation_epoch()),
+            Err(e) => e.kind() != shardwise_kinesis_source::KinesisErrorKind::ResourceNotFound,
+        };
+        if !current {
+            info!(stream = %identifier, "the stream was deleted (or created again): its leases wait for the tracker");
+        }
+        self.lock_checked()
+            .insert(identifier.clone(), (now, current));
+        current
+    }
+
+    fn lock_checked(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<StreamIdentifier, (tokio::time::Instant, bool)>> {
+        self.checked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sets the fan-out consumer of the single stream.

@@ -55,6 +55,9 @@ struct Awaiting {
 /// One shard sync of every stream, logged.
 async fn sync_shards(ctx: &Context) {
     for scope in ctx.streams.scopes() {
+        if !ctx.streams.is_current(ctx.kinesis.as_ref(), &scope).await {
+            continue;
+        }
         match crate::shard_sync::sync(ctx.kinesis.as_ref(), ctx.store.as_ref(), &scope).await {
             Ok(created) if created > 0 => {
                 info!(stream = scope.name(), created, "shard sync created leases")
