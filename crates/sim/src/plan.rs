@@ -136,6 +136,10 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Records put in all.
     pub records: usize,
+    /// How many streams the application reads: 1 is a single-stream application (lease keys
+    /// are shard ids); more make a multi-stream one (each of `shards` shards, keys routed to a
+    /// stream by partition key).
+    pub streams: u32,
 }
 
 /// Most workers a plan uses (ids `w0`…).
@@ -268,6 +272,12 @@ impl Plan {
         }
         // Stable: steps drawn for the same instant keep their drawing order.
         steps.sort_by_key(|s| s.at);
+        // Drawn last, so that the rest of a seed's plan is what it was before streams were.
+        let streams = if rng.chance(0.3) {
+            rng.between(2, 3) as u32
+        } else {
+            1
+        };
         Self {
             seed,
             settings,
@@ -278,6 +288,7 @@ impl Plan {
             processors,
             steps,
             records,
+            streams,
         }
     }
 }
@@ -286,8 +297,9 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seed {}: {} shards, {} workers, {} keys, {} records, {:?}, processors {:?}",
+            "seed {}: {} stream(s) of {} shards, {} workers, {} keys, {} records, {:?}, processors {:?}",
             self.seed,
+            self.streams,
             self.shards,
             self.workers,
             self.keys,

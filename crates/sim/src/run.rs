@@ -10,7 +10,7 @@ use std::time::Duration;
 use shardwise::kinesis::testkit::{Fault, InMemoryKinesis};
 use shardwise::kinesis::{PollingConfig, StreamId, list_all_shards};
 use shardwise::lease::{LeaseStore, MemoryLeaseStore};
-use shardwise::{Consumer, ConsumerConfig, InitialPosition, Retrieval};
+use shardwise::{Consumer, ConsumerConfig, InitialPosition, Retrieval, StreamConfig};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,17 @@ use crate::processor::Factory;
 use crate::rng::Rng;
 use crate::wrap::{Gate, Latency, SimKinesis, SimStore, StoreFaults};
 
+/// The stream of a single-stream plan; a multi-stream plan's are `sim-0`, `sim-1`, ….
 const STREAM: &str = "sim";
+
+/// The streams of `plan`.
+fn stream_names(plan: &Plan) -> Vec<String> {
+    if plan.streams <= 1 {
+        vec![STREAM.to_owned()]
+    } else {
+        (0..plan.streams).map(|i| format!("{STREAM}-{i}")).collect()
+    }
+}
 
 /// What a run found.
 #[derive(Debug)]
@@ -138,7 +148,9 @@ fn balance_bound(plan: &Plan, leases: usize) -> Duration {
 async fn simulate(plan: Plan) -> Outcome {
     let log = Log::new();
     let kinesis = Arc::new(InMemoryKinesis::new());
-    kinesis.create_stream(STREAM, plan.shards);
+    for stream in stream_names(&plan) {
+        kinesis.create_stream(&stream, plan.shards);
+    }
     let mut rng = Rng::new(plan.seed ^ 0xA5A5_5A5A_0F0F_F0F0);
     let mut world = World {
         log: log.clone(),
@@ -312,9 +324,18 @@ impl World {
             gate: gate.clone(),
             lease_duration: self.plan.settings.lease_duration,
         };
-        let consumer = Consumer::builder()
-            .application_name("sim")
-            .stream(STREAM)
+        let builder = Consumer::builder().application_name("sim");
+        let builder = if self.plan.streams <= 1 {
+            builder.stream(STREAM)
+        } else {
+            builder.streams(
+                stream_names(&self.plan)
+                    .into_iter()
+                    .map(|s| StreamConfig::new(s, InitialPosition::TrimHorizon))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let consumer = builder
             .kinesis(Arc::new(SimKinesis::new(
                 self.kinesis.clone(),
                 gate,
@@ -352,11 +373,15 @@ impl World {
         let now = Instant::now();
         match action {
             Action::Put { first, count } => {
+                let streams = stream_names(&self.plan);
                 for id in *first..first + count {
-                    let key = format!("k{}", id % self.plan.keys);
+                    let key_index = id % self.plan.keys;
+                    let key = format!("k{key_index}");
+                    // A partition key always goes to the same stream.
+                    let stream = &streams[key_index % streams.len()];
                     match self
                         .kinesis
-                        .put(STREAM, &key, format!("r{id}").into_bytes())
+                        .put(stream, &key, format!("r{id}").into_bytes())
                     {
                         Ok((shard, sequence)) => {
                             self.log.push(Event::Put {
@@ -372,10 +397,11 @@ impl World {
                 }
             }
             Action::Split { pick } => {
-                let open = self.open_shards().await;
+                let stream = self.pick_stream(*pick);
+                let open = self.open_shards(&stream).await;
                 if let Some(shard) = open.get(pick % open.len().max(1)) {
                     let middle = shard.1 + (shard.2 - shard.1) / 2;
-                    match self.kinesis.split_shard(STREAM, &shard.0, middle) {
+                    match self.kinesis.split_shard(&stream, &shard.0, middle) {
                         Ok(children) => self.log.push(Event::Resharded {
                             children: children.to_vec(),
                             parents: vec![shard.0.clone()],
@@ -385,12 +411,13 @@ impl World {
                 }
             }
             Action::Merge { pick } => {
-                let open = self.open_shards().await;
+                let stream = self.pick_stream(*pick);
+                let open = self.open_shards(&stream).await;
                 let i = pick % open.len().max(1);
                 if let (Some(a), Some(b)) = (open.get(i), open.get(i + 1))
                     && a.2.checked_add(1) == Some(b.1)
                 {
-                    match self.kinesis.merge_shards(STREAM, &a.0, &b.0) {
+                    match self.kinesis.merge_shards(&stream, &a.0, &b.0) {
                         Ok(child) => {
                             self.log.push(Event::Resharded {
                                 children: vec![child],
@@ -495,10 +522,16 @@ impl World {
         }
     }
 
-    async fn all_shards(&self) -> Vec<shardwise::kinesis::Shard> {
+    /// The stream a split or merge drawn as `pick` resharded.
+    fn pick_stream(&self, pick: usize) -> String {
+        let streams = stream_names(&self.plan);
+        streams[(pick / 3) % streams.len()].clone()
+    }
+
+    async fn all_shards(&self, stream: &str) -> Vec<shardwise::kinesis::Shard> {
         list_all_shards(
             self.kinesis.as_ref(),
-            &StreamId::Name(STREAM.into()),
+            &StreamId::Name(stream.into()),
             None,
             None,
         )
@@ -506,10 +539,10 @@ impl World {
         .unwrap_or_default()
     }
 
-    /// The open shards as (id, first hash key, last hash key), in hash-key order.
-    async fn open_shards(&self) -> Vec<(String, u128, u128)> {
+    /// The open shards of `stream` as (id, first hash key, last hash key), in hash-key order.
+    async fn open_shards(&self, stream: &str) -> Vec<(String, u128, u128)> {
         let mut open: Vec<(String, u128, u128)> = self
-            .all_shards()
+            .all_shards(stream)
             .await
             .into_iter()
             .filter(|s| !s.is_closed())

@@ -233,10 +233,15 @@ impl SimStore {
         before: Option<&Lease>,
         after: Option<&Lease>,
     ) {
+        // Logged by shard: shard ids are unique across the in-memory streams, and deliveries
+        // and reshards name shards (a multi-stream key also names its stream).
+        let key = key
+            .shard_id()
+            .map_or_else(|| key.to_string(), |s| s.to_string());
         self.log.push(Event::Wrote {
             worker: self.worker.clone(),
             write,
-            key: key.to_string(),
+            key,
             expected,
             before: before.map(LeaseState::from),
             after: after.map(LeaseState::from),
