@@ -54,19 +54,32 @@ pub fn start(
     lease: Duration,
     tracker_interval: Duration,
 ) -> (CancellationToken, JoinHandle<()>) {
+    let config = ConsumerConfig {
+        lease_duration: lease,
+        take_interval: lease / 2,
+        shard_sync_interval: lease / 2,
+        stream_tracker_interval: tracker_interval,
+        ..ConsumerConfig::default()
+    };
+    start_with(name, kinesis, store, tracker, seen, config)
+}
+
+/// [`start`] with a whole configuration.
+pub fn start_with(
+    name: &str,
+    kinesis: Arc<dyn KinesisApi>,
+    store: Arc<dyn LeaseStore>,
+    tracker: Changing,
+    seen: &Seen,
+    config: ConsumerConfig,
+) -> (CancellationToken, JoinHandle<()>) {
     let seen = seen.clone();
     let consumer = Consumer::builder()
         .streams(tracker)
         .kinesis(kinesis)
         .lease_store(store)
         .worker_id(name)
-        .config(ConsumerConfig {
-            lease_duration: lease,
-            take_interval: lease / 2,
-            shard_sync_interval: lease / 2,
-            stream_tracker_interval: tracker_interval,
-            ..ConsumerConfig::default()
-        })
+        .config(config)
         .processor(processor_fn(move |batch: RecordBatch| {
             let seen = seen.clone();
             async move {

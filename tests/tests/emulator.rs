@@ -164,47 +164,63 @@ async fn a_rolling_restart_processes_nothing_twice_postgres() {
     .await;
 }
 
-/// A multi-stream application on the emulator with DynamoDB leases: three streams, two
-/// workers, every record of every stream once, leases balanced, keys and attributes as the
-/// KCL's multi-stream serializer writes them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_streams_two_workers_dynamodb() {
+/// A multi-stream application on the emulator: three streams, two workers, every record of
+/// every stream once, leases balanced; a fourth stream named while running is picked up; a
+/// stream dropped from the tracker and deleted has its leases deleted after the grace period
+/// (`FormerStreams::DeleteAfter`); keys as the KCL's multi-stream mode writes them.
+async fn multi_stream_on_the_emulator(tag: &str, store: Arc<dyn LeaseStore>) {
     use shardwise_tests::StreamDriver;
     use shardwise_tests::multi::{self, Changing, Seen};
-    let drivers: Vec<Emulator> = ["ms-a", "ms-b", "ms-c"]
+    let drivers: Vec<Emulator> = ["a", "b", "c", "d"]
         .into_iter()
-        .map(Emulator::new)
+        .map(|s| Emulator::new(&format!("{tag}-{s}")))
         .collect();
-    for driver in &drivers {
+    for driver in &drivers[..3] {
         driver.create(2).await;
     }
     let names: Vec<&str> = drivers.iter().map(|d| d.stream()).collect();
-    let store = stores::dynamodb("multi").await;
-    let tracker = Changing::of(&names, shardwise::InitialPosition::TrimHorizon);
+    let tracker = Changing::of(&names[..3], shardwise::InitialPosition::TrimHorizon);
     let seen: Seen = Arc::default();
+    let config = shardwise::ConsumerConfig {
+        lease_duration: LEASE,
+        take_interval: LEASE / 2,
+        shard_sync_interval: LEASE / 2,
+        stream_tracker_interval: Duration::from_secs(2),
+        former_streams: shardwise::FormerStreams::DeleteAfter(Duration::from_secs(2)),
+        ..shardwise::ConsumerConfig::default()
+    };
     let workers: Vec<_> = ["w1", "w2"]
         .into_iter()
         .map(|w| {
-            multi::start(
+            let api = drivers[0].api();
+            multi::start_with(
                 w,
-                drivers[0].api(),
+                api,
                 store.clone(),
                 tracker.clone(),
                 &seen,
-                LEASE,
-                Duration::from_secs(30),
+                config.clone(),
             )
         })
         .collect();
-    for driver in &drivers {
-        driver.put(0..60, 12).await;
+    for driver in &drivers[..3] {
+        driver.put(0..30, 6).await;
     }
-    let seen_for_wait = seen.clone();
-    shardwise_tests::wait_for("every record of every stream", PATIENCE, || {
-        let count = multi::counts(&seen_for_wait).len();
-        async move { count >= 180 }
-    })
-    .await;
+    let wait_records = |expected: usize| {
+        let seen = seen.clone();
+        shardwise_tests::wait_for("every record of every stream", PATIENCE, move || {
+            let count = multi::counts(&seen).len();
+            async move { count >= expected }
+        })
+    };
+    let wait_leases = |what: &'static str, check: fn(&[shardwise::lease::Lease]) -> bool| {
+        let store = store.clone();
+        shardwise_tests::wait_for(what, PATIENCE, move || {
+            let store = store.clone();
+            async move { check(&store.list().await.unwrap().leases) }
+        })
+    };
+    wait_records(90).await;
     let store_for_wait = store.clone();
     shardwise_tests::wait_for("3 leases each", PATIENCE, || {
         let store = store_for_wait.clone();
@@ -214,17 +230,44 @@ async fn three_streams_two_workers_dynamodb() {
         }
     })
     .await;
+
+    // A fourth stream, created and named while the workers run.
+    drivers[3].create(2).await;
+    drivers[3].put(0..30, 6).await;
+    tracker.add(names[3], shardwise::InitialPosition::TrimHorizon);
+    wait_records(120).await;
+    wait_leases("the fourth stream's leases", |l| l.len() == 8).await;
+
+    // The third stream dropped and deleted: its leases go after the grace period.
+    tracker.0.lock().unwrap().retain(|s| s.stream != names[2]);
+    drivers[2].delete().await;
+    wait_leases("the third stream's leases deleted", |l| l.len() == 6).await;
+
     for (stop, task) in workers {
         stop.cancel();
         task.await.unwrap();
     }
     let counts = multi::counts(&seen);
-    assert_eq!(counts.len(), 180, "every record of every stream");
+    assert_eq!(counts.len(), 120, "every record of every stream");
     assert!(counts.values().all(|&n| n == 1), "none twice: {counts:?}");
-    let leases = store.list().await.unwrap().leases;
-    assert_eq!(leases.len(), 6);
-    for lease in &leases {
+    for lease in store.list().await.unwrap().leases {
         let (stream, _) = lease.key.stream_shard().expect("a multi-stream key");
-        assert!(names.contains(&stream.name()), "{stream}");
+        assert!(
+            names.contains(&stream.name()) && stream.name() != names[2],
+            "{stream}"
+        );
     }
+    for driver in [&drivers[0], &drivers[1], &drivers[3]] {
+        driver.delete().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_stream_dynamodb() {
+    multi_stream_on_the_emulator("ms-ddb", stores::dynamodb("multi").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_stream_postgres() {
+    multi_stream_on_the_emulator("ms-pg", stores::postgres("multi").await).await;
 }
