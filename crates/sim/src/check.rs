@@ -131,10 +131,38 @@ pub fn all(plan: &Plan, log: &[Entry]) -> Vec<String> {
     broken
 }
 
+/// How long a fault lasts, from its text (`for_: 10.075s`); zero when it does not say.
+fn lasting(text: &str) -> std::time::Duration {
+    let Some(token) = text
+        .split("for_: ")
+        .nth(1)
+        .and_then(|rest| rest.split([',', ' ', '}']).next())
+    else {
+        return std::time::Duration::ZERO;
+    };
+    // `Duration`'s `Debug`: `10.075s`, `812ms`, `5µs`, `7ns`.
+    let (number, scale) = if let Some(n) = token.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = token.strip_suffix("µs") {
+        (n, 1e-6)
+    } else if let Some(n) = token.strip_suffix("ns") {
+        (n, 1e-9)
+    } else if let Some(n) = token.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return std::time::Duration::ZERO;
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .and_then(|n| std::time::Duration::try_from_secs_f64(n * scale).ok())
+        .unwrap_or_default()
+}
+
 /// The faults that explain a hand-off that did not go as planned: a worker killed, stopped or
 /// replaced stays gone (a worker that just started may ask it for a lease before it has
 /// watched the lease long enough to see it expired); a freeze or a store fault explains what
-/// follows it for four lease durations.
+/// follows it (until it ends) for four lease durations.
 struct Disruptions {
     gone: BTreeSet<String>,
     at: Vec<std::time::Duration>,
@@ -170,8 +198,12 @@ impl Disruptions {
                 }
                 true
             }
-            Event::Step(step) if Self::WHILE.iter().any(|d| step.starts_with(d)) => {
-                self.at.push(entry.at);
+            // Until the fault ends: `for_: 10.075s` in the step (or the strike it became).
+            Event::Step(text) | Event::Note(text)
+                if Self::WHILE.iter().any(|d| text.starts_with(d))
+                    || text.starts_with("strike ") =>
+            {
+                self.at.push(entry.at + lasting(text));
                 true
             }
             Event::Note(note) if note.starts_with("quiet") => {
@@ -598,4 +630,28 @@ fn repeats_after_the_checkpoint(log: &[Entry]) -> Vec<String> {
         }
     }
     broken
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::lasting;
+
+    #[test]
+    fn fault_durations_are_read_from_their_text() {
+        assert_eq!(
+            lasting("Freeze { worker: 1, for_: 10.075s }"),
+            Duration::from_millis(10_075)
+        );
+        assert_eq!(
+            lasting("StoreDown { for_: 812ms }"),
+            Duration::from_millis(812)
+        );
+        assert_eq!(
+            lasting("strike StoreDown for_: 3.5s during a hand-off held by w0"),
+            Duration::from_millis(3_500)
+        );
+        assert_eq!(lasting("Kill { worker: 0 }"), Duration::ZERO);
+    }
 }

@@ -148,6 +148,9 @@ fn balance_bound(plan: &Plan, leases: usize) -> Duration {
 async fn simulate(plan: Plan) -> Outcome {
     let log = Log::new();
     let kinesis = Arc::new(InMemoryKinesis::new());
+    // A fixed wall clock: stream creation times are part of multi-stream lease keys, and so of
+    // every decision that orders keys; a seed must replay exactly.
+    kinesis.set_clock(std::time::UNIX_EPOCH + Duration::from_secs(1_767_225_600));
     for stream in stream_names(&plan) {
         kinesis.create_stream(&stream, plan.shards);
     }
@@ -501,7 +504,7 @@ impl World {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         self.log.push(Event::Note(format!(
-            "strike {strike:?} during a hand-off held by {holder}"
+            "strike {strike:?} for_: {for_:?} during a hand-off held by {holder}"
         )));
         let now = Instant::now();
         let slot = self

@@ -29,7 +29,9 @@ fn every_invariant_holds_for_the_ci_seeds() {
 #[test]
 fn a_seed_replays_exactly() {
     quiet_simulated_panics();
-    for seed in [3, 17] {
+    // 2 and 7 read several streams (stream creation times, in lease keys, come from the
+    // in-memory Kinesis's clock, which the simulation fixes).
+    for seed in [2, 3, 7, 17] {
         let first: Vec<String> = run(seed, Settings::default())
             .log
             .iter()

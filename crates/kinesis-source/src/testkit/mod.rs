@@ -258,6 +258,13 @@ impl InMemoryKinesis {
         lock(&self.state)
     }
 
+    /// Sets the wall clock to read `now` at this moment (it then moves on with the tokio clock).
+    /// A run that must repeat exactly (a seeded simulation) sets it, since stream creation
+    /// times and arrival times come from this clock.
+    pub fn set_clock(&self, now: SystemTime) {
+        self.lock().started = (now, Instant::now());
+    }
+
     /// The in-memory Kinesis's wall clock: its start time moved on by the tokio clock. Arrival
     /// times and `AT_TIMESTAMP` positions are on this clock.
     pub fn now(&self) -> SystemTime {
