@@ -69,7 +69,7 @@ pub fn start_with(
     name: &str,
     kinesis: Arc<dyn KinesisApi>,
     store: Arc<dyn LeaseStore>,
-    tracker: Changing,
+    tracker: impl StreamTracker,
     seen: &Seen,
     config: ConsumerConfig,
 ) -> (CancellationToken, JoinHandle<()>) {
@@ -112,15 +112,4 @@ pub fn counts(seen: &Seen) -> BTreeMap<(String, String), usize> {
         *counts.entry((stream.clone(), data.clone())).or_default() += 1;
     }
     counts
-}
-
-/// Leases per owner.
-pub async fn per_worker(store: &dyn LeaseStore) -> BTreeMap<String, usize> {
-    let mut map = BTreeMap::new();
-    for lease in store.list().await.unwrap().leases {
-        if let Some(owner) = lease.holder() {
-            *map.entry(owner.to_string()).or_default() += 1;
-        }
-    }
-    map
 }

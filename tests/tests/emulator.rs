@@ -225,7 +225,7 @@ async fn multi_stream_on_the_emulator(tag: &str, store: Arc<dyn LeaseStore>) {
     shardwise_tests::wait_for("3 leases each", PATIENCE, || {
         let store = store_for_wait.clone();
         async move {
-            let held = multi::per_worker(store.as_ref()).await;
+            let held = shardwise_tests::recorder::holdings(store.as_ref()).await;
             held.len() == 2 && held.values().all(|&n| n == 3)
         }
     })

@@ -73,7 +73,7 @@ async fn three_streams_two_workers_then_a_fourth_stream() {
     let balanced = || {
         let store = store.clone();
         async move {
-            let held = multi::per_worker(store.as_ref()).await;
+            let held = shardwise_tests::recorder::holdings(store.as_ref()).await;
             held.len() == 2 && held.values().all(|&n| n == 3)
         }
     };
@@ -159,7 +159,7 @@ async fn twenty_streams_of_ten_shards_over_five_workers() {
     wait_for("40 leases each", Duration::from_secs(900), || {
         let store = store_for_wait.clone();
         async move {
-            let held = multi::per_worker(store.as_ref()).await;
+            let held = shardwise_tests::recorder::holdings(store.as_ref()).await;
             held.len() == 5 && held.values().all(|&n| n == 40)
         }
     })
@@ -184,36 +184,13 @@ async fn several_streams_by_fan_out() {
         kinesis.create_stream(stream, 2);
     }
     let seen: Seen = Arc::default();
-    let consumer = shardwise::Consumer::builder()
-        .streams(Changing::of(&streams, InitialPosition::TrimHorizon))
-        .kinesis(kinesis.clone())
-        .lease_store(store.clone())
-        .worker_id("w1")
-        .retrieval(shardwise::Retrieval::fan_out())
-        .processor(shardwise::processor_fn({
-            let seen = seen.clone();
-            move |batch: shardwise::RecordBatch| {
-                let seen = seen.clone();
-                async move {
-                    let stream = batch.stream.as_ref().map(|s| s.name().to_owned());
-                    for record in batch.records.iter() {
-                        seen.lock().unwrap().push((
-                            stream.clone().unwrap_or_default(),
-                            batch.shard_id.to_string(),
-                            String::from_utf8_lossy(&record.data).into_owned(),
-                        ));
-                    }
-                    Ok(())
-                }
-            }
-        }))
-        .build()
-        .unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move { consumer.run(stop).await.unwrap() }
-    });
+    let config = shardwise::ConsumerConfig {
+        retrieval: shardwise::Retrieval::fan_out(),
+        ..shardwise::ConsumerConfig::default()
+    };
+    let tracker = Changing::of(&streams, InitialPosition::TrimHorizon);
+    let (stop, task) =
+        multi::start_with("w1", kinesis.clone(), store.clone(), tracker, &seen, config);
     for stream in streams {
         put(&kinesis, stream, 0..50);
     }
@@ -261,42 +238,21 @@ async fn a_stream_that_leaves_is_released_then_deleted_after_the_grace() {
     let tracker = Changing::of(&streams, InitialPosition::TrimHorizon);
     let seen: Seen = Arc::default();
     let lease = Duration::from_secs(10);
-    let consumer = shardwise::Consumer::builder()
-        .streams(tracker.clone())
-        .kinesis(kinesis.clone())
-        .lease_store(store.clone())
-        .worker_id("w1")
-        .config(shardwise::ConsumerConfig {
-            lease_duration: lease,
-            take_interval: lease / 2,
-            stream_tracker_interval: Duration::from_secs(30),
-            former_streams: shardwise::FormerStreams::DeleteAfter(Duration::from_secs(120)),
-            ..shardwise::ConsumerConfig::default()
-        })
-        .processor(shardwise::processor_fn({
-            let seen = seen.clone();
-            move |batch: shardwise::RecordBatch| {
-                let seen = seen.clone();
-                async move {
-                    let stream = batch.stream.as_ref().map(|s| s.name().to_owned());
-                    for record in batch.records.iter() {
-                        seen.lock().unwrap().push((
-                            stream.clone().unwrap_or_default(),
-                            batch.shard_id.to_string(),
-                            String::from_utf8_lossy(&record.data).into_owned(),
-                        ));
-                    }
-                    Ok(())
-                }
-            }
-        }))
-        .build()
-        .unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move { consumer.run(stop).await.unwrap() }
-    });
+    let config = shardwise::ConsumerConfig {
+        lease_duration: lease,
+        take_interval: lease / 2,
+        stream_tracker_interval: Duration::from_secs(30),
+        former_streams: shardwise::FormerStreams::DeleteAfter(Duration::from_secs(120)),
+        ..shardwise::ConsumerConfig::default()
+    };
+    let (stop, task) = multi::start_with(
+        "w1",
+        kinesis.clone(),
+        store.clone(),
+        tracker.clone(),
+        &seen,
+        config,
+    );
     for stream in streams {
         put(&kinesis, stream, 0..20);
     }
@@ -362,42 +318,16 @@ async fn streams_found_by_prefix() {
         kinesis.create_stream(stream, 1);
     }
     let seen: Seen = Arc::default();
-    let consumer = shardwise::Consumer::builder()
-        .streams(shardwise::StreamsByPrefix {
-            prefix: "app-".into(),
-            initial_position: InitialPosition::TrimHorizon,
-        })
-        .kinesis(kinesis.clone())
-        .lease_store(store.clone())
-        .worker_id("w1")
-        .config(shardwise::ConsumerConfig {
-            stream_tracker_interval: Duration::from_secs(30),
-            ..shardwise::ConsumerConfig::default()
-        })
-        .processor(shardwise::processor_fn({
-            let seen = seen.clone();
-            move |batch: shardwise::RecordBatch| {
-                let seen = seen.clone();
-                async move {
-                    let stream = batch.stream.as_ref().map(|s| s.name().to_owned());
-                    for record in batch.records.iter() {
-                        seen.lock().unwrap().push((
-                            stream.clone().unwrap_or_default(),
-                            batch.shard_id.to_string(),
-                            String::from_utf8_lossy(&record.data).into_owned(),
-                        ));
-                    }
-                    Ok(())
-                }
-            }
-        }))
-        .build()
-        .unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move { consumer.run(stop).await.unwrap() }
-    });
+    let tracker = shardwise::StreamsByPrefix {
+        prefix: "app-".into(),
+        initial_position: InitialPosition::TrimHorizon,
+    };
+    let config = shardwise::ConsumerConfig {
+        stream_tracker_interval: Duration::from_secs(30),
+        ..shardwise::ConsumerConfig::default()
+    };
+    let (stop, task) =
+        multi::start_with("w1", kinesis.clone(), store.clone(), tracker, &seen, config);
     for stream in ["app-a", "app-b", "other"] {
         put(&kinesis, stream, 0..10);
     }

@@ -97,30 +97,14 @@ async fn renew(
     if turns.is_empty() {
         return;
     }
-    let batch: Vec<(LeaseKey, u64)> = turns
-        .iter()
-        .map(|(g, _)| (g.key.clone(), g.state().counter))
-        .collect();
-    // Bounded by the store timeout, like every store call of the worker.
-    let outcomes = ctx.store.renew_many(&ctx.worker_id, &batch).await;
-    metrics.time.record(sent.elapsed().as_secs_f64() * 1_000.0);
-    let mut beaten = Vec::new();
-    for ((grant, turn), outcome) in turns.into_iter().zip(outcomes) {
-        match outcome {
-            Ok(Race::Won(counter)) => {
-                let mut state = grant.state();
-                state.counter = counter;
-                state.renewed_at = sent;
-            }
-            // Lost, or asked for by another worker: the lease read back tells.
-            Ok(Race::Lost) => beaten.push((grant, turn)),
-            Err(e) => {
-                metrics.failures.increment(1);
-                grant.failed_write(&e);
-                give_up_if_late(grant, sent, give_up_after, &e.to_string());
-            }
-        }
-    }
+    let renewal = Renewal {
+        ctx,
+        metrics,
+        sent,
+        give_up_after,
+    };
+    let beaten = renewal.renew(turns).await;
+    // Lost, or asked for by another worker: the lease read back tells.
     let reread = futures_util::future::join_all(
         beaten
             .iter()
@@ -140,31 +124,53 @@ async fn renew(
             }
         }
     }
-    if asked.is_empty() {
-        return;
+    for (grant, _turn) in renewal.renew(asked).await {
+        info!(lease = %grant.key, "lease lost at renewal");
+        grant.lost.cancel();
     }
-    let batch: Vec<(LeaseKey, u64)> = asked
-        .iter()
-        .map(|(g, _)| (g.key.clone(), g.state().counter))
-        .collect();
-    let outcomes = ctx.store.renew_many(&ctx.worker_id, &batch).await;
-    for ((grant, _turn), outcome) in asked.into_iter().zip(outcomes) {
-        match outcome {
-            Ok(Race::Won(counter)) => {
-                let mut state = grant.state();
-                state.counter = counter;
-                state.renewed_at = sent;
-            }
-            Ok(Race::Lost) => {
-                info!(lease = %grant.key, "lease lost at renewal");
-                grant.lost.cancel();
-            }
-            Err(e) => {
-                metrics.failures.increment(1);
-                grant.failed_write(&e);
-                give_up_if_late(grant, sent, give_up_after, &e.to_string());
+}
+
+/// One round's renewals, sent at `sent`.
+struct Renewal<'a> {
+    ctx: &'a Context,
+    metrics: &'a shardwise_metrics::LeaseStoreMetrics,
+    sent: Instant,
+    give_up_after: std::time::Duration,
+}
+
+impl Renewal<'_> {
+    /// One `renew_many` of `turns` (each grant with its turn to write, held throughout):
+    /// records what won and what failed; returns those that lost their race.
+    async fn renew<'g, T>(&self, turns: Vec<(&'g Arc<Grant>, T)>) -> Vec<(&'g Arc<Grant>, T)> {
+        if turns.is_empty() {
+            return turns;
+        }
+        let batch: Vec<(LeaseKey, u64)> = turns
+            .iter()
+            .map(|(g, _)| (g.key.clone(), g.state().counter))
+            .collect();
+        // Bounded by the store timeout, like every store call of the worker.
+        let outcomes = self.ctx.store.renew_many(&self.ctx.worker_id, &batch).await;
+        self.metrics
+            .time
+            .record(self.sent.elapsed().as_secs_f64() * 1_000.0);
+        let mut lost = Vec::new();
+        for ((grant, turn), outcome) in turns.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(Race::Won(counter)) => {
+                    let mut state = grant.state();
+                    state.counter = counter;
+                    state.renewed_at = self.sent;
+                }
+                Ok(Race::Lost) => lost.push((grant, turn)),
+                Err(e) => {
+                    self.metrics.failures.increment(1);
+                    grant.failed_write(&e);
+                    give_up_if_late(grant, self.sent, self.give_up_after, &e.to_string());
+                }
             }
         }
+        lost
     }
 }
 

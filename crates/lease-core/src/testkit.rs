@@ -1262,6 +1262,37 @@ pub async fn racing_handoff_requests(store: Arc<dyn LeaseStore>) {
     }
 }
 
+/// Runs `request_handoff` (from `victim` to `thief` at `counter`) and `other` at once, both
+/// released by one barrier; their outcomes.
+async fn race_a_request<T, F, Fut>(
+    store: &Arc<dyn LeaseStore>,
+    k: &LeaseKey,
+    victim: &WorkerId,
+    thief: &WorkerId,
+    counter: u64,
+    other: F,
+) -> (Race<Lease>, Race<T>)
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Race<T>, StoreError>> + Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(2));
+    let racer = tokio::spawn({
+        let barrier = barrier.clone();
+        async move {
+            barrier.wait().await;
+            other().await
+        }
+    });
+    barrier.wait().await;
+    let request = store
+        .request_handoff(k, counter, victim, thief)
+        .await
+        .unwrap();
+    (request, racer.await.unwrap().unwrap())
+}
+
 /// The victim renews while a thief asks, at the same counter, 100 rounds: exactly one wins;
 /// after a won request the victim's renewal at the new counter still succeeds.
 pub async fn racing_handoff_request_against_renewal(store: Arc<dyn LeaseStore>) {
@@ -1271,21 +1302,11 @@ pub async fn racing_handoff_request_against_renewal(store: Arc<dyn LeaseStore>) 
     let (mut requests, mut renewals) = (0, 0);
     for round in 0..ROUNDS {
         let before = get(&*store, &k).await;
-        let barrier = Arc::new(Barrier::new(2));
-        let renewal = tokio::spawn({
-            let (store, k, barrier, victim) =
-                (store.clone(), k.clone(), barrier.clone(), victim.clone());
-            async move {
-                barrier.wait().await;
-                store.renew(&k, &victim, before.counter).await
-            }
-        });
-        barrier.wait().await;
-        let request = store
-            .request_handoff(&k, before.counter, &victim, &thief)
-            .await
-            .unwrap();
-        let renewal = renewal.await.unwrap().unwrap();
+        let (request, renewal) = race_a_request(&store, &k, &victim, &thief, before.counter, {
+            let (store, k, victim) = (store.clone(), k.clone(), victim.clone());
+            move || async move { store.renew(&k, &victim, before.counter).await }
+        })
+        .await;
         assert!(
             request.is_won() != renewal.is_won(),
             "round {round}: exactly one write wins (request won: {}, renewal won: {})",
@@ -1327,21 +1348,11 @@ pub async fn racing_handoff_request_against_release(store: Arc<dyn LeaseStore>) 
     create_owned(&*store, &k, &victim).await;
     for round in 0..ROUNDS {
         let before = get(&*store, &k).await;
-        let barrier = Arc::new(Barrier::new(2));
-        let release = tokio::spawn({
-            let (store, k, barrier, victim) =
-                (store.clone(), k.clone(), barrier.clone(), victim.clone());
-            async move {
-                barrier.wait().await;
-                store.evict(&k, &victim, before.counter).await
-            }
-        });
-        barrier.wait().await;
-        let request = store
-            .request_handoff(&k, before.counter, &victim, &thief)
-            .await
-            .unwrap();
-        let release = release.await.unwrap().unwrap();
+        let (request, release) = race_a_request(&store, &k, &victim, &thief, before.counter, {
+            let (store, k, victim) = (store.clone(), k.clone(), victim.clone());
+            move || async move { store.evict(&k, &victim, before.counter).await }
+        })
+        .await;
         assert!(
             request.is_won() != release.is_won(),
             "round {round}: exactly one write wins"
