@@ -165,6 +165,59 @@ impl Emulator {
             .await;
     }
 
+    /// Tags the stream `key` (with `value`, when given).
+    pub async fn tag(&self, key: &str, value: Option<&str>) {
+        self.client
+            .add_tags_to_stream()
+            .stream_name(&self.name)
+            .tags(key, value.unwrap_or_default())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Deletes the stream and creates it again under the same name, with `shards` shards. The
+    /// service takes seconds to delete a stream, the emulator a fraction of one: the new
+    /// stream is created once the wall clock is past the old one's creation second, as on the
+    /// service, since creation epochs (seconds, the KCL's unit) tell the two apart.
+    pub async fn recreate(&self, shards: u32) {
+        let created = self.created().await;
+        self.delete().await;
+        crate::wait_for("the stream deleted", Duration::from_secs(30), || async {
+            self.client
+                .describe_stream_summary()
+                .stream_name(&self.name)
+                .send()
+                .await
+                .is_err_and(|e| {
+                    e.as_service_error()
+                        .is_some_and(|e| e.is_resource_not_found_exception())
+                })
+        })
+        .await;
+        crate::wait_for("a new second", Duration::from_secs(5), || async {
+            epoch_seconds(std::time::SystemTime::now()) > epoch_seconds(created)
+        })
+        .await;
+        self.create(shards).await;
+    }
+
+    /// When the stream was created.
+    pub async fn created(&self) -> std::time::SystemTime {
+        let out = self
+            .client
+            .describe_stream_summary()
+            .stream_name(&self.name)
+            .send()
+            .await
+            .unwrap();
+        let created = out
+            .stream_description_summary()
+            .unwrap()
+            .stream_creation_timestamp();
+        std::time::UNIX_EPOCH + Duration::from_secs_f64(created.as_secs_f64())
+    }
+
     async fn wait_active(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -186,6 +239,11 @@ impl Emulator {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+fn epoch_seconds(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A name no other test (or earlier run) uses.

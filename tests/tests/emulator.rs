@@ -167,7 +167,9 @@ async fn a_rolling_restart_processes_nothing_twice_postgres() {
 /// A multi-stream application on the emulator: three streams, two workers, every record of
 /// every stream once, leases balanced; a fourth stream named while running is picked up; a
 /// stream dropped from the tracker and deleted has its leases deleted after the grace period
-/// (`FormerStreams::DeleteAfter`); keys as the KCL's multi-stream mode writes them.
+/// (`FormerStreams::DeleteAfter`); the first stream deleted and created again under its name
+/// is a new stream, read from its own initial position under leases of its own, while the old
+/// stream's leases go with the grace period; keys as the KCL's multi-stream mode writes them.
 async fn multi_stream_on_the_emulator(tag: &str, store: Arc<dyn LeaseStore>) {
     use shardwise_tests::StreamDriver;
     use shardwise_tests::multi::{self, Changing, Seen};
@@ -243,12 +245,41 @@ async fn multi_stream_on_the_emulator(tag: &str, store: Arc<dyn LeaseStore>) {
     drivers[2].delete().await;
     wait_leases("the third stream's leases deleted", |l| l.len() == 6).await;
 
+    // The first stream deleted and created again under the same name, still named.
+    let epoch_of = |leases: &[shardwise::lease::Lease], name: &str| -> Vec<u64> {
+        leases
+            .iter()
+            .filter_map(|l| l.key.stream_shard())
+            .filter(|(s, _)| s.name() == name)
+            .map(|(s, _)| s.creation_epoch())
+            .collect()
+    };
+    let before = epoch_of(&store.list().await.unwrap().leases, names[0]);
+    drivers[0].recreate(1).await;
+    drivers[0].put(100..110, 2).await;
+    wait_records(130).await;
+    let first = names[0];
+    let store_for_wait = store.clone();
+    shardwise_tests::wait_for("the old first stream's leases deleted", PATIENCE, || {
+        let store = store_for_wait.clone();
+        async move {
+            let leases = store.list().await.unwrap().leases;
+            leases.len() == 5 && epoch_of(&leases, first).len() == 1
+        }
+    })
+    .await;
+    let after = epoch_of(&store.list().await.unwrap().leases, names[0]);
+    assert!(
+        before.len() == 2 && after.len() == 1 && after[0] > before[0],
+        "a new stream's lease, under a later epoch: {before:?} then {after:?}"
+    );
+
     for (stop, task) in workers {
         stop.cancel();
         task.await.unwrap();
     }
     let counts = multi::counts(&seen);
-    assert_eq!(counts.len(), 120, "every record of every stream");
+    assert_eq!(counts.len(), 130, "every record of every stream");
     assert!(counts.values().all(|&n| n == 1), "none twice: {counts:?}");
     for lease in store.list().await.unwrap().leases {
         let (stream, _) = lease.key.stream_shard().expect("a multi-stream key");

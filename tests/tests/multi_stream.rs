@@ -318,10 +318,7 @@ async fn streams_found_by_prefix() {
         kinesis.create_stream(stream, 1);
     }
     let seen: Seen = Arc::default();
-    let tracker = shardwise::StreamsByPrefix {
-        prefix: "app-".into(),
-        initial_position: InitialPosition::TrimHorizon,
-    };
+    let tracker = shardwise::StreamsByPrefix::new("app-", InitialPosition::TrimHorizon);
     let config = shardwise::ConsumerConfig {
         stream_tracker_interval: Duration::from_secs(30),
         ..shardwise::ConsumerConfig::default()
@@ -356,6 +353,54 @@ async fn streams_found_by_prefix() {
     assert_eq!(
         streams.into_iter().collect::<Vec<_>>(),
         ["app-a", "app-b", "app-c"]
+    );
+}
+
+/// Streams found by prefix and tag: only those carrying the tag (with its value, when one is
+/// asked for) are consumed, and one tagged later joins within one tracker interval.
+#[tokio::test(start_paused = true)]
+async fn streams_found_by_prefix_and_tag() {
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    let store = Arc::new(MemoryLeaseStore::new());
+    for stream in ["app-a", "app-b", "app-c", "app-d", "other"] {
+        kinesis.create_stream(stream, 1);
+    }
+    kinesis.tag_stream("app-a", "team", Some("pay"));
+    kinesis.tag_stream("app-a", "env", None);
+    kinesis.tag_stream("app-b", "team", Some("search"));
+    kinesis.tag_stream("app-b", "env", None);
+    kinesis.tag_stream("app-c", "team", Some("pay"));
+    kinesis.tag_stream("other", "team", Some("pay"));
+    kinesis.tag_stream("other", "env", Some("x"));
+    let seen: Seen = Arc::default();
+    let tracker = shardwise::StreamsByPrefix::new("app-", InitialPosition::TrimHorizon)
+        .with_tag("team", Some("pay"))
+        .with_tag("env", None);
+    let config = shardwise::ConsumerConfig {
+        stream_tracker_interval: Duration::from_secs(30),
+        ..shardwise::ConsumerConfig::default()
+    };
+    let (stop, task) =
+        multi::start_with("w1", kinesis.clone(), store.clone(), tracker, &seen, config);
+    for stream in ["app-a", "app-b", "app-c", "app-d", "other"] {
+        put(&kinesis, stream, 0..10);
+    }
+    wait_records(&seen, 10).await;
+    kinesis.tag_stream("app-d", "team", Some("pay"));
+    kinesis.tag_stream("app-d", "env", Some("prod"));
+    let tagged = tokio::time::Instant::now();
+    wait_records(&seen, 20).await;
+    assert!(tagged.elapsed() <= Duration::from_secs(30) + Duration::from_secs(5));
+    stop.cancel();
+    task.await.unwrap();
+    let streams: std::collections::BTreeSet<String> = multi::counts(&seen)
+        .keys()
+        .map(|(s, _)| s.clone())
+        .collect();
+    assert_eq!(
+        streams.into_iter().collect::<Vec<_>>(),
+        ["app-a", "app-d"],
+        "app-b has another team, app-c lacks env, other lacks the prefix"
     );
 }
 

@@ -53,6 +53,10 @@ pub(crate) struct ConsumeArgs {
     /// Consume every stream whose name starts with PREFIX (found again every minute).
     #[arg(long, value_name = "PREFIX", conflicts_with = "stream")]
     stream_prefix: Option<String>,
+    /// With --stream-prefix: only streams tagged KEY (with VALUE, when given); repeat it to
+    /// require several tags.
+    #[arg(long, value_name = "KEY[=VALUE]", requires = "stream_prefix", value_parser = parse_tag)]
+    stream_tag: Vec<(String, Option<String>)>,
     #[command(flatten)]
     store: StoreArgs,
     /// Where shards without a checkpoint start: trim-horizon, latest, or
@@ -221,10 +225,10 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
         .retrieval(retrieval);
     let (builder, described) = match (&args.stream_prefix, args.stream.as_slice()) {
         (Some(prefix), _) => (
-            builder.streams(StreamsByPrefix {
-                prefix: prefix.clone(),
-                initial_position: args.from,
-            }),
+            builder.streams(args.stream_tag.iter().fold(
+                StreamsByPrefix::new(prefix.as_str(), args.from),
+                |tracker, (key, value)| tracker.with_tag(key.as_str(), value.as_deref()),
+            )),
             format!("streams {prefix}*"),
         ),
         (None, [one]) => (builder.stream(one), one.clone()),
@@ -341,4 +345,16 @@ async fn report_progress(
         );
         (last_count, last_time) = (count, now);
     }
+}
+
+/// Reads `--stream-tag KEY[=VALUE]`.
+fn parse_tag(text: &str) -> Result<(String, Option<String>), String> {
+    let (key, value) = match text.split_once('=') {
+        Some((key, value)) => (key, Some(value.to_owned())),
+        None => (text, None),
+    };
+    if key.is_empty() {
+        return Err(format!("{text:?} is not a tag: use KEY or KEY=VALUE"));
+    }
+    Ok((key.to_owned(), value))
 }

@@ -449,3 +449,66 @@ async fn two_streams_postgres() {
     a.delete().await;
     b.delete().await;
 }
+
+/// `--stream-prefix` with `--stream-tag`: of the streams named with the prefix, only those
+/// carrying the tag (with its value) are consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_by_prefix_and_tag_redis() {
+    let prefix = unique("cli-tag");
+    let mut streams = Vec::new();
+    for (suffix, tag) in [("a", Some("pay")), ("b", Some("search")), ("c", None)] {
+        let mut stream = shardwise_tests::Emulator::new("unused");
+        stream.name = format!("{prefix}-{suffix}");
+        stream.create(1).await;
+        if let Some(team) = tag {
+            stream.tag("team", Some(team)).await;
+        }
+        stream.put(0..5, 2).await;
+        streams.push(stream);
+    }
+    let app = unique("cli-tag");
+    let leases = env("REDIS_URL");
+    let mut child = shardwise()
+        .args([
+            "consume",
+            "--stream-prefix",
+            &prefix,
+            "--stream-tag",
+            "team=pay",
+            "--app",
+            &app,
+            "--leases",
+            &leases,
+            "--from",
+            "trim-horizon",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_until("the tagged stream's lease checkpointed", PATIENCE, || {
+        assert_running(&mut child, "the consumer");
+        leases_json(&app, &leases)["leases"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|lease| lease["checkpoint"] != "TRIM_HORIZON"))
+    });
+    signal(&child, "INT");
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut seen = HashSet::new();
+    for line in stdout(&output).lines() {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        let stream = line["stream"].as_str().unwrap().to_owned();
+        let data = line["data"].as_str().unwrap().to_owned();
+        assert!(seen.insert((stream, data)), "{line} twice");
+    }
+    let read: HashSet<&str> = seen.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(read, HashSet::from([streams[0].name.as_str()]));
+    assert_eq!(seen.len(), 5, "every record of the tagged stream");
+    let value = leases_json(&app, &leases);
+    assert_eq!(value["leases"].as_array().map(Vec::len), Some(1));
+    for stream in &streams {
+        stream.delete().await;
+    }
+}

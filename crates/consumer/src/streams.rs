@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
-use shardwise_kinesis_source::{KinesisApi, StreamId};
+use shardwise_kinesis_source::{KinesisApi, KinesisErrorKind, StreamId};
 use shardwise_lease_core::{LeaseKey, ShardId, StreamIdentifier};
 use tracing::{info, warn};
 
@@ -76,26 +76,81 @@ impl StreamTracker for Vec<StreamConfig> {
     }
 }
 
-/// Every stream whose name starts with `prefix`, found by `ListStreams` each time the worker
-/// asks: a stream created with a matching name joins the application within one tracker
-/// interval, and one deleted leaves it.
+/// Every stream whose name starts with `prefix` and that carries every tag in `tags`, found by
+/// `ListStreams` (and `ListTagsForStream` for each stream the prefix matches, when tags are
+/// asked for) each time the worker asks: a stream created or tagged to match joins the
+/// application within one tracker interval, and one deleted or untagged leaves it.
+///
+/// ```
+/// use shardwise::{InitialPosition, StreamsByPrefix};
+///
+/// // Every stream named `orders-…` and tagged `team=payments`.
+/// let tracker = StreamsByPrefix::new("orders-", InitialPosition::TrimHorizon)
+///     .with_tag("team", Some("payments"));
+/// assert_eq!(tracker.tags.len(), 1);
+/// ```
+///
+/// `ListTagsForStream` allows 5 calls a second per account on the service; a tracker that
+/// matches many streams by prefix and tag is slower to answer, and one that is throttled
+/// leaves the streams as they are until the next interval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamsByPrefix {
     /// The start of the names to consume (an empty prefix takes every stream).
     pub prefix: String,
+    /// Tags a stream must carry: key, and the value when it matters (`None`: any value).
+    pub tags: BTreeMap<String, Option<String>>,
     /// Where each stream's shards without a checkpoint start.
     pub initial_position: InitialPosition,
+}
+
+impl StreamsByPrefix {
+    /// Every stream whose name starts with `prefix`, starting at `initial_position`.
+    pub fn new(prefix: impl Into<String>, initial_position: InitialPosition) -> Self {
+        Self {
+            prefix: prefix.into(),
+            tags: BTreeMap::new(),
+            initial_position,
+        }
+    }
+
+    /// Only the streams tagged `key` (with the value `value`, when given).
+    #[must_use]
+    pub fn with_tag(mut self, key: impl Into<String>, value: Option<&str>) -> Self {
+        self.tags.insert(key.into(), value.map(str::to_owned));
+        self
+    }
+
+    /// Whether a stream's tags include every tag asked for.
+    fn tags_match(&self, tags: &BTreeMap<String, Option<String>>) -> bool {
+        self.tags
+            .iter()
+            .all(|(key, want)| match (tags.get(key), want) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(have), Some(want)) => have.as_deref() == Some(want.as_str()),
+            })
+    }
 }
 
 #[async_trait]
 impl StreamTracker for StreamsByPrefix {
     async fn streams(&self, kinesis: &dyn KinesisApi) -> Result<Vec<StreamConfig>, TrackerError> {
         let names = shardwise_kinesis_source::list_all_streams(kinesis).await?;
-        Ok(names
-            .into_iter()
-            .filter(|name| name.starts_with(&self.prefix))
-            .map(|name| StreamConfig::new(name, self.initial_position))
-            .collect())
+        let mut found = Vec::new();
+        for name in names.into_iter().filter(|n| n.starts_with(&self.prefix)) {
+            if !self.tags.is_empty() {
+                let stream = StreamId::Name(name.clone());
+                match shardwise_kinesis_source::list_all_tags(kinesis, &stream).await {
+                    Ok(tags) if self.tags_match(&tags) => {}
+                    Ok(_) => continue,
+                    // Deleted between the two calls: it is not a stream to consume.
+                    Err(e) if e.kind() == KinesisErrorKind::ResourceNotFound => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            found.push(StreamConfig::new(name, self.initial_position));
+        }
+        Ok(found)
     }
 }
 

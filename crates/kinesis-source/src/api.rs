@@ -192,6 +192,15 @@ pub struct StreamNamePage {
     pub has_more: bool,
 }
 
+/// A page of a stream's tags, from `ListTagsForStream`, in key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagPage {
+    /// The tags on this page: key and value (a tag may have no value).
+    pub tags: Vec<(String, Option<String>)>,
+    /// Whether more tags follow (ask again after the last key).
+    pub has_more: bool,
+}
+
 /// What `DescribeStreamSummary` says about a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSummary {
@@ -323,6 +332,13 @@ pub trait KinesisApi: fmt::Debug + Send + Sync + 'static {
         &self,
         exclusive_start: Option<&str>,
     ) -> Result<StreamNamePage, KinesisError>;
+
+    /// One page of the stream's tags, in key order, after the key `exclusive_start` when given.
+    async fn list_tags_for_stream(
+        &self,
+        stream: &StreamId,
+        exclusive_start: Option<&str>,
+    ) -> Result<TagPage, KinesisError>;
 
     /// Registers an enhanced fan-out consumer named `consumer_name` on the stream. It starts in
     /// [`ConsumerStatus::Creating`]; a name already taken gives

@@ -1,5 +1,7 @@
 //! Shard discovery: every shard of a stream, across pages, restarting when a page token expires.
 
+use std::collections::BTreeMap;
+
 use crate::api::{KinesisApi, ListShardsRequest, Shard, ShardFilter, StreamId};
 use crate::error::{KinesisError, KinesisErrorKind};
 
@@ -72,6 +74,27 @@ pub async fn list_all_streams(kinesis: &dyn KinesisApi) -> Result<Vec<String>, K
     }
 }
 
+/// Every tag of `stream`, across pages: key and value (a tag may have no value).
+pub async fn list_all_tags(
+    kinesis: &dyn KinesisApi,
+    stream: &StreamId,
+) -> Result<BTreeMap<String, Option<String>>, KinesisError> {
+    let mut tags = BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = kinesis
+            .list_tags_for_stream(stream, after.as_deref())
+            .await?;
+        let last = page.tags.last().map(|(key, _)| key.clone());
+        tags.extend(page.tags);
+        // A page that says more follow but brings nothing would loop forever.
+        match last {
+            Some(key) if page.has_more => after = Some(key),
+            _ => return Ok(tags),
+        }
+    }
+}
+
 #[cfg(all(test, feature = "testkit"))]
 mod stream_listing_tests {
     use super::*;
@@ -87,5 +110,27 @@ mod stream_listing_tests {
         assert_eq!(names.len(), 250, "three pages of 100");
         assert_eq!(names.first().map(String::as_str), Some("s-000"));
         assert_eq!(names.last().map(String::as_str), Some("s-249"));
+    }
+
+    #[tokio::test]
+    async fn every_tag_across_pages() {
+        let kinesis = InMemoryKinesis::new();
+        kinesis.create_stream("s", 1);
+        for i in 0..25 {
+            let value = format!("v{i}");
+            kinesis.tag_stream("s", &format!("k{i:02}"), (i % 2 == 0).then_some(&value));
+        }
+        let tags = list_all_tags(&kinesis, &StreamId::parse("s"))
+            .await
+            .unwrap();
+        assert_eq!(tags.len(), 25, "three pages of 10");
+        assert_eq!(tags.get("k00"), Some(&Some("v0".to_owned())));
+        assert_eq!(tags.get("k01"), Some(&None), "a tag without a value");
+        assert_eq!(tags.get("k24"), Some(&Some("v24".to_owned())));
+        let missing = list_all_tags(&kinesis, &StreamId::parse("gone")).await;
+        assert!(
+            missing.is_err(),
+            "a missing stream is an error, not an empty set"
+        );
     }
 }

@@ -61,6 +61,7 @@ pub use api::{
     ChildShard, ConsumerPage, ConsumerStatus, GetRecordsOutput, HashRange, KinesisApi,
     ListShardsRequest, Record, Shard, ShardFilter, ShardPage, ShardSubscription, StartPosition,
     StreamConsumer, StreamId, StreamNamePage, StreamStatus, StreamSummary, SubscriptionEvent,
+    TagPage,
 };
 pub use batch::Batch;
 pub use budget::MemoryBudget;
@@ -68,7 +69,7 @@ pub use consumer_registration::{
     RegistrationConfig, deregister_consumer, find_or_register_consumer, list_all_consumers,
     stream_arn,
 };
-pub use discovery::{list_all_shards, list_all_streams};
+pub use discovery::{list_all_shards, list_all_streams, list_all_tags};
 pub use error::{KinesisError, KinesisErrorKind};
 pub use fanout::{FanOutConfig, FanOutReader};
 pub use polling::{PollingConfig, PollingReader};

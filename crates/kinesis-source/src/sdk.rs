@@ -17,6 +17,7 @@ use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError;
 use aws_sdk_kinesis::operation::list_shards::ListShardsError;
 use aws_sdk_kinesis::operation::list_stream_consumers::ListStreamConsumersError;
 use aws_sdk_kinesis::operation::list_streams::ListStreamsError;
+use aws_sdk_kinesis::operation::list_tags_for_stream::ListTagsForStreamError;
 use aws_sdk_kinesis::operation::register_stream_consumer::RegisterStreamConsumerError;
 use aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardError;
 use aws_sdk_kinesis::primitives::DateTime;
@@ -29,6 +30,7 @@ use crate::api::{
     ChildShard, ConsumerPage, ConsumerStatus, GetRecordsOutput, HashRange, KinesisApi,
     ListShardsRequest, Record, Shard, ShardFilter, ShardPage, ShardSubscription, StartPosition,
     StreamConsumer, StreamId, StreamNamePage, StreamStatus, StreamSummary, SubscriptionEvent,
+    TagPage,
 };
 use crate::error::{KinesisError, KinesisErrorKind};
 
@@ -148,6 +150,22 @@ impl Classify for ListStreamsError {
 }
 
 impl Classify for DescribeStreamSummaryError {
+    fn kind(&self) -> Option<KinesisErrorKind> {
+        Some(if self.is_limit_exceeded_exception() {
+            KinesisErrorKind::Throttled
+        } else if self.is_resource_not_found_exception() {
+            KinesisErrorKind::ResourceNotFound
+        } else if self.is_invalid_argument_exception() {
+            KinesisErrorKind::InvalidArgument
+        } else if self.is_access_denied_exception() {
+            KinesisErrorKind::AccessDenied
+        } else {
+            return None;
+        })
+    }
+}
+
+impl Classify for ListTagsForStreamError {
     fn kind(&self) -> Option<KinesisErrorKind> {
         Some(if self.is_limit_exceeded_exception() {
             KinesisErrorKind::Throttled
@@ -577,6 +595,30 @@ impl KinesisApi for Client {
         Ok(StreamNamePage {
             names: out.stream_names().to_vec(),
             has_more: out.has_more_streams(),
+        })
+    }
+
+    async fn list_tags_for_stream(
+        &self,
+        stream: &StreamId,
+        exclusive_start: Option<&str>,
+    ) -> Result<TagPage, KinesisError> {
+        let (name, arn) = stream_name_and_arn(stream);
+        let out = self
+            .list_tags_for_stream()
+            .set_stream_name(name)
+            .set_stream_arn(arn)
+            .set_exclusive_start_tag_key(exclusive_start.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| classify("ListTagsForStream", e))?;
+        Ok(TagPage {
+            tags: out
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_owned(), t.value().map(str::to_owned)))
+                .collect(),
+            has_more: out.has_more_tags(),
         })
     }
 

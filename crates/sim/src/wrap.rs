@@ -541,6 +541,17 @@ impl KinesisApi for SimKinesis {
         self.inner.list_streams(exclusive_start).await
     }
 
+    async fn list_tags_for_stream(
+        &self,
+        stream: &StreamId,
+        exclusive_start: Option<&str>,
+    ) -> Result<shardwise::kinesis::TagPage, KinesisError> {
+        self.pass().await;
+        self.inner
+            .list_tags_for_stream(stream, exclusive_start)
+            .await
+    }
+
     async fn register_stream_consumer(
         &self,
         stream_arn: &str,

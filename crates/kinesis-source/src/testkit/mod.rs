@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::api::{
     ChildShard, ConsumerPage, ConsumerStatus, GetRecordsOutput, HashRange, KinesisApi,
     ListShardsRequest, Record, Shard, ShardFilter, ShardPage, ShardSubscription, StartPosition,
-    StreamConsumer, StreamId, StreamNamePage, StreamStatus, StreamSummary,
+    StreamConsumer, StreamId, StreamNamePage, StreamStatus, StreamSummary, TagPage,
 };
 use crate::error::{KinesisError, KinesisErrorKind};
 
@@ -151,6 +151,7 @@ struct StreamState {
     created: SystemTime,
     shards: Vec<ShardState>,
     retention: Duration,
+    tags: BTreeMap<String, Option<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -316,6 +317,7 @@ impl InMemoryKinesis {
                 created,
                 shards: list,
                 retention: Duration::from_secs(24 * 3600),
+                tags: BTreeMap::new(),
             },
         );
     }
@@ -326,6 +328,14 @@ impl InMemoryKinesis {
     pub fn set_retention(&self, stream: &str, retention: Duration) {
         if let Some(s) = self.lock().streams.get_mut(stream) {
             s.retention = retention;
+        }
+    }
+
+    /// Tags a stream (`AddTagsToStream`): `key`, with `value` when given, replacing a tag of
+    /// the same key.
+    pub fn tag_stream(&self, stream: &str, key: &str, value: Option<&str>) {
+        if let Some(s) = self.lock().streams.get_mut(stream) {
+            s.tags.insert(key.to_owned(), value.map(str::to_owned));
         }
     }
 
@@ -923,6 +933,27 @@ impl KinesisApi for InMemoryKinesis {
         let has_more = names.len() > PAGE;
         names.truncate(PAGE);
         Ok(StreamNamePage { names, has_more })
+    }
+
+    async fn list_tags_for_stream(
+        &self,
+        stream: &StreamId,
+        exclusive_start: Option<&str>,
+    ) -> Result<TagPage, KinesisError> {
+        // The service's default page is 10 tags.
+        const PAGE: usize = 10;
+        let state = self.lock();
+        let (_, s) = state.stream(stream)?;
+        let mut tags: Vec<(String, Option<String>)> = s
+            .tags
+            .iter()
+            .filter(|(key, _)| exclusive_start.is_none_or(|start| key.as_str() > start))
+            .take(PAGE + 1)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let has_more = tags.len() > PAGE;
+        tags.truncate(PAGE);
+        Ok(TagPage { tags, has_more })
     }
 
     async fn register_stream_consumer(

@@ -64,6 +64,16 @@ impl KinesisApi for Counting {
     ) -> Result<shardwise_kinesis_source::StreamNamePage, KinesisError> {
         self.inner.list_streams(exclusive_start).await
     }
+    async fn list_tags_for_stream(
+        &self,
+        stream: &StreamId,
+        exclusive_start: Option<&str>,
+    ) -> Result<shardwise_kinesis_source::TagPage, KinesisError> {
+        self.inner
+            .list_tags_for_stream(stream, exclusive_start)
+            .await
+    }
+
     async fn register_stream_consumer(
         &self,
         stream_arn: &str,
