@@ -133,4 +133,55 @@ async fn records_leases_and_lag_are_reported() {
         6,
         "per-shard (and worker) labels at the default (detailed) level"
     );
+
+    // A multi-stream application: each stream's records are counted under its own label.
+    let kinesis = Arc::new(shardwise::kinesis::testkit::InMemoryKinesis::new());
+    for (stream, shards, records) in [("metrics-orders", 2, 30), ("metrics-refunds", 1, 20)] {
+        kinesis.create_stream(stream, shards);
+        for i in 0..records {
+            kinesis
+                .put(stream, &format!("k{i}"), format!("{stream}-{i}"))
+                .unwrap();
+        }
+    }
+    let seen: shardwise_tests::multi::Seen = Arc::default();
+    let (stop, task) = shardwise_tests::multi::start(
+        "w3",
+        kinesis,
+        Arc::new(MemoryLeaseStore::new()),
+        shardwise_tests::multi::Changing::of(
+            &["metrics-orders", "metrics-refunds"],
+            shardwise::InitialPosition::TrimHorizon,
+        ),
+        &seen,
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+    );
+    let counted = seen.clone();
+    shardwise_tests::wait_for("both streams read", Duration::from_secs(300), || {
+        let n = counted.lock().unwrap().len();
+        async move { n == 50 }
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap();
+    let snapshot = snapshotter.snapshot().into_vec();
+    let per_stream = |stream: &str| -> (u64, usize) {
+        let series: Vec<u64> = snapshot
+            .iter()
+            .filter(|(k, ..)| k.key().name() == "shardwise_records_processed_total")
+            .filter(|(k, ..)| {
+                k.key()
+                    .labels()
+                    .any(|l| l.key() == "stream" && l.value() == stream)
+            })
+            .map(|(.., v)| match v {
+                DebugValue::Counter(c) => *c,
+                _ => 0,
+            })
+            .collect();
+        (series.iter().sum(), series.len())
+    };
+    assert_eq!(per_stream("metrics-orders"), (30, 2), "two shards' series");
+    assert_eq!(per_stream("metrics-refunds"), (20, 1));
 }
