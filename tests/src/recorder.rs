@@ -88,6 +88,9 @@ pub enum Behaviour {
     CheckpointsMiddle,
     /// Checkpoint after every batch, and never return from `shutdown_requested`.
     HangsOnShutdown,
+    /// Give the shard up (`GiveUpShard`) on the first call of process_records on each shard,
+    /// recording `gave-up:SHARD` in the events, then behave.
+    GivesUpOnce,
 }
 
 pub struct RecordingProcessor {
@@ -133,6 +136,14 @@ impl ShardProcessor for RecordingProcessor {
                 return Err(format!("failure {calls} on {shard}").into());
             }
             Behaviour::PanicsOnce if calls == 1 => panic!("processor panic on {shard}"),
+            Behaviour::GivesUpOnce if calls == 1 => {
+                self.recorder
+                    .events
+                    .lock()
+                    .unwrap()
+                    .push(format!("gave-up:{shard}"));
+                return Err(shardwise::GiveUpShard::new(format!("giving {shard} up")).into());
+            }
             _ => {}
         }
         {

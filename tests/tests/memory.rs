@@ -93,6 +93,37 @@ async fn faulty_processors_lose_nothing() {
     }
 }
 
+/// A processor that gives its shard up (`GiveUpShard`) is not called again: its lease is
+/// released at once and another worker processes the shard from its checkpoint.
+#[tokio::test(start_paused = true)]
+async fn a_processor_that_gives_up_is_not_retried() {
+    let mut fleet = fleet("s");
+    fleet.driver.create(1).await;
+    fleet.start("w1", Behaviour::GivesUpOnce);
+    fleet
+        .wait_holdings("w1 holds the shard", |h| h.get("w1") == Some(&1))
+        .await;
+    fleet.start("w2", Behaviour::Checkpointing);
+    fleet.driver.put(0..20, 2).await;
+    fleet.wait_records(20).await;
+    fleet.stop_all().await;
+    let gave_up = fleet
+        .recorder
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.starts_with("gave-up:"))
+        .count();
+    assert_eq!(gave_up, 1, "one processor gave up, once");
+    let seen = fleet.recorder.seen.lock().unwrap();
+    assert_eq!(seen.len(), 20, "every record once");
+    assert!(
+        seen.iter().all(|s| s.worker == "w2"),
+        "the batch that was given up was not retried by w1"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn restart_resumes_inside_an_aggregate() {
     scenarios::restart_resumes_inside_an_aggregate(&mut fleet("s")).await;

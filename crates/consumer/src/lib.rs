@@ -51,8 +51,8 @@ pub use checkpointer::{CheckpointError, Checkpointer, PreparedCheckpoint};
 pub use config::{ConsumerConfig, FormerStreams, InitialPosition, Retrieval};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerError};
 pub use processor::{
-    FnProcessorFactory, InitializeInput, ProcessorError, ProcessorFactory, ShardProcessor,
-    processor_fn,
+    FnProcessorFactory, GiveUpShard, InitializeInput, ProcessorError, ProcessorFactory,
+    ShardProcessor, processor_fn,
 };
 pub use record::{RecordBatch, Records, UserRecord};
 pub use streams::{StreamConfig, StreamTracker, StreamsByPrefix, TrackerError};

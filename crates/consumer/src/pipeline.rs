@@ -18,7 +18,7 @@ use crate::checkpointer::{CheckpointError, Checkpointer};
 use crate::config::{InitialPosition, Retrieval};
 use crate::context::{Context, millis};
 use crate::grant::Grant;
-use crate::processor::{InitializeInput, ProcessorError, ShardProcessor};
+use crate::processor::{GiveUpShard, InitializeInput, ProcessorError, ShardProcessor};
 use crate::record::{RecordBatch, UserRecord};
 use crate::streams::Scope;
 use crate::user_records::{deaggregator, user_records};
@@ -437,6 +437,10 @@ impl Pipeline {
             self.metrics.processor_failures.increment(1);
             if is_lease_lost(&error) || self.grant.is_lost() {
                 return Err(Ending::LeaseLost);
+            }
+            if error.downcast_ref::<GiveUpShard>().is_some() {
+                warn!(shard = %self.shard(), error = %error, "the processor gave the shard up; releasing the lease");
+                return Err(Ending::Failed);
             }
             warn!(shard = %self.shard(), attempt, error = %error, "process_records failed");
             if attempt >= self.ctx.config.max_process_attempts {

@@ -12,6 +12,33 @@ use crate::record::RecordBatch;
 /// The error a processor returns; any error type will do.
 pub type ProcessorError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// The error a processor returns from `process_records` when it cannot go on with the shard at
+/// all (a child process it drives died, say), as opposed to a failure worth retrying: the
+/// worker does not retry the batch, calls `lease_lost`, and releases the lease without
+/// checkpointing, so the shard starts again from its stored checkpoint (on another worker at
+/// once; on this one after a lease duration).
+///
+/// ```
+/// use shardwise::{GiveUpShard, ProcessorError};
+/// let error: ProcessorError = GiveUpShard::new("the child process exited").into();
+/// assert!(error.downcast_ref::<GiveUpShard>().is_some());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the processor gave the shard up: {reason}")]
+pub struct GiveUpShard {
+    /// Why, for the logs.
+    pub reason: String,
+}
+
+impl GiveUpShard {
+    /// Gives the shard up for `reason`.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
 /// What [`ShardProcessor::initialize`] learns about the shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitializeInput {

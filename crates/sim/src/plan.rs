@@ -44,6 +44,8 @@ pub struct Processors {
     pub slow: f64,
     /// Chance that a processor never checkpoints (the worker still writes SHARD_END for it).
     pub never_checkpoints: f64,
+    /// Chance that a call gives the shard up (`GiveUpShard`: no retry, the lease released).
+    pub give_up: f64,
 }
 
 /// One thing that happens during a run. (Each variant's text says what its fields are.)
@@ -164,6 +166,7 @@ impl Plan {
                 panic: 0.0,
                 slow: 0.0,
                 never_checkpoints: 0.0,
+                give_up: 0.0,
             }
         } else {
             Processors {
@@ -171,6 +174,7 @@ impl Plan {
                 panic: [0.0, 0.0, 0.02][rng.below(3) as usize],
                 slow: [0.0, 0.05, 0.2][rng.below(3) as usize],
                 never_checkpoints: [0.0, 0.0, 0.3][rng.below(3) as usize],
+                give_up: [0.0, 0.02, 0.1][rng.below(3) as usize],
             }
         };
         let lease = settings.lease_duration;

@@ -89,6 +89,9 @@ impl ShardProcessor for Processor {
         if f.draw(f.behaviour.fail) {
             return Err("simulated processor failure".into());
         }
+        if f.draw(f.behaviour.give_up) {
+            return Err(shardwise::GiveUpShard::new("simulated: the processor gives up").into());
+        }
         // The work is done; then the checkpoint, as an application does it. A checkpoint that
         // fails (the lease lost, an answer lost) fails the call, but the records were
         // processed all the same: an application's effects are not undone by it.
