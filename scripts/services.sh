@@ -4,7 +4,8 @@
 #
 # Honoured when already set (then nothing is started for it): DATABASE_URL, POSTGRES_TLS_URL
 # (with POSTGRES_TLS_CA_PEM), REDIS_URL, REDIS_TLS_URL (with REDIS_TLS_CA_PEM), DYNAMODB_ENDPOINT,
-# KINESIS_ENDPOINT, CLOUDWATCH_ENDPOINT.
+# KINESIS_ENDPOINT, CLOUDWATCH_ENDPOINT, KCLPY_DIR (an unpacked amazon-kclpy source) and
+# AWS_KCL_NODE_PATH (a node_modules holding aws-kcl).
 # Ports of what this script starts: SHARDWISE_CLOUDWATCH_PORT (15917, moto's server),
 # SHARDWISE_POSTGRES_TLS_PORT (15433, a PostgreSQL taking only TLS, certificate from the test CA),
 # SHARDWISE_REDIS_TLS_PORT (16380, a TLS-only Redis with a test CA made here),
@@ -16,6 +17,8 @@ SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DYNALITE_VERSION="4.0.0"
 KINESIS_LOCAL_VERSION="0.6.2"
 MOTO_VERSION="5.2.5"
+KCLPY_VERSION="3.2.0"
+AWS_KCL_VERSION="2.3.2"
 STARTED_PIDS=()
 
 say() { printf '[services] %s\n' "$*" >&2; }
@@ -302,6 +305,34 @@ ensure_cloudwatch() { # moto's server speaks the CloudWatch API (PutMetricData, 
     STARTED_PIDS+=("$!")
     wait_until 60 moto moto_answers "$port" || return 1
     export CLOUDWATCH_ENDPOINT="http://127.0.0.1:$port"
+}
+
+ensure_kcl_clients() { # the real KCL MultiLang clients, without their jars: amazon-kclpy's sdist, npm aws-kcl
+    local dir="$SERVICES_DIR/kcl-clients"
+    if [ -z "${KCLPY_DIR:-}" ]; then
+        local kclpy="$dir/amazon_kclpy-$KCLPY_VERSION"
+        if [ ! -f "$kclpy/samples/sample_kclpy_app.py" ]; then
+            command -v python3 >/dev/null || apt_install python3 python3-venv
+            mkdir -p "$dir"
+            say "downloading amazon-kclpy $KCLPY_VERSION (source only: its jars are not needed)"
+            # pip of the moto venv (made by ensure_cloudwatch) or the system's.
+            local pip="$SERVICES_DIR/moto-venv/bin/pip"
+            [ -x "$pip" ] || pip="python3 -m pip"
+            $pip download -q --no-deps --no-binary :all: "amazon-kclpy==$KCLPY_VERSION" -d "$dir" >/dev/null
+            tar -xzf "$dir/amazon_kclpy-$KCLPY_VERSION.tar.gz" -C "$dir"
+        fi
+        export KCLPY_DIR="$kclpy"
+    fi
+    if [ -z "${AWS_KCL_NODE_PATH:-}" ]; then
+        local prefix="$SERVICES_DIR/npm/aws-kcl"
+        if ! grep -Eq "\"version\" ?: ?\"$AWS_KCL_VERSION\"" "$prefix/node_modules/aws-kcl/package.json" 2>/dev/null; then
+            ensure_node
+            mkdir -p "$prefix"
+            say "installing aws-kcl@$AWS_KCL_VERSION with npm (its library needs no jars)"
+            npm install --silent --no-audit --no-fund --no-save --ignore-scripts --prefix "$prefix" "aws-kcl@$AWS_KCL_VERSION" >/dev/null
+        fi
+        export AWS_KCL_NODE_PATH="$prefix/node_modules"
+    fi
 }
 
 services_stop() {

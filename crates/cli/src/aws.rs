@@ -39,11 +39,30 @@ pub(crate) struct AwsArgs {
     /// besides the system's.
     #[arg(long, value_name = "FILE")]
     pub(crate) ca_file: Option<PathBuf>,
+    /// The region, when set by other means than the AWS environment (a MultiLang properties
+    /// file's `regionName`).
+    #[arg(skip)]
+    pub(crate) region: Option<String>,
     #[arg(skip)]
     loaded: Arc<OnceCell<SdkConfig>>,
 }
 
 impl AwsArgs {
+    /// Settings with these endpoints and region, the rest from the AWS environment.
+    pub(crate) fn new(
+        kinesis_endpoint: Option<String>,
+        dynamodb_endpoint: Option<String>,
+        region: Option<String>,
+    ) -> Self {
+        Self {
+            kinesis_endpoint,
+            dynamodb_endpoint,
+            ca_file: None,
+            region,
+            loaded: Arc::default(),
+        }
+    }
+
     /// The AWS configuration, loaded on first use.
     async fn sdk_config(&self) -> Result<&SdkConfig, CliError> {
         self.loaded.get_or_try_init(|| self.load()).await
@@ -57,6 +76,9 @@ impl AwsArgs {
                 .operation_timeout(OPERATION_TIMEOUT)
                 .build(),
         );
+        if let Some(region) = &self.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
         if let Some(path) = &self.ca_file {
             let pem = std::fs::read(path)
                 .map_err(|e| CliError::usage(format!("--ca-file {}: {e}", path.display())))?;

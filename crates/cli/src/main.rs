@@ -12,6 +12,7 @@ mod demo;
 mod error;
 mod lease_url;
 mod leases;
+mod multilang;
 mod output;
 mod position;
 mod reset;
@@ -59,6 +60,9 @@ enum Command {
     Reset(reset::ResetArgs),
     /// Delete every lease of an application (asks for confirmation).
     DeleteLeases(reset::DeleteLeasesArgs),
+    /// Run KCL record processors written for the MultiLangDaemon (Python, Node, Ruby, .NET)
+    /// from its properties file: one child process per shard, no JVM.
+    Multilang(multilang::MultiLangArgs),
     /// The demo: an in-process Kinesis and lease store, three workers, a split, a graceful
     /// stop, and the count of records produced and processed. No AWS account needed.
     #[command(after_help = "Example:\n  shardwise demo")]
@@ -76,7 +80,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(ExitCode::Usage as u8);
         }
     };
-    init_logs();
+    // The MultiLang children's stderr is their log: shown unless RUST_LOG says otherwise.
+    init_logs(match cli.command {
+        Command::Multilang(_) => "warn,shardwise_multilang::child=info",
+        _ => "warn",
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -90,6 +98,7 @@ fn main() -> std::process::ExitCode {
             Command::Leases(args) => leases::run(args).await,
             Command::Reset(args) => reset::reset(args).await,
             Command::DeleteLeases(args) => reset::delete_leases(args).await,
+            Command::Multilang(args) => multilang::run(args).await,
             Command::Demo => demo::run().await,
         }
     });
@@ -108,10 +117,10 @@ fn fail(error: &CliError) -> std::process::ExitCode {
     std::process::ExitCode::from(code as u8)
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: warnings and errors).
-fn init_logs() {
+/// Logs to stderr, filtered by `RUST_LOG` (default: `default`, warnings and errors).
+fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| Redacting(std::io::stderr()))
