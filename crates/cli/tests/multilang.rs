@@ -101,8 +101,33 @@ fn properties(dir: &Path, client: &Client, stream: &str, app: &str, worker: &str
     path
 }
 
+/// A daemon process, killed if the test ends without stopping it (a failed assertion).
+struct Daemon(Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts a daemon; its stderr (the logs, the children's stderr among them) goes to a file.
-fn daemon(properties: &Path, client: &Client, log: &Path) -> Child {
+fn daemon(properties: &Path, client: &Client, log: &Path) -> Daemon {
     let mut command = shardwise();
     command
         .args(["multilang", "--properties"])
@@ -113,7 +138,7 @@ fn daemon(properties: &Path, client: &Client, log: &Path) -> Child {
     for (key, value) in &client.env {
         command.env(key, value);
     }
-    command.spawn().unwrap()
+    Daemon(command.spawn().unwrap())
 }
 
 /// Puts records `range` (data `record-N`, six partition keys); each one's shard and sequence
@@ -331,6 +356,7 @@ async fn scenario(test: &str, make_client: impl FnOnce(&Path) -> Client) {
             );
         }
     }
+    // The daemon writes no SHARD_END for a child: the split shard's is the child's own.
     assert!(
         children.iter().all(|c| leases.contains_key(c))
             && leases

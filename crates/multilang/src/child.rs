@@ -116,6 +116,10 @@ impl ChildProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // A group of its own: a Ctrl-C meant for the daemon does not reach the child before it
+        // was asked to shut down, and killing the child kills whatever it started.
+        #[cfg(unix)]
+        builder.process_group(0);
         if let Some(dir) = &command.working_dir {
             builder.current_dir(dir);
         }
@@ -139,8 +143,13 @@ impl ChildProcess {
         })
     }
 
-    /// Writes one message line.
-    pub(crate) async fn send(&mut self, line: &str) -> Result<(), ChildError> {
+    /// Writes one message line, within the response timeout (a child that stopped reading
+    /// its stdin blocks the write once the pipe is full).
+    pub(crate) async fn send(
+        &mut self,
+        action: &'static str,
+        line: &str,
+    ) -> Result<(), ChildError> {
         let stdin = self.stdin.as_mut().ok_or_else(|| {
             ChildError::Write(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
@@ -150,23 +159,31 @@ impl ChildProcess {
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
-        stdin.write_all(&bytes).await.map_err(ChildError::Write)?;
-        stdin.flush().await.map_err(ChildError::Write)
-    }
-
-    /// The child's next message of the protocol (lines that are none are skipped), within the
-    /// response timeout.
-    pub(crate) async fn next(&mut self, action: &'static str) -> Result<FromChild, ChildError> {
-        let next = async {
-            loop {
-                match self.messages.recv().await {
-                    Some(FromChild::Other) => continue,
-                    Some(message) => return Ok(message),
-                    None => return Err(ChildError::Exited(action)),
-                }
-            }
+        let write = async {
+            stdin.write_all(&bytes).await.map_err(ChildError::Write)?;
+            stdin.flush().await.map_err(ChildError::Write)
         };
         match self.command.response_timeout {
+            Some(timeout) => tokio::time::timeout(timeout, write)
+                .await
+                .unwrap_or(Err(ChildError::Timeout { action, timeout })),
+            None => write.await,
+        }
+    }
+
+    /// The child's next message of the protocol, within `limit` (else the response timeout).
+    pub(crate) async fn next(
+        &mut self,
+        action: &'static str,
+        limit: Option<Duration>,
+    ) -> Result<FromChild, ChildError> {
+        let next = async {
+            match self.messages.recv().await {
+                Some(message) => Ok(message),
+                None => Err(ChildError::Exited(action)),
+            }
+        };
+        match limit.or(self.command.response_timeout) {
             Some(timeout) => tokio::time::timeout(timeout, next)
                 .await
                 .unwrap_or(Err(ChildError::Timeout { action, timeout })),
@@ -197,10 +214,35 @@ impl ChildProcess {
         }
     }
 
-    /// Kills the child at once.
+    /// Kills the child, and whatever it started, at once.
     pub(crate) async fn kill(&mut self) {
+        kill_group(&self.process);
         let _ = self.process.kill().await;
     }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        // `kill_on_drop` kills the child itself; its process group goes too.
+        kill_group(&self.process);
+    }
+}
+
+/// Kills the child's process group (it leads one of its own), unless the child was reaped.
+fn kill_group(process: &Child) {
+    #[cfg(unix)]
+    if let Some(pid) = process.id().and_then(|id| libc::pid_t::try_from(id).ok()) {
+        // SAFETY: `killpg` takes two integers and touches no memory of this process; failure
+        // (the group already gone) is only its return value, ignored here. The group is the
+        // child's: `id()` is `Some` only while the child has not been reaped, so its pid, and
+        // with it the group id, cannot have been reused.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::killpg(pid, libc::SIGKILL);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = process;
 }
 
 /// Reads the child's stdout line by line into messages, until it closes.
@@ -214,15 +256,20 @@ async fn read_messages(
     loop {
         match read_line(&mut lines, &mut line).await {
             Ok(false) => return,
-            Ok(true) => {
-                let message = message::parse(&line);
-                if message == FromChild::Other && !line.iter().all(u8::is_ascii_whitespace) {
-                    info!(shard = %shard, line = %String::from_utf8_lossy(&line), "skipping a line of the child's output that is no message");
+            Ok(true) => match message::parse(&line) {
+                // Read and dropped here, so that a child printing between exchanges never
+                // fills its stdout pipe and blocks.
+                FromChild::Other => {
+                    if !line.iter().all(u8::is_ascii_whitespace) {
+                        info!(shard = %shard, line = %String::from_utf8_lossy(&line), "skipping a line of the child's output that is no message");
+                    }
                 }
-                if messages.send(message).await.is_err() {
-                    return;
+                message => {
+                    if messages.send(message).await.is_err() {
+                        return;
+                    }
                 }
-            }
+            },
             Err(e) => {
                 debug!(shard = %shard, error = %e, "reading the child's output failed");
                 return;

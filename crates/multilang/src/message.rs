@@ -48,10 +48,12 @@ pub(crate) fn process_records(records: &[UserRecord], millis_behind_latest: Opti
                 "partitionKey": &*r.partition_key,
                 "sequenceNumber": r.sequence_number.as_str(),
                 "subSequenceNumber": r.sub_sequence_number,
+                // kclpy cannot read a null here (the KCL would send one); Kinesis always sets
+                // it, so 0 only ever stands for "unknown".
                 "approximateArrivalTimestamp": r
                     .approximate_arrival
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             })
         })
         .collect();

@@ -87,7 +87,9 @@ impl MultiLangProcessor {
         let Some(child) = self.child.as_mut() else {
             return Err(ChildError::Exited(action));
         };
-        let outcome = serve(child, action, line, checkpointer).await;
+        // `leaseLost` asks for nothing but an answer: it never waits longer than an exit.
+        let limit = (action == message::LEASE_LOST).then_some(self.command.exit_timeout);
+        let outcome = serve(child, action, line, checkpointer, limit).await;
         if outcome.is_err()
             && let Some(mut child) = self.child.take()
         {
@@ -121,10 +123,11 @@ async fn serve(
     action: &'static str,
     line: &str,
     checkpointer: Option<&Checkpointer>,
+    limit: Option<std::time::Duration>,
 ) -> Result<(), ChildError> {
-    child.send(line).await?;
+    child.send(action, line).await?;
     loop {
-        match child.next(action).await? {
+        match child.next(action, limit).await? {
             FromChild::Status(done) if done == action => return Ok(()),
             FromChild::Status(got) => {
                 return Err(ChildError::WrongStatus {
@@ -139,7 +142,7 @@ async fn serve(
                     None => Some("InvalidStateException"),
                 };
                 child
-                    .send(&message::checkpoint_answer(&request, error))
+                    .send(action, &message::checkpoint_answer(&request, error))
                     .await?;
             }
             FromChild::Other => {}
@@ -218,6 +221,15 @@ impl ShardProcessor for MultiLangProcessor {
     async fn shard_ended(&mut self, checkpointer: &Checkpointer) -> Result<(), ProcessorError> {
         self.finish(message::SHARD_ENDED, Some(checkpointer))
             .await?;
+        // As in the KCL, a shard is finished only when the child checkpointed its end: the
+        // worker does not write `SHARD_END` for it, and the next holder finishes it again.
+        if !checkpointer.stored().await.is_shard_end() {
+            return Err(
+                "the child did not checkpoint at the shard's end (SHARD_END); \
+                        the shard will be finished again"
+                    .into(),
+            );
+        }
         Ok(())
     }
 

@@ -145,8 +145,13 @@ impl Properties {
             .transpose()
     }
 
+    /// A duration in milliseconds, from 1 ms to a day.
     fn millis(&self, key: &str) -> Result<Option<Duration>, PropertiesError> {
-        Ok(self.number(key)?.map(Duration::from_millis))
+        match self.number(key)? {
+            Some(ms @ 1..=86_400_000) => Ok(Some(Duration::from_millis(ms))),
+            Some(_) => Err(self.invalid(key, "expected 1 to 86400000 (a day) milliseconds")),
+            None => Ok(None),
+        }
     }
 
     fn boolean(&self, key: &str) -> Result<Option<bool>, PropertiesError> {
@@ -283,10 +288,14 @@ impl DaemonConfig {
     /// Reads the properties file at `path`; the child runs in its folder.
     pub fn read(path: &Path) -> Result<Self, PropertiesError> {
         let properties = Properties::read(path)?;
-        let folder = path
+        // Absolute: the child runs there, and a relative program path is found there.
+        let folder = std::path::absolute(path)
+            .map_err(|e| PropertiesError::Read {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?
             .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
         Self::from_properties(&properties, &folder)
     }
 
@@ -302,8 +311,9 @@ impl DaemonConfig {
         let mut command = ChildCommand::from_executable_name(executable);
         command.working_dir = Some(folder.to_path_buf());
         command.response_timeout = match p.number("timeoutInSeconds")? {
-            Some(0) => return Err(p.invalid("timeoutInSeconds", "expected at least 1 second")),
-            seconds => seconds.map(Duration::from_secs),
+            Some(seconds @ 1..=86_400) => Some(Duration::from_secs(seconds)),
+            Some(_) => return Err(p.invalid("timeoutInSeconds", "expected 1 to 86400 seconds")),
+            None => None,
         };
         let stream = p
             .value("streamArn")
@@ -320,8 +330,8 @@ impl DaemonConfig {
             ..ConsumerConfig::default()
         };
         if let Some(lease) = p.millis("failoverTimeMillis")? {
-            if lease.is_zero() {
-                return Err(p.invalid("failoverTimeMillis", "expected more than 0"));
+            if lease < Duration::from_millis(100) {
+                return Err(p.invalid("failoverTimeMillis", "expected at least 100"));
             }
             consumer.lease_duration = lease;
             consumer.take_interval = lease / 2;
@@ -333,9 +343,15 @@ impl DaemonConfig {
             consumer.parent_poll_interval = poll;
         }
         if let Some(max) = p.number("maxLeasesForWorker")? {
+            if max == 0 {
+                return Err(p.invalid("maxLeasesForWorker", "expected at least 1"));
+            }
             consumer.max_leases_per_worker = usize::try_from(max).unwrap_or(usize::MAX);
         }
         if let Some(max) = p.number("maxLeasesToStealAtOneTime")? {
+            if max == 0 {
+                return Err(p.invalid("maxLeasesToStealAtOneTime", "expected at least 1"));
+            }
             consumer.max_leases_to_steal_at_one_time = usize::try_from(max).unwrap_or(usize::MAX);
         }
         if let Some(timeout) = p.millis("gracefulLeaseHandoffTimeoutMillis")? {
@@ -344,7 +360,7 @@ impl DaemonConfig {
         if let Some(backoff) = p.millis("taskBackoffTimeMillis")? {
             consumer.process_retry_backoff = backoff;
         }
-        if let Some(grace) = p.millis("shutdownGraceMillis")?.filter(|g| !g.is_zero()) {
+        if let Some(grace) = p.millis("shutdownGraceMillis")? {
             consumer.shutdown_timeout = grace;
         }
         consumer.retrieval = retrieval(p)?;
@@ -584,6 +600,17 @@ mod tests {
         );
     }
 
+    /// Read through a relative path, the child's folder is still absolute: the child runs
+    /// there, and a relative program is found there once.
+    #[test]
+    fn a_relative_properties_path_gives_an_absolute_folder() {
+        let c = DaemonConfig::read(Path::new("tests/app.properties")).unwrap();
+        let folder = c.command.working_dir.unwrap();
+        assert!(folder.is_absolute(), "{}", folder.display());
+        assert!(folder.ends_with("tests"), "{}", folder.display());
+        assert_eq!(c.command.program, ["./app.py"]);
+    }
+
     #[test]
     fn bad_files_say_where() {
         assert_eq!(
@@ -609,6 +636,17 @@ mod tests {
         assert!(config(&format!("{BASE}retrievalMode = SOMETIMES\n")).is_err());
         assert!(config(&format!("{BASE}timeoutInSeconds = 0\n")).is_err());
         assert!(config(&format!("{BASE}maxRecords = 20000\n")).is_err());
+        for out_of_range in [
+            "shardSyncIntervalMillis = 0",
+            "failoverTimeMillis = 99999999999999",
+            "maxLeasesForWorker = 0",
+            "parentShardPollIntervalMillis = 0",
+        ] {
+            assert!(
+                config(&format!("{BASE}{out_of_range}\n")).is_err(),
+                "{out_of_range}"
+            );
+        }
         assert!(config(&format!("{BASE}cleanupLeasesUponShardCompletion = maybe\n")).is_err());
     }
 }
