@@ -28,6 +28,8 @@ struct Client {
     marker: &'static str,
     /// A `shardwise.leases` URL, or `None` for the KCL's DynamoDB table.
     leases: Option<String>,
+    /// What the processor writes to stderr for the third user record of a KPL aggregate.
+    third_of_aggregate: &'static str,
 }
 
 fn kclpy() -> Client {
@@ -39,6 +41,8 @@ fn kclpy() -> Client {
         env: vec![("PYTHONPATH", dir.display().to_string())],
         marker: "Sequence Number: ",
         leases: None,
+        // The sample logs each record's sub-sequence number.
+        third_of_aggregate: "Subsequence Number: 2",
     }
 }
 
@@ -67,6 +71,7 @@ fn aws_kcl(dir: &Path) -> Client {
         env: vec![("NODE_PATH", env("AWS_KCL_NODE_PATH"))],
         marker: "processed ",
         leases: Some(env("DATABASE_URL")),
+        third_of_aggregate: " agg-2",
     }
 }
 
@@ -218,22 +223,37 @@ fn at_least(stored: &str, wanted: &str) -> bool {
     stored.chars().all(|c| c.is_ascii_digit()) && (stored.len(), stored) >= (wanted.len(), wanted)
 }
 
-/// The last sequence numbers of the batches the daemons' children acknowledged (the daemon's
-/// debug log).
-fn acknowledged(logs: &[PathBuf]) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
+/// For each shard, the furthest sequence number its children acknowledged processing (the end
+/// of a batch, from the daemon's debug log).
+fn acknowledged(logs: &[PathBuf]) -> BTreeMap<String, String> {
+    let mut furthest: BTreeMap<String, String> = BTreeMap::new();
     for log in logs {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         for line in text
             .lines()
             .filter(|l| l.contains("the child processed a batch"))
         {
-            if let Some(rest) = line.split("last=").nth(1) {
-                seen.insert(rest.chars().take_while(char::is_ascii_digit).collect());
+            let field = |name: &str| -> String {
+                line.split(name).nth(1).map_or_else(String::new, |rest| {
+                    rest.chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                        .collect()
+                })
+            };
+            let (shard, last) = (field(" shard="), field(" last="));
+            let entry = furthest.entry(shard).or_default();
+            if at_least(&last, entry) {
+                *entry = last;
             }
         }
     }
-    seen
+    furthest
+}
+
+fn logs_text_of(logs: &[PathBuf]) -> String {
+    logs.iter()
+        .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+        .collect()
 }
 
 /// The sequence numbers the children logged as processed.
@@ -260,6 +280,18 @@ async fn scenario(test: &str, make_client: impl FnOnce(&Path) -> Client) {
     let stream = create_stream(test, 2).await;
     let app = unique(test);
     let mut put_records = put(&stream, 0..30).await;
+    // A KPL aggregate of three user records: the children get them one by one.
+    let mut aggregator =
+        shardwise_kpl_deagg::Aggregator::new(shardwise_kpl_deagg::AggregatorConfig::new());
+    for i in 0..3 {
+        let _ = aggregator
+            .add("aggregated", None, format!("agg-{i}"))
+            .unwrap();
+    }
+    let aggregate = aggregator.flush().unwrap();
+    stream
+        .put_raw(&aggregate.partition_key, aggregate.data.to_vec())
+        .await;
 
     let logs = [dir.join("a.log"), dir.join("b.log")];
     let mut a = daemon(
@@ -325,8 +357,11 @@ async fn scenario(test: &str, make_client: impl FnOnce(&Path) -> Client) {
         assert_running(&mut a, "daemon a");
         assert_running(&mut b, "daemon b");
         let acknowledged = acknowledged(&logs);
-        last.values()
-            .all(|sequence| acknowledged.contains(sequence))
+        last.iter().all(|(shard, sequence)| {
+            acknowledged
+                .get(shard)
+                .is_some_and(|done| at_least(done, sequence))
+        })
     });
     for daemon in [&a, &b] {
         signal(daemon, "TERM");
@@ -343,6 +378,10 @@ async fn scenario(test: &str, make_client: impl FnOnce(&Path) -> Client) {
         .filter(|s| !seen.contains(*s))
         .collect();
     assert!(missing.is_empty(), "records never processed: {missing:?}");
+    assert!(
+        logs_text_of(&logs).contains(client.third_of_aggregate),
+        "the aggregate's user records reach the child one by one"
+    );
     let leases = leases(&client, &app);
     assert!(
         leases.values().all(|l| l["owner"].is_null()),
@@ -364,10 +403,7 @@ async fn scenario(test: &str, make_client: impl FnOnce(&Path) -> Client) {
                 .is_none_or(|l| l["checkpoint"] == "SHARD_END"),
         "the split shard ended, its children have leases: {leases:?}"
     );
-    let logs_text: String = logs
-        .iter()
-        .map(|l| std::fs::read_to_string(l).unwrap_or_default())
-        .collect();
+    let logs_text = logs_text_of(&logs);
     assert!(
         !logs_text.contains("ERROR"),
         "no errors in the daemons' logs:\n{logs_text}"
