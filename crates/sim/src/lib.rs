@@ -23,6 +23,7 @@ pub mod plan;
 mod processor;
 pub mod rng;
 pub mod run;
+pub mod scale;
 mod wrap;
 
 pub use plan::{Plan, Settings};

@@ -27,6 +27,54 @@ fn main() -> ExitCode {
             .without_time()
             .try_init();
     }
+    if let Some(at) = args.iter().position(|a| a == "--scale") {
+        // --scale SHARDSxWORKERS[,…]: the scale table, beside the KCL 2.x model.
+        let sizes = args
+            .get(at + 1)
+            .map_or("100x10,1000x10,1000x100", String::as_str);
+        println!(
+            "| shards × workers | model | rows read/s | writes/s | store calls/s per worker | recovery of a killed worker | balance after a join |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        for size in sizes.split(',') {
+            let Some((Ok(shards), Ok(workers))) = size
+                .split_once('x')
+                .map(|(s, w)| (s.parse::<u32>(), w.parse::<usize>()))
+            else {
+                eprintln!("--scale takes SHARDSxWORKERS[,...], not {size:?}");
+                return ExitCode::from(2);
+            };
+            let started = Instant::now();
+            let row = |model: &str, f: &shardwise_sim::scale::ScaleFigures| {
+                println!(
+                    "| {} × {} | {model} | {:.0} | {:.0} | {:.1} | {:.0} s | {} |",
+                    f.shards,
+                    f.workers,
+                    f.rows_read_per_second,
+                    f.writes_per_second,
+                    f.calls_per_worker_second,
+                    f.recovery.as_secs_f64(),
+                    f.balance_after_join.map_or_else(
+                        || "over 1 h".to_owned(),
+                        |d| format!("{:.0} s", d.as_secs_f64())
+                    )
+                );
+            };
+            match shardwise_sim::scale::measure(shards, workers) {
+                Ok(figures) => row("shardwise", &figures),
+                Err(e) => println!("| {shards} × {workers} | shardwise | failed: {e} |"),
+            }
+            row(
+                "KCL 2.x",
+                &shardwise_sim::scale::kcl2_model(shards, workers),
+            );
+            eprintln!(
+                "{size}: measured in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
     let settings = Settings::default();
     if let Some(seed) = value("--seed") {
         let outcome = run(seed, settings);

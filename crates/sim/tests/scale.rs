@@ -1,0 +1,33 @@
+//! The scale measurement on a small fleet: the figures it prints are the protocol's cost.
+
+use std::time::Duration;
+
+use shardwise_sim::scale::{kcl2_model, measure};
+
+/// 100 shards, 10 workers, 10 s leases: every worker lists the table every take interval
+/// (5 s) and renews each lease every third of the lease duration, and a killed worker's
+/// leases move within a lease duration and a take interval.
+#[test]
+fn a_hundred_shards_over_ten_workers() {
+    let figures = measure(100, 10).unwrap_or_else(|e| panic!("{e}"));
+    // 10 workers × 100 rows / 5 s, plus the hand-off and parent polls' reads.
+    assert!(
+        (200.0..260.0).contains(&figures.rows_read_per_second),
+        "{figures:?}"
+    );
+    // 100 leases renewed every 3.33 s.
+    assert!(
+        (29.0..32.0).contains(&figures.writes_per_second),
+        "{figures:?}"
+    );
+    assert!(figures.recovery <= Duration::from_secs(16), "{figures:?}");
+    assert!(
+        figures
+            .balance_after_join
+            .is_some_and(|d| d <= Duration::from_secs(60)),
+        "{figures:?}"
+    );
+    let kcl = kcl2_model(100, 10);
+    assert_eq!(kcl.rows_read_per_second, 50.0);
+    assert_eq!(kcl.balance_after_join, Some(Duration::from_secs(180)));
+}
