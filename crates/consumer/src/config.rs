@@ -96,7 +96,9 @@ pub struct ConsumerConfig {
     /// Most leases one worker holds.
     pub max_leases_per_worker: usize,
     /// Most leases asked for per balancing round (the KCL's "stolen" leases: they are asked
-    /// for with a hand-off, not taken).
+    /// for with a hand-off, not taken). Default: as many as reach the fair share, one from each
+    /// worker above it, so that a worker joining a balanced fleet gets its share in a round or
+    /// two; the KCL's default is 1.
     pub max_leases_to_steal_at_one_time: usize,
     /// How long a worker asked to hand a lease over lets its processor's `shutdown_requested`
     /// run before it hands the lease over anyway (KCL 3.x `gracefulLeaseHandoffTimeoutMillis`,
@@ -134,7 +136,7 @@ impl Default for ConsumerConfig {
             former_streams: FormerStreams::default(),
             parent_poll_interval: Duration::from_millis(500),
             max_leases_per_worker: usize::MAX,
-            max_leases_to_steal_at_one_time: 1,
+            max_leases_to_steal_at_one_time: usize::MAX,
             handoff_timeout: Duration::from_secs(30),
             retrieval: Retrieval::default(),
             max_process_attempts: 3,

@@ -3,10 +3,10 @@
 //! The rule is the KCL's count-based balancing. Leases of ended shards do not count and are
 //! never taken. A worker aims for a fair share, `ceil(leases / workers)` capped by
 //! `max_leases_per_worker`. It first takes leases that are free or expired; only when there are
-//! none does it steal, from the most loaded worker alone and at most
-//! `max_leases_to_steal_at_one_time` per round, and only when that worker holds more than the
-//! fair share (or exactly the fair share while this worker needs two or more, so that a fleet
-//! of equal workers still makes room for a newcomer).
+//! none does it steal (asks for a hand-off), at most `max_leases_to_steal_at_one_time` per
+//! round, most loaded workers first: from each worker what it holds over the fair share, and
+//! one lease from each worker at the fair share (above the floor share) while this worker needs
+//! two or more, so that a fleet of equal workers makes room for a newcomer in one round.
 //!
 //! Among free or expired leases, those whose parent shards are all finished come first (a child
 //! cannot start before its parents end). Ties are broken deterministically: workers by id, leases by a hash of (this worker, lease
@@ -23,7 +23,9 @@ use crate::lease::Lease;
 pub struct BalanceConfig {
     /// Most leases one worker holds (default: no limit).
     pub max_leases_per_worker: usize,
-    /// Most leases one worker steals per balancing round (default 1, as in the KCL).
+    /// Most leases one worker asks for per balancing round (default: as many as it needs to
+    /// reach its share; the KCL's default is 1, which made sense when a steal replayed the
+    /// holder's work, and a hand-off does not).
     pub max_leases_to_steal_at_one_time: usize,
 }
 
@@ -31,7 +33,7 @@ impl Default for BalanceConfig {
     fn default() -> Self {
         Self {
             max_leases_per_worker: usize::MAX,
-            max_leases_to_steal_at_one_time: 1,
+            max_leases_to_steal_at_one_time: usize::MAX,
         }
     }
 }
@@ -184,31 +186,42 @@ pub fn plan_takes(input: BalanceInput<'_>) -> TakePlan {
         return plan;
     }
 
-    // Most loaded worker; among equals, the smallest id.
-    let Some((_, (load, victim))) = by_worker
-        .iter()
-        .max_by(|(a_id, a), (b_id, b)| a.0.cmp(&b.0).then_with(|| b_id.cmp(a_id)))
-    else {
-        return plan;
-    };
-    let load = *load;
-    let over_target = load.saturating_sub(target);
-    let to_steal = if load < target {
-        0
-    } else if over_target == 0 && needed > 1 {
-        1
-    } else {
-        over_target.min(needed)
-    }
-    .min(config.max_leases_to_steal_at_one_time);
-
-    let mut victim_leases = victim.clone();
-    victim_leases.sort_by_key(|lease| (tie_break(me, &lease.key), &lease.key));
-    plan.steal = victim_leases
+    // Workers by load, most loaded first; among equals, the smallest id. Each gives what it
+    // holds over the target; a worker at the target (above the floor share) gives one, while
+    // this worker needs two or more, so that a fleet of equal workers makes room for a newcomer
+    // in one round without the last lease bouncing between two workers at the target.
+    let mut victims: Vec<(&WorkerId, usize, Vec<&Lease>)> = by_worker
         .into_iter()
-        .take(to_steal)
-        .map(Candidate::of)
+        .map(|(worker, (load, leases))| (worker, load, leases))
         .collect();
+    victims.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let floor = total_leases / workers;
+    let mut budget = needed.min(config.max_leases_to_steal_at_one_time);
+    let mut at_target = needed.saturating_sub(1);
+    for (_, load, leases) in victims {
+        if budget == 0 {
+            break;
+        }
+        let over = load.saturating_sub(target);
+        let at_target_gives = over == 0 && load == target && load > floor && at_target > 0;
+        let give = if over > 0 {
+            over.min(budget)
+        } else if at_target_gives {
+            1
+        } else {
+            0
+        };
+        // Leases already being handed over cannot be asked for: a worker may have fewer to give.
+        let give = give.min(leases.len());
+        if at_target_gives && give > 0 {
+            at_target -= 1;
+        }
+        let mut leases = leases;
+        leases.sort_by_key(|lease| (tie_break(me, &lease.key), &lease.key));
+        plan.steal
+            .extend(leases.into_iter().take(give).map(Candidate::of));
+        budget -= give;
+    }
     plan
 }
 
@@ -363,12 +376,11 @@ mod tests {
             )
         });
         all.push(Case {
-            steal: 1,
-            steal_from: Some("w1"),
+            steal: 2,
             target: 3,
             workers: 4,
             ..case(
-                "new worker joins a balanced fleet of 3 on 9",
+                "new worker joins a balanced fleet of 3 on 9: one from each of two",
                 rows(
                     [
                         owned("a", 3, "w1"),
@@ -397,7 +409,7 @@ mod tests {
             )
         });
         all.push(Case {
-            steal: 1,
+            steal: 2,
             steal_from: Some("w2"),
             target: 2,
             workers: 4,
@@ -414,6 +426,10 @@ mod tests {
             )
         });
         all.push(Case {
+            config: BalanceConfig {
+                max_leases_to_steal_at_one_time: 1,
+                ..BalanceConfig::default()
+            },
             steal: 1,
             steal_from: Some("w1"),
             target: 4,
@@ -598,10 +614,12 @@ mod tests {
             )
         });
         all.push(Case {
+            steal: 1,
+            steal_from: Some("w1"),
             target: 2,
             workers: 4,
             ..case(
-                "leases being handed over are never asked for again; they count for their new owner",
+                "leases being handed over are never asked for again; they count for their new owner (w2 has nothing to give, w1 gives one)",
                 handing(
                     rows([owned("a", 2, "w1"), owned("b", 3, "w2"), owned("c", 1, "w3")].concat()),
                     &[("b0", "w1"), ("b1", "w1"), ("b2", "w1")],

@@ -5,8 +5,9 @@ use std::time::Duration;
 use shardwise_sim::scale::{kcl2_model, measure};
 
 /// 100 shards, 10 workers, 10 s leases: every worker lists the table every take interval
-/// (5 s) and renews each lease every third of the lease duration, and a killed worker's
-/// leases move within a lease duration and a take interval.
+/// (5 s) and renews each lease every third of the lease duration, a killed worker's leases
+/// move within a lease duration and a take interval, and a joining worker has its share
+/// within a few take rounds.
 #[test]
 fn a_hundred_shards_over_ten_workers() {
     let figures = measure(100, 10).unwrap_or_else(|e| panic!("{e}"));
@@ -21,10 +22,12 @@ fn a_hundred_shards_over_ten_workers() {
         "{figures:?}"
     );
     assert!(figures.recovery <= Duration::from_secs(16), "{figures:?}");
+    // A joining worker asks every worker above the new share at once: a few take rounds,
+    // not one round per lease (51 s when it asked only the most loaded worker).
     assert!(
         figures
             .balance_after_join
-            .is_some_and(|d| d <= Duration::from_secs(60)),
+            .is_some_and(|d| d <= Duration::from_secs(20)),
         "{figures:?}"
     );
     let kcl = kcl2_model(100, 10);
