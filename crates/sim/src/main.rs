@@ -27,6 +27,27 @@ fn main() -> ExitCode {
             .without_time()
             .try_init();
     }
+    if let Some(shards) = value("--idle-memory") {
+        // One worker holding SHARDS idle shards: its process's resident memory.
+        let Ok(shards) = u32::try_from(shards) else {
+            eprintln!("--idle-memory takes a shard count");
+            return ExitCode::from(2);
+        };
+        return match shardwise_sim::scale::idle_worker_memory(shards) {
+            Ok((rss, peak)) => {
+                println!(
+                    "one worker holding {shards} idle shards: RSS {:.1} MB, peak {:.1} MB",
+                    rss as f64 / 1e6,
+                    peak as f64 / 1e6
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(at) = args.iter().position(|a| a == "--scale") {
         // --scale SHARDSxWORKERS[,…]: the scale table, beside the KCL 2.x model.
         let sizes = args

@@ -354,3 +354,48 @@ async fn fleet(shards: u32, workers: usize) -> Result<ScaleFigures, String> {
         balance_after_join,
     })
 }
+
+/// Resident memory of this process (`VmRSS`, `VmHWM` from /proc/self/status, in bytes) after
+/// one worker has held `shards` idle shards for a minute of virtual time: the worker's memory,
+/// plus the in-memory Kinesis and store, which hold next to nothing for idle shards.
+pub fn idle_worker_memory(shards: u32) -> Result<(u64, u64), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let kinesis = Arc::new(InMemoryKinesis::new());
+        kinesis.create_stream("scale", shards);
+        let fleet = Fleet {
+            kinesis,
+            store: Arc::new(MemoryLeaseStore::new()),
+            counts: Arc::new(Counts::default()),
+            config: ConsumerConfig {
+                initial_position: InitialPosition::TrimHorizon,
+                ..ConsumerConfig::default()
+            },
+        };
+        let (stop, task) = fleet.start("w000")?;
+        fleet
+            .until(Duration::from_secs(600), |h| {
+                h.values().sum::<usize>() == shards as usize
+            })
+            .await?;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let memory = (status_bytes("VmRSS:"), status_bytes("VmHWM:"));
+        stop.cancel();
+        let _ = task.await;
+        Ok(memory)
+    })
+}
+
+/// A `kB` line of /proc/self/status, in bytes (0 when absent).
+fn status_bytes(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}

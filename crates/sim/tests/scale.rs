@@ -34,3 +34,14 @@ fn a_hundred_shards_over_ten_workers() {
     assert_eq!(kcl.rows_read_per_second, 50.0);
     assert_eq!(kcl.balance_after_join, Some(Duration::from_secs(180)));
 }
+
+/// One worker holding 1,000 idle shards stays well under 200 MB of resident memory (about
+/// 35 MB, the in-memory Kinesis and store included). Each test runs in a process of its own
+/// under nextest, so the figure is this worker's.
+#[test]
+fn a_thousand_idle_shards_in_one_worker() {
+    let (rss, peak) =
+        shardwise_sim::scale::idle_worker_memory(1_000).unwrap_or_else(|e| panic!("{e}"));
+    assert!(rss > 0, "VmRSS read");
+    assert!(peak < 200_000_000, "peak RSS {peak} bytes");
+}
