@@ -197,13 +197,14 @@ pub fn plan_takes(input: BalanceInput<'_>) -> TakePlan {
     victims.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
     let floor = total_leases / workers;
     let mut budget = needed.min(config.max_leases_to_steal_at_one_time);
-    let mut at_target = needed.saturating_sub(1);
     for (_, load, leases) in victims {
         if budget == 0 {
             break;
         }
         let over = load.saturating_sub(target);
-        let at_target_gives = over == 0 && load == target && load > floor && at_target > 0;
+        // While this worker would still need two or more, counting what it already asked for.
+        let at_target_gives =
+            over == 0 && load == target && load > floor && needed - plan.steal.len() >= 2;
         let give = if over > 0 {
             over.min(budget)
         } else if at_target_gives {
@@ -213,9 +214,6 @@ pub fn plan_takes(input: BalanceInput<'_>) -> TakePlan {
         };
         // Leases already being handed over cannot be asked for: a worker may have fewer to give.
         let give = give.min(leases.len());
-        if at_target_gives && give > 0 {
-            at_target -= 1;
-        }
         let mut leases = leases;
         leases.sort_by_key(|lease| (tie_break(me, &lease.key), &lease.key));
         plan.steal
@@ -610,6 +608,25 @@ mod tests {
                         ("d", "me", false),
                     ]),
                     &[("d", "w2")],
+                ),
+            )
+        });
+        all.push(Case {
+            held: &["m0"],
+            steal: 1,
+            steal_from: Some("w1"),
+            target: 3,
+            workers: 4,
+            ..case(
+                "needing 2, one from a worker over the target: none from one at it (1,4,3,2)",
+                rows(
+                    [
+                        owned("m", 1, "me"),
+                        owned("a", 4, "w1"),
+                        owned("b", 3, "w2"),
+                        owned("c", 2, "w3"),
+                    ]
+                    .concat(),
                 ),
             )
         });
