@@ -73,6 +73,14 @@ impl MemoryLeaseStore {
         self.calls.load(AtomicOrdering::SeqCst)
     }
 
+    /// How many leases the table holds now (not an operation: not counted, never fails).
+    pub fn lease_count(&self) -> usize {
+        self.leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
     /// Enters one operation: counts it, fails when unavailable, locks the table.
     fn enter(&self) -> Result<MutexGuard<'_, BTreeMap<LeaseKey, Lease>>, StoreError> {
         self.calls.fetch_add(1, AtomicOrdering::SeqCst);

@@ -12,8 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use shardwise::kinesis::testkit::InMemoryKinesis;
 use shardwise::lease::{
-    Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, MemoryLeaseStore,
-    Race, ShardId, StoreError, WorkerId,
+    Call, Layer, Layered, LeaseKey, LeaseStore, MemoryLeaseStore, Operation, Race, StoreError,
+    WorkerId,
 };
 use shardwise::{Consumer, ConsumerConfig, InitialPosition, RecordBatch, processor_fn};
 use tokio::task::JoinHandle;
@@ -50,118 +50,42 @@ impl Counts {
 /// Rows a DynamoDB `Scan` page holds (1 MB of lease rows of about 1 KB).
 const ROWS_PER_PAGE: u64 = 1_000;
 
-/// The in-memory store, counted.
+/// Counts the calls on the in-memory store, as a [`Layer`] (a listing's rows are the table's
+/// size when it runs: the memory store answers without yielding).
 #[derive(Debug)]
-struct Counted {
-    inner: Arc<MemoryLeaseStore>,
+struct Counter {
+    store: Arc<MemoryLeaseStore>,
     counts: Arc<Counts>,
 }
 
 #[async_trait]
-impl LeaseStore for Counted {
-    async fn create_table_if_missing(&self) -> Result<(), StoreError> {
-        self.counts.read(1, 0);
-        self.inner.create_table_if_missing().await
+impl Layer for Counter {
+    async fn around<'a, T: Send + 'a>(
+        &'a self,
+        operation: Operation,
+        _key: Option<&'a LeaseKey>,
+        call: Call<'a, T>,
+    ) -> Result<T, StoreError> {
+        match operation {
+            Operation::List => {
+                let rows = self.store.lease_count() as u64;
+                self.counts.read(rows.div_ceil(ROWS_PER_PAGE).max(1), rows);
+            }
+            Operation::Get => self.counts.read(1, 1),
+            Operation::CreateTable => self.counts.read(1, 0),
+            _ => self.counts.write(1),
+        }
+        call.await
     }
-    async fn list(&self) -> Result<LeaseListing, StoreError> {
-        let listing = self.inner.list().await?;
-        let rows = listing.leases.len() as u64;
-        self.counts.read(rows.div_ceil(ROWS_PER_PAGE).max(1), rows);
-        Ok(listing)
-    }
-    async fn get(&self, key: &LeaseKey) -> Result<Option<Lease>, StoreError> {
-        self.counts.read(1, 1);
-        self.inner.get(key).await
-    }
-    async fn create_if_absent(&self, lease: &Lease) -> Result<Race<Lease>, StoreError> {
-        self.counts.write(1);
-        self.inner.create_if_absent(lease).await
-    }
-    async fn take(
-        &self,
-        key: &LeaseKey,
-        expected_counter: u64,
-        new_owner: &WorkerId,
-    ) -> Result<Race<Lease>, StoreError> {
-        self.counts.write(1);
-        self.inner.take(key, expected_counter, new_owner).await
-    }
-    async fn renew(
-        &self,
-        key: &LeaseKey,
-        owner: &WorkerId,
-        expected_counter: u64,
-    ) -> Result<Race<u64>, StoreError> {
-        self.counts.write(1);
-        self.inner.renew(key, owner, expected_counter).await
-    }
+
     async fn renew_many(
         &self,
+        inner: &dyn LeaseStore,
         owner: &WorkerId,
         leases: &[(LeaseKey, u64)],
     ) -> Vec<Result<Race<u64>, StoreError>> {
         self.counts.write(leases.len() as u64);
-        self.inner.renew_many(owner, leases).await
-    }
-    async fn evict(
-        &self,
-        key: &LeaseKey,
-        owner: &WorkerId,
-        expected_counter: u64,
-    ) -> Result<Race<Lease>, StoreError> {
-        self.counts.write(1);
-        self.inner.evict(key, owner, expected_counter).await
-    }
-    async fn update_checkpoint(
-        &self,
-        key: &LeaseKey,
-        owner: &WorkerId,
-        expected_counter: u64,
-        update: &CheckpointUpdate,
-    ) -> Result<Race<Lease>, StoreError> {
-        self.counts.write(1);
-        self.inner
-            .update_checkpoint(key, owner, expected_counter, update)
-            .await
-    }
-    async fn mark_ended(
-        &self,
-        key: &LeaseKey,
-        owner: &WorkerId,
-        expected_counter: u64,
-        children: &[ShardId],
-    ) -> Result<Race<Lease>, StoreError> {
-        self.counts.write(1);
-        self.inner
-            .mark_ended(key, owner, expected_counter, children)
-            .await
-    }
-    async fn request_handoff(
-        &self,
-        key: &LeaseKey,
-        expected_counter: u64,
-        holder: &WorkerId,
-        new_owner: &WorkerId,
-    ) -> Result<Race<Lease>, StoreError> {
-        self.counts.write(1);
-        self.inner
-            .request_handoff(key, expected_counter, holder, new_owner)
-            .await
-    }
-    async fn reset_checkpoint(
-        &self,
-        key: &LeaseKey,
-        expected_counter: u64,
-        checkpoint: &Checkpoint,
-    ) -> Result<Race<Lease>, StoreError> {
-        self.counts.write(1);
-        self.inner
-            .reset_checkpoint(key, expected_counter, checkpoint)
-            .await
-    }
-    async fn delete(&self, key: &LeaseKey, expected_counter: u64) -> Result<Race<()>, StoreError> {
-        self.counts.write(1);
-        self.inner.delete(key, expected_counter).await
+        inner.renew_many(owner, leases).await
     }
 }
 
@@ -229,10 +153,13 @@ impl Fleet {
         let consumer = Consumer::builder()
             .stream("scale")
             .kinesis(self.kinesis.clone())
-            .lease_store(Arc::new(Counted {
-                inner: self.store.clone(),
-                counts: self.counts.clone(),
-            }))
+            .lease_store(Arc::new(Layered::wrap(
+                self.store.clone(),
+                Counter {
+                    store: self.store.clone(),
+                    counts: self.counts.clone(),
+                },
+            )))
             .worker_id(id)
             .config(self.config.clone())
             .processor(processor_fn(|_batch: RecordBatch| async { Ok(()) }))
