@@ -69,11 +69,17 @@ impl Fleet {
     }
 
     pub fn start(&mut self, name: &str, behaviour: Behaviour) {
+        self.start_as(name, name, behaviour);
+    }
+
+    /// Starts a process known to the fleet (and the recorder) as `name`, with worker id `id`:
+    /// two processes may share an id.
+    pub fn start_as(&mut self, name: &str, id: &str, behaviour: Behaviour) {
         let consumer = Consumer::builder()
             .stream(self.driver.stream())
             .kinesis(self.driver.api())
             .lease_store(self.store.clone())
-            .worker_id(name)
+            .worker_id(id)
             .config(self.config.clone())
             .processor(factory(name, &self.recorder, behaviour))
             .build()

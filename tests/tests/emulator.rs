@@ -145,6 +145,63 @@ async fn a_joining_worker_gets_its_share_by_hand_off_postgres() {
     .await;
 }
 
+fn heartbeat_fleet(test: &str, store: Arc<dyn LeaseStore>) -> Fleet {
+    let mut fleet = fleet(test, store);
+    fleet.config.liveness = shardwise::Liveness::Heartbeat;
+    fleet
+}
+
+/// Workers that heartbeat instead of renewing each lease, on each real store: a killed
+/// worker's shards move on (its heartbeat stands still), a joining worker gets its share by
+/// hand-off (the holder learns of the request from the table version), a split and a merge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_shards_move_on_heartbeat_dynamodb() {
+    scenarios::killed_worker_shards_move_on(
+        &mut heartbeat_fleet("hb-killed-ddb", stores::dynamodb("hb-killed").await),
+        120,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_shards_move_on_heartbeat_postgres() {
+    scenarios::killed_worker_shards_move_on(
+        &mut heartbeat_fleet("hb-killed-pg", stores::postgres("hb-killed").await),
+        120,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_worker_gets_its_share_by_hand_off_heartbeat_redis() {
+    scenarios::a_joining_worker_gets_its_share_by_hand_off(
+        &mut heartbeat_fleet("hb-join-redis", stores::redis("hb-join").await),
+        9,
+        3,
+        9,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_and_merge_parents_first_heartbeat_redis() {
+    scenarios::split_and_merge_parents_first(
+        &mut heartbeat_fleet("hb-reshard-redis", stores::redis("hb-reshard").await),
+        60,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_stream_heartbeat_redis() {
+    multi_stream_on_the_emulator(
+        "ms-hb-redis",
+        stores::redis("hb-multi").await,
+        shardwise::Liveness::Heartbeat,
+    )
+    .await;
+}
+
 /// Three workers restarted one at a time while records keep coming: no record processed twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_processes_nothing_twice_dynamodb() {
@@ -170,7 +227,11 @@ async fn a_rolling_restart_processes_nothing_twice_postgres() {
 /// (`FormerStreams::DeleteAfter`); the first stream deleted and created again under its name
 /// is a new stream, read from its own initial position under leases of its own, while the old
 /// stream's leases go with the grace period; keys as the KCL's multi-stream mode writes them.
-async fn multi_stream_on_the_emulator(tag: &str, store: Arc<dyn LeaseStore>) {
+async fn multi_stream_on_the_emulator(
+    tag: &str,
+    store: Arc<dyn LeaseStore>,
+    liveness: shardwise::Liveness,
+) {
     use shardwise_tests::StreamDriver;
     use shardwise_tests::multi::{self, Changing, Seen};
     let drivers: Vec<Emulator> = ["a", "b", "c", "d"]
@@ -189,6 +250,7 @@ async fn multi_stream_on_the_emulator(tag: &str, store: Arc<dyn LeaseStore>) {
         shard_sync_interval: LEASE / 2,
         stream_tracker_interval: Duration::from_secs(2),
         former_streams: shardwise::FormerStreams::DeleteAfter(Duration::from_secs(2)),
+        liveness,
         ..shardwise::ConsumerConfig::default()
     };
     let workers: Vec<_> = ["w1", "w2"]
@@ -295,10 +357,20 @@ async fn multi_stream_on_the_emulator(tag: &str, store: Arc<dyn LeaseStore>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_stream_dynamodb() {
-    multi_stream_on_the_emulator("ms-ddb", stores::dynamodb("multi").await).await;
+    multi_stream_on_the_emulator(
+        "ms-ddb",
+        stores::dynamodb("multi").await,
+        shardwise::Liveness::PerLease,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_stream_postgres() {
-    multi_stream_on_the_emulator("ms-pg", stores::postgres("multi").await).await;
+    multi_stream_on_the_emulator(
+        "ms-pg",
+        stores::postgres("multi").await,
+        shardwise::Liveness::PerLease,
+    )
+    .await;
 }

@@ -75,6 +75,12 @@ pub(crate) struct ConsumeArgs {
     /// How long a lease lives without renewal before other workers take it, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     lease_duration: u64,
+    /// How this worker shows it is alive: per-lease (renew every lease, as the Java KCL does;
+    /// needed when Java KCL workers share the table) or heartbeat (one heartbeat per worker,
+    /// and the lease table listed only when it changed: a small fraction of the store's reads
+    /// and writes on big streams).
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = LivenessArg::PerLease)]
+    liveness: LivenessArg,
     /// Read by enhanced fan-out (SubscribeToShard over HTTP/2, a stream consumer named APP,
     /// registered when missing) instead of polling GetRecords.
     #[arg(long)]
@@ -84,6 +90,13 @@ pub(crate) struct ConsumeArgs {
     quiet: bool,
     #[command(flatten)]
     aws: AwsArgs,
+}
+
+/// `--liveness`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LivenessArg {
+    PerLease,
+    Heartbeat,
 }
 
 /// What every shard's processor shares.
@@ -252,6 +265,10 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
         .lease_store(store.clone())
         .initial_position(args.from)
         .lease_duration(Duration::from_secs(args.lease_duration))
+        .liveness(match args.liveness {
+            LivenessArg::PerLease => shardwise::Liveness::PerLease,
+            LivenessArg::Heartbeat => shardwise::Liveness::Heartbeat,
+        })
         .processor(
             move |_shard: &shardwise::lease::ShardId| JsonLinesProcessor {
                 shared: factory_shared.clone(),

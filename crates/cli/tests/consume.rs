@@ -51,10 +51,25 @@ fn spawn_consumer(
 /// together they wrote every record, and each wrote each partition key's records in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_one_killed_redis() {
-    let stream = create_stream("cli-kill", 4).await;
-    let app = unique("cli-kill");
-    let leases = env("REDIS_URL");
-    let dir = temp_dir("kill");
+    three_processes_one_killed("cli-kill", env("REDIS_URL"), &[]).await;
+}
+
+/// The same with `--liveness heartbeat`: the killed process's heartbeat stands still, and its
+/// shards move on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_one_killed_heartbeat_postgres() {
+    three_processes_one_killed(
+        "cli-kill-hb",
+        env("DATABASE_URL"),
+        &["--liveness", "heartbeat"],
+    )
+    .await;
+}
+
+async fn three_processes_one_killed(tag: &str, leases: String, extra: &[&str]) {
+    let stream = create_stream(tag, 4).await;
+    let app = unique(tag);
+    let dir = temp_dir(tag);
     let outputs: Vec<_> = (0..3).map(|i| dir.join(format!("w{i}.jsonl"))).collect();
     const KEYS: usize = 12;
     stream.put(0..200, KEYS).await;
@@ -68,7 +83,7 @@ async fn three_processes_one_killed_redis() {
             &leases,
             &format!("w{i}"),
             &outputs[i],
-            &["--quiet"],
+            &[&["--quiet"], extra].concat(),
         )
     };
     let mut children: Vec<Child> = vec![spawn(0)];

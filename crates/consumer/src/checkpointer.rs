@@ -372,7 +372,9 @@ impl Checkpointer {
         state.counter = lease.counter;
         state.checkpoint = lease.checkpoint;
         state.has_pending = lease.pending_checkpoint.is_some();
-        state.renewed_at = state.renewed_at.max(sent);
+        if self.inner.grant.writes_renew {
+            state.renewed_at = state.renewed_at.max(sent);
+        }
         Ok(true)
     }
 }

@@ -189,6 +189,13 @@ impl ConsumerBuilder {
         self
     }
 
+    /// How the worker shows it is alive (default: per-lease renewals, which Java KCL workers
+    /// sharing the table understand; see [`Liveness`](crate::Liveness)).
+    pub fn liveness(mut self, liveness: crate::Liveness) -> Self {
+        self.config.liveness = liveness;
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: ConsumerConfig) -> Self {
         self.config = config;
@@ -247,6 +254,7 @@ impl ConsumerBuilder {
                 worker_metrics,
                 prefetch,
                 application: self.application.unwrap_or_else(|| "shardwise".to_owned()),
+                beat: Default::default(),
             }),
         })
     }

@@ -70,6 +70,10 @@ pub(crate) struct Grant {
     /// Cancelled to end the pipeline gracefully (the processor gets `shutdown_requested`): on
     /// shutdown, or when a hand-off is asked for.
     pub(crate) stop: CancellationToken,
+    /// Whether a successful write of the lease proves it held (per-lease renewals). Not with
+    /// heartbeats: other workers judge the lease by the worker's heartbeat alone, so only a
+    /// heartbeat renews it.
+    pub(crate) writes_renew: bool,
 }
 
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
@@ -95,7 +99,14 @@ impl Grant {
             }),
             lost: CancellationToken::new(),
             stop: CancellationToken::new(),
+            writes_renew: true,
         }
+    }
+
+    /// The grant of a worker that heartbeats: only its heartbeats renew it.
+    pub(crate) fn renewed_by_heartbeat(mut self) -> Self {
+        self.writes_renew = false;
+        self
     }
 
     /// The grant of a lease just taken; `None` when its key names no shard.

@@ -48,7 +48,7 @@ mod user_records;
 mod worker;
 
 pub use checkpointer::{CheckpointError, Checkpointer, PreparedCheckpoint};
-pub use config::{ConsumerConfig, FormerStreams, InitialPosition, Retrieval};
+pub use config::{ConsumerConfig, FormerStreams, InitialPosition, Liveness, Retrieval};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerError};
 pub use processor::{
     FnProcessorFactory, GiveUpShard, InitializeInput, ProcessorError, ProcessorFactory,

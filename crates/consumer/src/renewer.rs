@@ -24,7 +24,9 @@ pub(crate) fn snapshot(grants: &Grants) -> Vec<Arc<Grant>> {
         .collect()
 }
 
-/// Renews every held lease each renew interval until `stop` fires.
+/// Renews every held lease (or, with heartbeats, the worker's heartbeat) each renew interval
+/// until `stop` fires. With heartbeats the worker makes the first one itself
+/// ([`first_heartbeat`]) before it takes any lease.
 pub(crate) async fn run(ctx: Arc<Context>, grants: Grants, stop: CancellationToken) {
     let metrics = shardwise_metrics::LeaseStoreMetrics::register(
         &ctx.metric_names,
@@ -33,6 +35,7 @@ pub(crate) async fn run(ctx: Arc<Context>, grants: Grants, stop: CancellationTok
         shardwise_metrics::operation::RENEW_LEASES,
     );
     let interval = ctx.config.renew_interval();
+    let heartbeat = ctx.config.liveness == crate::Liveness::Heartbeat;
     let mut next = Instant::now() + interval;
     loop {
         tokio::select! {
@@ -41,7 +44,123 @@ pub(crate) async fn run(ctx: Arc<Context>, grants: Grants, stop: CancellationTok
             () = tokio::time::sleep_until(next) => {}
         }
         next += interval;
-        renew(&ctx, &snapshot(&grants), &metrics).await;
+        if heartbeat {
+            beat(&ctx, &snapshot(&grants), &metrics).await;
+        } else {
+            renew(&ctx, &snapshot(&grants), &metrics).await;
+        }
+    }
+}
+
+/// The worker's first heartbeat, before its first take round (a failure is logged; the
+/// renewer tries again every renew interval, and no lease is taken until one succeeds).
+pub(crate) async fn first_heartbeat(ctx: &Context) {
+    let sent = Instant::now();
+    match ctx.store.heartbeat(&ctx.worker_id, None).await {
+        Ok(Race::Won(heartbeat)) => ctx.beat.succeeded(heartbeat, sent),
+        Ok(Race::Lost) => warn!("the first heartbeat lost a race it cannot lose; retrying"),
+        Err(e) => warn!(error = %e, "the first heartbeat failed; retrying"),
+    }
+}
+
+/// One heartbeat at the counter this worker last wrote (afresh when it has none): `Won` with
+/// the new counter, `Lost` when another process moved it. A lost race right after a write in
+/// doubt that shows exactly one step is this worker's own write: adopted, and tried again.
+async fn heartbeat(ctx: &Context) -> Result<Race<u64>, shardwise_lease_core::StoreError> {
+    if ctx.beat.has_yielded() {
+        // Another process with this id won a heartbeat race: it keeps the id while its
+        // heartbeat moves (this one was most likely frozen and replaced).
+        let stored = ctx.store.membership().await?;
+        let read = stored.heartbeats.get(&ctx.worker_id).copied();
+        if !ctx
+            .beat
+            .may_rejoin(read, Instant::now(), ctx.config.lease_duration)
+        {
+            return Ok(Race::Lost);
+        }
+        info!("the other process with this worker id is gone; heartbeating again");
+    }
+    let expected = ctx.beat.last().map(|(heartbeat, _)| heartbeat);
+    let outcome = ctx.store.heartbeat(&ctx.worker_id, expected).await?;
+    let (Race::Lost, Some(expected), true) = (&outcome, expected, ctx.beat.in_doubt()) else {
+        return Ok(outcome);
+    };
+    let stored = ctx.store.membership().await?;
+    let ours = expected.saturating_add(1);
+    if stored.heartbeats.get(&ctx.worker_id) != Some(&ours) {
+        return Ok(Race::Lost);
+    }
+    ctx.store.heartbeat(&ctx.worker_id, Some(ours)).await
+}
+
+/// One heartbeat: when it succeeds, every lease held is renewed from the time it was sent;
+/// when it fails, every lease not renewed for two thirds of the lease duration is given up
+/// before any other worker may judge this one dead. A heartbeat that succeeds that long after
+/// the one before (the process was frozen, or its calls hung) renews nothing on trust: others
+/// may have judged this worker dead meanwhile, so each lease is read back first and kept only
+/// if nobody took it.
+async fn beat(
+    ctx: &Context,
+    grants: &[Arc<Grant>],
+    metrics: &shardwise_metrics::LeaseStoreMetrics,
+) {
+    let sent = Instant::now();
+    let outcome = heartbeat(ctx).await;
+    metrics.time.record(sent.elapsed().as_secs_f64() * 1_000.0);
+    let give_up_after = ctx
+        .config
+        .lease_duration
+        .saturating_sub(ctx.config.renew_interval());
+    match outcome {
+        Ok(Race::Won(heartbeat)) => {
+            let previous = ctx.beat.last().map(|(_, at)| at);
+            ctx.beat.succeeded(heartbeat, sent);
+            let late =
+                previous.is_none_or(|at| sent.saturating_duration_since(at) >= give_up_after);
+            for grant in grants.iter().filter(|g| !g.is_lost()) {
+                if late {
+                    let _turn = grant.writing.lock().await;
+                    match grant.reread(ctx.store.as_ref(), &ctx.worker_id).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            info!(lease = %grant.key, "lease lost (found after a late heartbeat)");
+                            continue;
+                        }
+                        Err(e) => {
+                            give_up_if_late(grant, sent, give_up_after, &e.to_string());
+                            continue;
+                        }
+                    }
+                }
+                let mut state = grant.state();
+                state.renewed_at = state.renewed_at.max(sent);
+            }
+        }
+        // Another process with this worker id heartbeats (it replaced this one while it was
+        // frozen, say): every lease it took is its own now. Stop all processing here; the next
+        // heartbeat starts afresh, and leases recorded as this worker's are taken again.
+        Ok(Race::Lost) => {
+            let lost = grants.iter().filter(|g| !g.is_lost()).count();
+            if !ctx.beat.has_yielded() {
+                warn!(
+                    leases = lost,
+                    "another process with this worker id moved its heartbeat; stopping every shard of this one until that process is gone"
+                );
+                ctx.beat.lost(sent);
+            }
+            for grant in grants {
+                grant.lost.cancel();
+            }
+        }
+        Err(e) => {
+            if e.is_retryable() {
+                ctx.beat.set_in_doubt();
+            }
+            metrics.failures.increment(1);
+            for grant in grants.iter().filter(|g| !g.is_lost()) {
+                give_up_if_late(grant, sent, give_up_after, &e.to_string());
+            }
+        }
     }
 }
 

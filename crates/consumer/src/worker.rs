@@ -1,11 +1,11 @@
 //! The worker: shard sync, lease coordination (renew, take, steal, release) and one pipeline per
 //! held shard.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use shardwise_lease_core::{
-    BalanceConfig, BalanceInput, Candidate, ExpiryTracker, LeaseKey, Race, plan_takes,
+    BalanceConfig, BalanceInput, Candidate, ExpiryTracker, LeaseKey, Race, WorkerId, plan_takes,
 };
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -50,6 +50,9 @@ struct Awaiting {
     /// The counter last seen, and since when: a holder that stops renewing is gone.
     counter: u64,
     changed: Instant,
+    /// When the table version was last moved for it: moved again every two take intervals
+    /// while the holder has not reacted, in case the increment was lost.
+    bumped: Instant,
 }
 
 /// One shard sync of every stream, logged.
@@ -60,7 +63,8 @@ async fn sync_shards(ctx: &Context) {
         }
         match crate::shard_sync::sync(ctx.kinesis.as_ref(), ctx.store.as_ref(), &scope).await {
             Ok(created) if created > 0 => {
-                info!(stream = scope.name(), created, "shard sync created leases")
+                info!(stream = scope.name(), created, "shard sync created leases");
+                ctx.bump_version().await;
             }
             Ok(_) => {}
             Err(e) => {
@@ -90,6 +94,26 @@ pub(crate) struct Worker {
     /// started does not steal from workers that may have just started too (their first batch
     /// would be replayed).
     rounds: u64,
+    /// What the last listing was made under (with heartbeats, a round lists only when this no
+    /// longer holds).
+    listed: Option<Listed>,
+    /// Leases were released since the table version was last moved.
+    released: bool,
+}
+
+/// What a listing saw beyond the leases: whether a later round can trust it.
+struct Listed {
+    /// The table version read before the listing.
+    version: u64,
+    /// The members alive then.
+    alive: BTreeSet<WorkerId>,
+    /// The streams consumed then.
+    scopes: Vec<String>,
+    /// When the next full listing is due however quiet the table.
+    next_full: Instant,
+    /// Whether the listing left work that needs another look: a plan not carried out in full,
+    /// leases held by workers that are not live members (their counters must be watched).
+    unsettled: bool,
 }
 
 impl Worker {
@@ -105,6 +129,8 @@ impl Worker {
             awaiting: BTreeMap::new(),
             former: BTreeMap::new(),
             rounds: 0,
+            listed: None,
+            released: false,
         }
     }
 
@@ -146,11 +172,16 @@ impl Worker {
                         }
                         () = tokio::time::sleep_until(next_sync) => {}
                     }
-                    sync_shards(&ctx).await;
+                    if ctx.beat.syncs_shards() {
+                        sync_shards(&ctx).await;
+                    }
                     next_sync = Instant::now() + ctx.config.shard_sync_interval;
                 }
             }
         }));
+        if self.heartbeats() {
+            crate::renewer::first_heartbeat(&self.ctx).await;
+        }
         let mut next_take = Instant::now();
         let mut next_poll = Instant::now();
         loop {
@@ -171,18 +202,172 @@ impl Worker {
                 () = tokio::time::sleep_until(next_poll), if !self.awaiting.is_empty() => {}
                 () = tokio::time::sleep_until(next_take) => {}
             }
+            if std::mem::take(&mut self.released) {
+                self.ctx.bump_version().await;
+            }
         }
         drop(syncer);
         // The renewer keeps the leases until every pipeline has had its chance to checkpoint
         // and every lease is released.
+        let ctx = self.ctx.clone();
         self.shut_down().await;
         renewer_stop.cancel();
         let _ = renewer.await;
+        if ctx.config.liveness == crate::Liveness::Heartbeat
+            && let Some((heartbeat, _)) = ctx.beat.last()
+        {
+            match ctx.store.leave(&ctx.worker_id, heartbeat).await {
+                Ok(Race::Won(())) => debug!("left the membership"),
+                Ok(Race::Lost) => {}
+                Err(e) => {
+                    debug!(error = %e, "leaving the membership failed; other workers forget this worker once it is silent")
+                }
+            }
+        }
+    }
+
+    /// Whether this worker heartbeats instead of renewing each lease.
+    fn heartbeats(&self) -> bool {
+        self.ctx.config.liveness == crate::Liveness::Heartbeat
+    }
+
+    /// Reads the membership record before a take round: observes the heartbeats, and decides
+    /// whether this worker's writes move the table version. `None` when it could not be read
+    /// (the round does not go on).
+    async fn read_membership(&mut self) -> Option<u64> {
+        let me = &self.ctx.worker_id;
+        let membership = match self.ctx.store.membership().await {
+            Ok(membership) => membership,
+            // No round without it, whatever this worker's own mode: what it last read may be
+            // old (it was frozen, say), and a member it saw dead may be back under its id.
+            Err(e) => {
+                self.metrics.list.failures.increment(1);
+                warn!(error = %e, "reading the membership failed; no lease is taken this round");
+                return None;
+            }
+        };
+        // Observed when the answer came: a heartbeat is judged from then.
+        self.tracker.observe_members(
+            &membership,
+            Instant::now().into_std(),
+            self.ctx.config.lease_duration,
+        );
+        self.ctx
+            .beat
+            .set_bumps(self.heartbeats() || !membership.heartbeats.is_empty());
+        // Renewing per lease, an entry under this worker's id is a former process's, which
+        // heartbeated: left alone it would soon make this worker's leases look dead.
+        if !self.heartbeats()
+            && let Some(heartbeat) = membership.heartbeats.get(me)
+            && let Err(e) = self.ctx.store.leave(me, *heartbeat).await
+        {
+            warn!(error = %e, "removing a former heartbeat of this worker id failed");
+        }
+        Some(membership.version)
+    }
+
+    /// With heartbeats: whether this round must list the leases.
+    fn needs_listing(&self, version: u64, alive: &BTreeSet<WorkerId>, now: Instant) -> bool {
+        let Some(listed) = &self.listed else {
+            return true;
+        };
+        !self.heartbeats()
+            || self.rounds < 2
+            || listed.unsettled
+            || listed.version != version
+            || &listed.alive != alive
+            || now >= listed.next_full
+            || !self.cooling.is_empty()
+            || !self.former.is_empty()
+            || !self.awaiting.is_empty()
+            || listed.scopes != self.scope_names()
+    }
+
+    fn scope_names(&self) -> Vec<String> {
+        self.ctx
+            .streams
+            .scopes()
+            .iter()
+            .map(|s| s.name().to_owned())
+            .collect()
+    }
+
+    /// When the next full listing is due: the full-listing interval, shortened by up to a
+    /// twentieth by a hash of the worker id, so that workers started together spread their
+    /// listings.
+    fn next_full_listing(&self, now: Instant) -> Instant {
+        use std::hash::{Hash, Hasher};
+        let interval = self.ctx.config.full_listing_interval;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.ctx.worker_id.hash(&mut hasher);
+        self.rounds.hash(&mut hasher);
+        let spread = interval / 20;
+        let nanos = u64::try_from(spread.as_nanos()).unwrap_or(u64::MAX).max(1);
+        now + interval - std::time::Duration::from_nanos(hasher.finish() % nanos)
+    }
+
+    /// With heartbeats: forgets members silent for three lease durations that the listing
+    /// shows holding nothing (their leases were taken long ago).
+    async fn forget_dead_members(&self, leases: &[shardwise_lease_core::Lease], now: Instant) {
+        if !self.heartbeats() {
+            return;
+        }
+        let silent = self
+            .tracker
+            .members()
+            .silent(now.into_std(), self.ctx.config.lease_duration * 3);
+        for (worker, heartbeat) in silent {
+            if worker == self.ctx.worker_id || leases.iter().any(|l| l.is_held_by(&worker)) {
+                continue;
+            }
+            match self.ctx.store.leave(&worker, heartbeat).await {
+                Ok(Race::Won(())) => info!(worker = %worker, "a silent member forgotten"),
+                Ok(Race::Lost) => {}
+                Err(e) => debug!(worker = %worker, error = %e, "forgetting a silent member failed"),
+            }
+        }
     }
 
     /// Lists leases, observes counters, and takes or steals what the balancing decision says.
+    /// With heartbeats, first reads the membership record, and lists only when something
+    /// changed since the last listing.
     async fn take(&mut self) {
         let started = Instant::now();
+        let config = &self.ctx.config;
+        if self.heartbeats() {
+            // No lease is taken unless the heartbeat is recent: the lease would be given up at
+            // once, and others may already judge this worker dead.
+            let recent = config
+                .lease_duration
+                .saturating_sub(config.renew_interval());
+            match self.ctx.beat.last() {
+                Some((_, sent)) if started.saturating_duration_since(sent) < recent => {}
+                _ => {
+                    debug!("no recent heartbeat; taking nothing this round");
+                    return;
+                }
+            }
+        }
+        if self.ctx.beat.owed() {
+            self.ctx.bump_version().await;
+        }
+        let Some(version) = self.read_membership().await else {
+            return;
+        };
+        let alive = self
+            .tracker
+            .members()
+            .alive(started.into_std(), self.ctx.config.lease_duration);
+        // One worker syncs shards: the live member with the lowest id (any worker until the
+        // membership is known; two at once for a moment is harmless, as every write of a sync
+        // is conditional). A shard's children do not wait for it: the pipeline that ends the
+        // shard creates their leases.
+        self.ctx.beat.set_syncs_shards(
+            !self.heartbeats() || alive.first().is_none_or(|w| w == &self.ctx.worker_id),
+        );
+        if !self.needs_listing(version, &alive, started) {
+            return;
+        }
         let listed = self.ctx.store.list().await;
         self.metrics.list.time.record(millis(started));
         let listing = match listed {
@@ -199,7 +384,8 @@ impl Worker {
         // next renewal, to keep the window for replays short. One that another worker asked
         // for is handed over (a request that left the counter alone, as the Java KCL 3.x
         // writes it, shows only here).
-        let me = &self.ctx.worker_id;
+        let ctx = self.ctx.clone();
+        let me = &ctx.worker_id;
         for lease in &listing.leases {
             let Some(held) = self.held.get(&lease.key) else {
                 continue;
@@ -218,13 +404,41 @@ impl Worker {
                 held.grant.asked_in_listing(lease);
             }
         }
+        // With heartbeats no renewal finds a request that moved the counter: a held lease
+        // listed past the grant's counter is read back, in its turn to write (a write in
+        // flight reads it back itself when it loses).
+        if self.heartbeats() {
+            let changed: Vec<Arc<Grant>> = listing
+                .leases
+                .iter()
+                .filter_map(|lease| {
+                    let held = self.held.get(&lease.key)?;
+                    (!held.grant.is_lost() && lease.counter > held.grant.state().counter)
+                        .then(|| held.grant.clone())
+                })
+                .collect();
+            for grant in changed {
+                let Ok(_turn) = grant.writing.try_lock() else {
+                    continue;
+                };
+                match grant.reread(self.ctx.store.as_ref(), me).await {
+                    Ok(true) => {}
+                    Ok(false) => info!(lease = %grant.key, "lease lost (found in a listing)"),
+                    Err(e) => {
+                        debug!(lease = %grant.key, error = %e, "reading a changed lease failed")
+                    }
+                }
+            }
+        }
         // A lease asked of this worker that it does not run (an earlier process with the same
         // id held it, or it was asked for one just handed to it, before it started): handed on
         // at once, with nothing to checkpoint, rather than after a lease duration.
+        let mut changed = false;
         for lease in &listing.leases {
             if lease.checkpoint_owner.as_ref() == Some(me) && !self.held.contains_key(&lease.key) {
                 match self.ctx.store.evict(&lease.key, me, lease.counter).await {
                     Ok(Race::Won(_)) => {
+                        changed = true;
                         info!(lease = %lease.key, to = ?lease.owner, "a lease asked of this worker, which does not run it, handed on")
                     }
                     Ok(Race::Lost) => {}
@@ -232,7 +446,8 @@ impl Worker {
                 }
             }
         }
-        self.forget_former_streams(&listing.leases).await;
+        changed |= self.forget_former_streams(&listing.leases).await;
+        self.forget_dead_members(&listing.leases, now).await;
         self.tracker.observe_all(&listing.leases, now.into_std());
         self.cooling.retain(|_, until| *until > now);
         let mut expired = self
@@ -260,6 +475,9 @@ impl Worker {
             held: &held,
             config: &config,
         });
+        // Whatever keeps it from acting now (the first round, a lease still running here or
+        // already asked for), a decision to act is looked at again next round.
+        let wanted = !plan.is_empty();
         self.rounds += 1;
         if self.rounds == 1 {
             plan.steal.clear();
@@ -278,16 +496,33 @@ impl Worker {
             .leases
             .expired_leases
             .set(plan.available as f64);
+        // Leases of workers that are not live members: renewed per lease (their counters must
+        // be watched) or left by dead members (to be taken).
+        let unwatched = listing
+            .leases
+            .iter()
+            .any(|l| !l.is_ended() && l.holder().is_some_and(|h| h != me && !alive.contains(h)));
+        self.listed = Some(Listed {
+            version,
+            alive,
+            scopes: self.scope_names(),
+            next_full: self.next_full_listing(now),
+            unsettled: wanted || unwatched,
+        });
         for candidate in &plan.take {
             let handing = listing
                 .leases
                 .iter()
                 .any(|l| l.key == candidate.key && l.is_handing_off());
-            self.take_lease(&candidate.key, candidate.counter, handing)
+            changed |= self
+                .take_lease(&candidate.key, candidate.counter, handing)
                 .await;
         }
         for candidate in &plan.steal {
-            self.request_handoff(candidate).await;
+            changed |= self.request_handoff(candidate).await;
+        }
+        if changed {
+            self.ctx.bump_version().await;
         }
     }
 
@@ -295,10 +530,10 @@ impl Worker {
     /// [`FormerStreams`](crate::FormerStreams) says (measured from when this worker first saw
     /// them untracked). Deletes are conditional: a lease someone still writes is left for the
     /// next round.
-    async fn forget_former_streams(&mut self, leases: &[shardwise_lease_core::Lease]) {
+    async fn forget_former_streams(&mut self, leases: &[shardwise_lease_core::Lease]) -> bool {
         use crate::config::FormerStreams;
         if !self.ctx.streams.is_multi() {
-            return;
+            return false;
         }
         let now = Instant::now();
         let mut untracked = std::collections::BTreeSet::new();
@@ -323,6 +558,7 @@ impl Worker {
                 }
             }
         };
+        let mut deleted = false;
         for lease in leases.iter().filter(|l| l.owner.is_none()) {
             let Some((stream, _)) = lease.key.stream_shard() else {
                 continue;
@@ -333,14 +569,17 @@ impl Worker {
             if due(&stream, since)
                 && let Ok(Race::Won(())) = self.ctx.store.delete(&lease.key, lease.counter).await
             {
+                deleted = true;
                 info!(lease = %lease.key, "lease of a former stream deleted");
             }
         }
+        deleted
     }
 
     /// Takes a lease at `counter` and starts its pipeline. `handing`: the lease is in a
     /// hand-off, whose holder is gone (or too late).
-    async fn take_lease(&mut self, key: &LeaseKey, counter: u64, handing: bool) {
+    /// Returns whether the lease changed (taken, or released at once).
+    async fn take_lease(&mut self, key: &LeaseKey, counter: u64, handing: bool) -> bool {
         let started = Instant::now();
         let taken = self.ctx.store.take(key, counter, &self.ctx.worker_id).await;
         self.metrics.take.time.record(millis(started));
@@ -366,26 +605,41 @@ impl Worker {
                         .store
                         .evict(&lease.key, &self.ctx.worker_id, lease.counter)
                         .await;
-                    return;
+                    return true;
+                };
+                let grant = if self.heartbeats() {
+                    // Held from the last heartbeat that succeeded (the take is recent enough,
+                    // see `take`), not from the take: only heartbeats keep it.
+                    let grant = grant.renewed_by_heartbeat();
+                    if let Some((_, sent)) = self.ctx.beat.last() {
+                        grant.state().renewed_at = sent;
+                    }
+                    grant
+                } else {
+                    grant
                 };
                 info!(lease = %lease.key, handed_over = awaited.is_some() && !handing, "lease taken");
                 self.start_pipeline(Arc::new(grant));
+                true
             }
             Ok(Race::Lost) => {
-                debug!(lease = %key, "another worker took the lease first")
+                debug!(lease = %key, "another worker took the lease first");
+                false
             }
             Err(e) => {
                 self.metrics.take.failures.increment(1);
                 warn!(lease = %key, error = %e, "taking the lease failed");
+                false
             }
         }
     }
 
     /// Asks the holder of a live worker's lease to hand it over; the lease is taken once the
     /// holder has let its processor checkpoint and given it up ([`Worker::poll_handoffs`]).
-    async fn request_handoff(&mut self, candidate: &Candidate) {
+    /// Returns whether the request was written.
+    async fn request_handoff(&mut self, candidate: &Candidate) -> bool {
         let Some(holder) = &candidate.owner else {
-            return;
+            return false;
         };
         let started = Instant::now();
         let asked = self
@@ -410,15 +664,19 @@ impl Worker {
                         since: started,
                         counter: lease.counter,
                         changed: now,
+                        bumped: now,
                     },
                 );
+                true
             }
             Ok(Race::Lost) => {
-                debug!(lease = %candidate.key, "the lease changed before the hand-off request")
+                debug!(lease = %candidate.key, "the lease changed before the hand-off request");
+                false
             }
             Err(e) => {
                 self.metrics.take.failures.increment(1);
                 warn!(lease = %candidate.key, error = %e, "asking for a hand-off failed");
+                false
             }
         }
     }
@@ -429,10 +687,12 @@ impl Worker {
     async fn poll_handoffs(&mut self) {
         let keys: Vec<LeaseKey> = self.awaiting.keys().cloned().collect();
         let config = &self.ctx.config;
-        let (lease_duration, give_up) = (
+        let (lease_duration, give_up, rebump) = (
             config.lease_duration,
             config.handoff_timeout.saturating_add(config.lease_duration),
+            config.take_interval * 2,
         );
+        let mut changed = false;
         for key in keys {
             let lease = match self.ctx.store.get(&key).await {
                 Ok(Some(lease)) if lease.is_owned_by(&self.ctx.worker_id) => lease,
@@ -447,7 +707,7 @@ impl Worker {
                 }
             };
             if !lease.is_handing_off() {
-                self.take_lease(&key, lease.counter, false).await;
+                changed |= self.take_lease(&key, lease.counter, false).await;
                 continue;
             }
             let now = Instant::now();
@@ -458,12 +718,35 @@ impl Worker {
                 awaited.counter = lease.counter;
                 awaited.changed = now;
             }
-            let gone = now.saturating_duration_since(awaited.changed) >= lease_duration;
-            let late = now.saturating_duration_since(awaited.since) >= give_up;
+            // A holder that is a member is gone when its heartbeat stopped (it does not renew
+            // the lease itself); any other when the lease's counter stopped.
+            // A live member is never hurried: it knows the protocol and hands over within its
+            // hand-off timeout once it learns of the request (the version is moved again until
+            // it does); taking the lease from it would have both process the shard until it
+            // next lists. Only a worker that is not a member (a Java KCL worker, which may
+            // ignore the request) is taken from when late.
+            let members = self.tracker.members();
+            let (gone, late) = match &lease.checkpoint_owner {
+                Some(holder) if members.is_member(holder) => (
+                    !members.is_alive(holder, now.into_std(), lease_duration),
+                    false,
+                ),
+                _ => (
+                    now.saturating_duration_since(awaited.changed) >= lease_duration,
+                    now.saturating_duration_since(awaited.since) >= give_up,
+                ),
+            };
+            if !gone && !late && now.saturating_duration_since(awaited.bumped) >= rebump {
+                awaited.bumped = now;
+                changed = true;
+            }
             if gone || late {
                 warn!(lease = %key, holder = ?lease.checkpoint_owner, gone, "the hand-off did not complete; taking the lease");
-                self.take_lease(&key, lease.counter, true).await;
+                changed |= self.take_lease(&key, lease.counter, true).await;
             }
+        }
+        if changed {
+            self.ctx.bump_version().await;
         }
     }
 
@@ -523,9 +806,13 @@ impl Worker {
             .set(self.held.len() as f64);
         match end {
             PipelineEnd::LeaseLost => self.metrics.leases.lost_leases.increment(1),
-            PipelineEnd::ShardEnded | PipelineEnd::ShutDown => self.release(&held.grant).await,
+            PipelineEnd::ShardEnded | PipelineEnd::ShutDown => {
+                self.release(&held.grant).await;
+                self.released = true;
+            }
             PipelineEnd::Failed => {
                 self.release(&held.grant).await;
+                self.released = true;
                 self.cooling
                     .insert(key, Instant::now() + self.ctx.config.lease_duration);
             }
@@ -602,6 +889,10 @@ impl Worker {
             .clear();
         for grant in remaining {
             self.release(&grant).await;
+            self.released = true;
+        }
+        if self.released {
+            self.ctx.bump_version().await;
         }
         info!("worker stopped");
     }

@@ -3,17 +3,22 @@
 //! A worker considers a lease expired when it has itself seen the lease's counter stay the same
 //! for the lease duration, measured on its own monotonic clock (the KCL's rule). Nothing about
 //! time is stored, so hosts need no synchronised clocks. A free lease is takeable at once.
+//!
+//! A lease whose holder is a member of the heartbeat membership ([`MemberTracker`]) is judged by
+//! that member's heartbeat instead, by the same rule: its holder does not renew it one by one.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::ids::LeaseKey;
+use crate::ids::{LeaseKey, WorkerId};
 use crate::lease::Lease;
+use crate::membership::{MemberTracker, Membership};
 
 #[derive(Debug, Clone)]
 struct Observation {
     counter: u64,
-    owned: bool,
+    /// Who held the lease when last seen; `None` when free.
+    holder: Option<WorkerId>,
     /// When this worker last saw the counter move; `None` when it never saw it move and the
     /// lease was free at first sight (expired from the start).
     moved_at: Option<Instant>,
@@ -41,6 +46,7 @@ struct Observation {
 #[derive(Debug, Clone, Default)]
 pub struct ExpiryTracker {
     seen: HashMap<LeaseKey, Observation>,
+    members: MemberTracker,
 }
 
 impl ExpiryTracker {
@@ -58,14 +64,31 @@ impl ExpiryTracker {
         }
     }
 
+    /// Records the membership record read at `now`: a lease whose holder is a member is
+    /// judged by the member's heartbeat (see [`MemberTracker::observe`]).
+    pub fn observe_members(
+        &mut self,
+        membership: &Membership,
+        now: Instant,
+        lease_duration: Duration,
+    ) {
+        self.members.observe(membership, now, lease_duration);
+    }
+
+    /// The members' heartbeats as observed.
+    pub fn members(&self) -> &MemberTracker {
+        &self.members
+    }
+
     /// Records one lease as seen at `now` (after a listing, or after this worker's own write).
     pub fn observe(&mut self, lease: &Lease, now: Instant) {
-        let owned = lease.owner.is_some();
+        let holder = lease.holder().cloned();
+        let owned = holder.is_some();
         match self.seen.get_mut(&lease.key) {
-            Some(seen) if seen.counter == lease.counter => seen.owned = owned,
+            Some(seen) if seen.counter == lease.counter => seen.holder = holder,
             Some(seen) => {
                 seen.counter = lease.counter;
-                seen.owned = owned;
+                seen.holder = holder;
                 seen.moved_at = Some(now);
             }
             None => {
@@ -76,7 +99,7 @@ impl ExpiryTracker {
                     lease.key.clone(),
                     Observation {
                         counter: lease.counter,
-                        owned,
+                        holder,
                         moved_at,
                     },
                 );
@@ -84,12 +107,20 @@ impl ExpiryTracker {
         }
     }
 
-    /// Whether the lease at `key` is expired at `now`: free when last seen, or owned with a
-    /// counter unchanged for at least `lease_duration`. A lease never observed is not expired.
+    /// Whether the lease at `key` is expired at `now`: free when last seen; held by a member
+    /// whose heartbeat has not moved for `lease_duration`; or held by a worker that is not a
+    /// member, with a counter unchanged for at least `lease_duration`. A lease never observed
+    /// is not expired.
     pub fn is_expired(&self, key: &LeaseKey, now: Instant, lease_duration: Duration) -> bool {
         match self.seen.get(key) {
             None => false,
-            Some(seen) if !seen.owned => true,
+            Some(Observation { holder: None, .. }) => true,
+            Some(Observation {
+                holder: Some(holder),
+                ..
+            }) if self.members.is_member(holder) => {
+                !self.members.is_alive(holder, now, lease_duration)
+            }
             Some(Observation { moved_at: None, .. }) => true,
             Some(Observation {
                 moved_at: Some(at), ..
@@ -184,6 +215,39 @@ mod tests {
             let key = LeaseKey::new("k").unwrap();
             assert_eq!(tracker.is_expired(&key, now, D), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn a_members_lease_lives_by_its_heartbeat() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let key = LeaseKey::new("k").unwrap();
+        let membership = |beat: u64| Membership {
+            version: 1,
+            heartbeats: [(WorkerId::new("a").unwrap(), beat)].into(),
+        };
+        let mut tracker = ExpiryTracker::new();
+        tracker.observe_all(&[lease(Some("a"), 3)], t0);
+        tracker.observe_members(&membership(1), t0, D);
+        tracker.observe_members(&membership(2), t0 + s(8), D);
+        tracker.observe_all(&[lease(Some("a"), 3)], t0 + s(15));
+        tracker.observe_members(&membership(2), t0 + s(13), D);
+        tracker.observe_members(&membership(2), t0 + s(18), D);
+        assert!(
+            !tracker.is_expired(&key, t0 + s(15), D),
+            "the counter stood still, the heartbeat moved"
+        );
+        assert!(
+            tracker.is_expired(&key, t0 + s(18), D),
+            "the heartbeat stood still"
+        );
+        // A holder that is not a member: its counter decides, whatever the heartbeats.
+        let mut tracker = ExpiryTracker::new();
+        tracker.observe_members(&membership(1), t0, D);
+        tracker.observe_all(&[lease(Some("b"), 3)], t0);
+        tracker.observe_all(&[lease(Some("b"), 4)], t0 + s(9));
+        assert!(!tracker.is_expired(&key, t0 + s(18), D));
+        assert!(tracker.is_expired(&key, t0 + s(19), D));
     }
 
     #[test]

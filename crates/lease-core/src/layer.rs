@@ -12,6 +12,7 @@ use crate::checkpoint::{Checkpoint, CheckpointUpdate};
 use crate::error::StoreError;
 use crate::ids::{LeaseKey, ShardId, WorkerId};
 use crate::lease::Lease;
+use crate::membership::Membership;
 use crate::store::{LeaseListing, LeaseStore, Race};
 
 /// One operation of the [`LeaseStore`] contract (`renew_many` has a method of its own in
@@ -43,6 +44,14 @@ pub enum Operation {
     ResetCheckpoint,
     /// `delete`.
     Delete,
+    /// `heartbeat`.
+    Heartbeat,
+    /// `membership`.
+    Membership,
+    /// `bump_version`.
+    BumpVersion,
+    /// `leave`.
+    Leave,
 }
 
 /// A call of the wrapped store, not yet run.
@@ -51,7 +60,8 @@ pub type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send
 /// What a [`Layered`] store does around each call of the store it wraps.
 #[async_trait]
 pub trait Layer: fmt::Debug + Send + Sync + 'static {
-    /// Answers for `call`: `operation` on `key` (`None` for creating the table and listing).
+    /// Answers for `call`: `operation` on `key` (`None` for the operations on no lease: creating
+    /// the table, listing, and the membership record's).
     /// Running `call` passes it on; not running it means the store never saw it.
     async fn around<'a, T: Send + 'a>(
         &'a self,
@@ -253,5 +263,33 @@ impl<L: Layer> LeaseStore for Layered<L> {
     async fn delete(&self, key: &LeaseKey, expected_counter: u64) -> Result<Race<()>, StoreError> {
         let call = self.inner.delete(key, expected_counter);
         self.layer.around(Operation::Delete, Some(key), call).await
+    }
+
+    async fn heartbeat(
+        &self,
+        worker: &WorkerId,
+        expected: Option<u64>,
+    ) -> Result<Race<u64>, StoreError> {
+        let call = self.inner.heartbeat(worker, expected);
+        self.layer.around(Operation::Heartbeat, None, call).await
+    }
+
+    async fn membership(&self) -> Result<Membership, StoreError> {
+        let call = self.inner.membership();
+        self.layer.around(Operation::Membership, None, call).await
+    }
+
+    async fn bump_version(&self) -> Result<u64, StoreError> {
+        let call = self.inner.bump_version();
+        self.layer.around(Operation::BumpVersion, None, call).await
+    }
+
+    async fn leave(
+        &self,
+        worker: &WorkerId,
+        expected_heartbeat: u64,
+    ) -> Result<Race<()>, StoreError> {
+        let call = self.inner.leave(worker, expected_heartbeat);
+        self.layer.around(Operation::Leave, None, call).await
     }
 }

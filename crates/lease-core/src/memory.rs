@@ -10,6 +10,7 @@ use crate::checkpoint::{Checkpoint, CheckpointUpdate};
 use crate::error::{StoreError, StoreErrorKind};
 use crate::ids::{LeaseKey, ShardId, WorkerId};
 use crate::lease::{Lease, sorted_set};
+use crate::membership::Membership;
 use crate::store::{LeaseListing, LeaseStore, Race, validate_handoff};
 
 /// A [`LeaseStore`] kept in process memory.
@@ -42,6 +43,7 @@ use crate::store::{LeaseListing, LeaseStore, Race, validate_handoff};
 #[derive(Debug)]
 pub struct MemoryLeaseStore {
     leases: Mutex<BTreeMap<LeaseKey, Lease>>,
+    membership: Mutex<Membership>,
     available: AtomicBool,
     calls: AtomicU64,
 }
@@ -57,6 +59,7 @@ impl MemoryLeaseStore {
     pub fn new() -> Self {
         Self {
             leases: Mutex::new(BTreeMap::new()),
+            membership: Mutex::new(Membership::default()),
             available: AtomicBool::new(true),
             calls: AtomicU64::new(0),
         }
@@ -92,6 +95,16 @@ impl MemoryLeaseStore {
         // A panic while holding the lock cannot leave a lease half-written: every write below
         // replaces whole values, so the data behind a poisoned lock is still consistent.
         Ok(self.leases.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Enters one operation on the membership record.
+    fn enter_membership(&self) -> Result<MutexGuard<'_, Membership>, StoreError> {
+        drop(self.enter()?);
+        // Whole values are replaced under the lock: a poisoned lock holds a consistent record.
+        Ok(self
+            .membership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Applies `change` to the lease at `key` when `condition` holds, incrementing the counter.
@@ -312,5 +325,43 @@ impl LeaseStore for MemoryLeaseStore {
             }
             _ => Ok(Race::Lost),
         }
+    }
+
+    async fn heartbeat(
+        &self,
+        worker: &WorkerId,
+        expected: Option<u64>,
+    ) -> Result<Race<u64>, StoreError> {
+        let mut membership = self.enter_membership()?;
+        let stored = membership.heartbeats.get(worker).copied();
+        if expected.is_some() && stored != expected {
+            return Ok(Race::Lost);
+        }
+        let beat = stored.unwrap_or(0).saturating_add(1);
+        membership.heartbeats.insert(worker.clone(), beat);
+        Ok(Race::Won(beat))
+    }
+
+    async fn membership(&self) -> Result<Membership, StoreError> {
+        Ok(self.enter_membership()?.clone())
+    }
+
+    async fn bump_version(&self) -> Result<u64, StoreError> {
+        let mut membership = self.enter_membership()?;
+        membership.version = membership.version.saturating_add(1);
+        Ok(membership.version)
+    }
+
+    async fn leave(
+        &self,
+        worker: &WorkerId,
+        expected_heartbeat: u64,
+    ) -> Result<Race<()>, StoreError> {
+        let mut membership = self.enter_membership()?;
+        if membership.heartbeats.get(worker) != Some(&expected_heartbeat) {
+            return Ok(Race::Lost);
+        }
+        membership.heartbeats.remove(worker);
+        Ok(Race::Won(()))
     }
 }

@@ -8,6 +8,7 @@ use crate::checkpoint::{Checkpoint, CheckpointUpdate};
 use crate::error::StoreError;
 use crate::ids::{LeaseKey, ShardId, WorkerId};
 use crate::lease::Lease;
+use crate::membership::Membership;
 
 /// The result of a conditional write: it happened, or someone else changed the lease first
 /// (or it does not exist). Losing is a normal outcome, not an error.
@@ -217,6 +218,33 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
 
     /// Deletes the lease, if its counter is still `expected_counter`.
     async fn delete(&self, key: &LeaseKey, expected_counter: u64) -> Result<Race<()>, StoreError>;
+
+    /// Increments `worker`'s heartbeat in the membership record and returns the new value:
+    /// with `expected` `None` whatever it was (adding the worker at 1 when it is not a
+    /// member, as a worker does when it starts); with `Some(n)` only if it is still `n`
+    /// ([`Race::Lost`] otherwise, a missing entry included), so that a process whose heartbeat
+    /// another process with the same worker id moved learns it. Each worker writes only its
+    /// own entry: heartbeats of different workers never contend.
+    async fn heartbeat(
+        &self,
+        worker: &WorkerId,
+        expected: Option<u64>,
+    ) -> Result<Race<u64>, StoreError>;
+
+    /// The membership record: every member's heartbeat and the table version (0 and no
+    /// members before anything was written), read with strong consistency in one call.
+    async fn membership(&self) -> Result<Membership, StoreError>;
+
+    /// Increments the table version; returns the new version.
+    async fn bump_version(&self) -> Result<u64, StoreError>;
+
+    /// Removes `worker` from the membership record, if its heartbeat is still
+    /// `expected_heartbeat` (a worker leaving, or a dead member forgotten).
+    async fn leave(
+        &self,
+        worker: &WorkerId,
+        expected_heartbeat: u64,
+    ) -> Result<Race<()>, StoreError>;
 }
 
 /// The argument check every store makes before [`LeaseStore::request_handoff`]: a worker

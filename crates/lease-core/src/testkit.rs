@@ -84,6 +84,9 @@ macro_rules! lease_store_conformance_tests {
             racing_handoff_requests,
             racing_handoff_request_against_renewal,
             racing_handoff_request_against_release,
+            membership_heartbeats_and_version,
+            membership_is_not_a_lease,
+            racing_heartbeats,
         );
     };
 }
@@ -1814,6 +1817,126 @@ impl<S: LeaseStore> LeaseStore for CleanupStore<S> {
     ) -> Result<Race<()>, crate::StoreError> {
         self.store.delete(key, expected_counter).await
     }
+    async fn heartbeat(
+        &self,
+        worker: &WorkerId,
+        expected: Option<u64>,
+    ) -> Result<Race<u64>, crate::StoreError> {
+        self.store.heartbeat(worker, expected).await
+    }
+    async fn membership(&self) -> Result<crate::Membership, crate::StoreError> {
+        self.store.membership().await
+    }
+    async fn bump_version(&self) -> Result<u64, crate::StoreError> {
+        self.store.bump_version().await
+    }
+    async fn leave(
+        &self,
+        worker: &WorkerId,
+        expected_heartbeat: u64,
+    ) -> Result<Race<()>, crate::StoreError> {
+        self.store.leave(worker, expected_heartbeat).await
+    }
+}
+
+/// Heartbeats add a member at 1 and count up; the version starts at 0 and counts up; a member
+/// leaves only at the heartbeat it was last seen with.
+pub async fn membership_heartbeats_and_version(store: Arc<dyn LeaseStore>) {
+    let empty = store.membership().await.unwrap();
+    assert_eq!(
+        empty,
+        crate::Membership::default(),
+        "a fresh table has no members"
+    );
+    let (a, b) = (worker("worker-a"), worker("worker/b: odd name"));
+    assert_eq!(store.heartbeat(&a, None).await.unwrap(), Race::Won(1));
+    assert_eq!(store.heartbeat(&a, Some(1)).await.unwrap(), Race::Won(2));
+    assert_eq!(
+        store.heartbeat(&a, Some(1)).await.unwrap(),
+        Race::Lost,
+        "a heartbeat another process moved"
+    );
+    assert_eq!(
+        store.heartbeat(&b, Some(0)).await.unwrap(),
+        Race::Lost,
+        "a conditional heartbeat of a worker that is not a member"
+    );
+    assert_eq!(store.heartbeat(&b, None).await.unwrap(), Race::Won(1));
+    assert_eq!(store.bump_version().await.unwrap(), 1);
+    assert_eq!(store.bump_version().await.unwrap(), 2);
+    let read = store.membership().await.unwrap();
+    assert_eq!(read.version, 2);
+    assert_eq!(read.heartbeats, [(a.clone(), 2), (b.clone(), 1)].into());
+    assert!(
+        store.leave(&a, 1).await.unwrap().is_lost(),
+        "a stale heartbeat"
+    );
+    assert!(
+        store.leave(&worker("stranger"), 0).await.unwrap().is_lost(),
+        "not a member"
+    );
+    assert!(store.leave(&a, 2).await.unwrap().is_won());
+    let read = store.membership().await.unwrap();
+    assert_eq!(read.heartbeats, [(b.clone(), 1)].into());
+    assert_eq!(read.version, 2, "leaving does not move the version");
+    assert_eq!(
+        store.heartbeat(&a, None).await.unwrap(),
+        Race::Won(1),
+        "a member that left starts again at 1"
+    );
+}
+
+/// The membership record never shows up as a lease, and leases do not disturb it.
+pub async fn membership_is_not_a_lease(store: Arc<dyn LeaseStore>) {
+    let k = key("shardId-000000000001");
+    create(store.as_ref(), &k).await;
+    assert!(store.heartbeat(&worker("a"), None).await.unwrap().is_won());
+    store.bump_version().await.unwrap();
+    let listing = store.list().await.unwrap();
+    assert_eq!(listing.leases.len(), 1, "only the lease is listed");
+    assert!(
+        listing.corrupt.is_empty(),
+        "the membership record is not a corrupt lease"
+    );
+    assert_eq!(listing.leases[0].key, k);
+    assert!(store.take(&k, 0, &worker("a")).await.unwrap().is_won());
+    let read = store.membership().await.unwrap();
+    assert_eq!((read.version, read.heartbeats.len()), (1, 1));
+}
+
+/// Heartbeats and version bumps from many tasks at once are each counted exactly once.
+pub async fn racing_heartbeats(store: Arc<dyn LeaseStore>) {
+    let workers = 4;
+    let beats = 10;
+    let barrier = Arc::new(Barrier::new(workers));
+    let mut tasks = JoinSet::new();
+    for w in 0..workers {
+        let (store, barrier) = (store.clone(), barrier.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let me = worker(&format!("worker-{w}"));
+            let mut last = None;
+            for _ in 0..beats {
+                last = store.heartbeat(&me, last).await.unwrap().won();
+                assert!(last.is_some(), "a worker's own heartbeat never loses");
+                store.bump_version().await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let read = store.membership().await.unwrap();
+    assert_eq!(
+        read.version,
+        (workers * beats) as u64,
+        "every bump counted once"
+    );
+    assert_eq!(read.heartbeats.len(), workers);
+    assert!(
+        read.heartbeats.values().all(|b| *b == beats as u64),
+        "every heartbeat counted once: {read:?}"
+    );
 }
 
 /// A store that cannot reach its server (refused, untrusted, …) fails every operation and
@@ -1840,6 +1963,12 @@ pub async fn a_store_cut_off_changes_nothing(
     create(trusted, &k).await;
     let taken = won(trusted.take(&k, 0, &me).await, "take");
     let before = trusted.list().await.unwrap_or_else(|e| panic!("list: {e}"));
+    let beat = trusted.heartbeat(&me, None).await;
+    assert!(beat.unwrap_or_else(|e| panic!("heartbeat: {e}")).is_won());
+    let members_before = trusted
+        .membership()
+        .await
+        .unwrap_or_else(|e| panic!("membership: {e}"));
 
     let extra = Lease::new(key("shardId-000000000002"), Checkpoint::TrimHorizon);
     let errors = [
@@ -1864,6 +1993,19 @@ pub async fn a_store_cut_off_changes_nothing(
             "delete",
             failure("delete", cut_off.delete(&k, taken.counter).await),
         ),
+        (
+            "heartbeat",
+            failure("heartbeat", cut_off.heartbeat(&me, Some(1)).await),
+        ),
+        (
+            "membership",
+            failure("membership", cut_off.membership().await),
+        ),
+        (
+            "bump version",
+            failure("bump version", cut_off.bump_version().await),
+        ),
+        ("leave", failure("leave", cut_off.leave(&me, 1).await)),
     ];
     for (what, error) in &errors {
         check(what, error);
@@ -1871,4 +2013,12 @@ pub async fn a_store_cut_off_changes_nothing(
 
     let after = trusted.list().await.unwrap_or_else(|e| panic!("list: {e}"));
     assert_eq!(after, before, "the failed store changed nothing");
+    let members_after = trusted
+        .membership()
+        .await
+        .unwrap_or_else(|e| panic!("membership: {e}"));
+    assert_eq!(
+        members_after, members_before,
+        "the failed store changed no membership"
+    );
 }

@@ -8,8 +8,8 @@ use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use futures_util::stream::{self, StreamExt};
 use shardwise_lease_core::{
-    Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Race, ShardId,
-    StoreError, StoreErrorKind, WorkerId,
+    Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Membership, Race,
+    ShardId, StoreError, StoreErrorKind, WorkerId,
 };
 
 use crate::error::{Failure, classify, fault};
@@ -26,6 +26,15 @@ const IS_LEASE: &str = "(attribute_not_exists(entityType) OR entityType = :lease
 /// emulators' expression parsers dearly, see `not_behind`.)
 const HELD_BY_OWNER: &str =
     "(checkpointOwner = :owner OR attribute_not_exists(checkpointOwner) AND leaseOwner = :owner)";
+
+/// The key of the membership item: one item in the lease table, of `entityType`
+/// [`MEMBERSHIP_TYPE`] (so that lease listings, and KCL 3.5 workers, skip it), holding the table
+/// version in `version` and each worker's heartbeat in an attribute `hb:<worker id>`. No shard
+/// id or stream-qualified lease key starts with `__`.
+const MEMBERSHIP_KEY: &str = "__shardwise_membership";
+const MEMBERSHIP_TYPE: &str = "SHARDWISE_MEMBERSHIP";
+const VERSION_ATTR: &str = "version";
+const HEARTBEAT_PREFIX: &str = "hb:";
 
 /// How many renewals of one `renew_many` call are in flight at once.
 const RENEW_CONCURRENCY: usize = 32;
@@ -134,6 +143,50 @@ impl DynamoDbLeaseStore {
 
     fn key(&self, key: &LeaseKey) -> (String, AttributeValue) {
         (attr::LEASE_KEY.to_owned(), s(key.as_str()))
+    }
+
+    /// Adds 1 to the membership item's number attribute `name` (creating the item and the
+    /// attribute when missing); returns the new value.
+    async fn increment_member(
+        &self,
+        name: &str,
+        expected: Option<u64>,
+    ) -> Result<Race<u64>, StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(self.table.as_str())
+            .key(attr::LEASE_KEY, s(MEMBERSHIP_KEY))
+            .update_expression("SET #type = :type ADD #n :one")
+            .expression_attribute_names("#type", attr::ENTITY_TYPE)
+            .expression_attribute_names("#n", name)
+            .expression_attribute_values(":type", s(MEMBERSHIP_TYPE))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew);
+        let request = match expected {
+            Some(expected) => request
+                .condition_expression("#n = :expected")
+                .expression_attribute_values(":expected", n(expected)),
+            None => request,
+        };
+        let out = match request.send().await {
+            Ok(out) => out,
+            Err(err) => {
+                return match classify("UpdateItem", err) {
+                    Failure::ConditionFailed => Ok(Race::Lost),
+                    Failure::Fault(e) => Err(e),
+                };
+            }
+        };
+        match out.attributes().and_then(|a| a.get(name)) {
+            Some(AttributeValue::N(value)) => value.parse().map(Race::Won).map_err(|_| {
+                StoreError::corrupt(MEMBERSHIP_KEY, format!("{name} is not a counter: {value}"))
+            }),
+            other => Err(StoreError::corrupt(
+                MEMBERSHIP_KEY,
+                format!("{name} came back as {other:?}"),
+            )),
+        }
     }
 
     /// An `UpdateItem` on `key`, returning the new item, conditional on the counter (and on
@@ -599,6 +652,84 @@ impl LeaseStore for DynamoDbLeaseStore {
             Err(err) => match classify("DeleteItem", err) {
                 Failure::ConditionFailed => Ok(Race::Lost),
                 Failure::Fault(e) => Err(e.with_lease_key(key.as_str())),
+            },
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        worker: &WorkerId,
+        expected: Option<u64>,
+    ) -> Result<Race<u64>, StoreError> {
+        self.increment_member(&format!("{HEARTBEAT_PREFIX}{worker}"), expected)
+            .await
+    }
+
+    async fn membership(&self) -> Result<Membership, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.table.as_str())
+            .key(attr::LEASE_KEY, s(MEMBERSHIP_KEY))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| fault("GetItem", err))?;
+        let mut membership = Membership::default();
+        let Some(raw) = out.item else {
+            return Ok(membership);
+        };
+        for (name, value) in &raw {
+            let counter = || match value {
+                AttributeValue::N(v) => v.parse::<u64>().map_err(|_| {
+                    StoreError::corrupt(MEMBERSHIP_KEY, format!("{name} is not a counter: {v}"))
+                }),
+                other => Err(StoreError::corrupt(
+                    MEMBERSHIP_KEY,
+                    format!("{name} is not a number: {other:?}"),
+                )),
+            };
+            if name == VERSION_ATTR {
+                membership.version = counter()?;
+            } else if let Some(worker) = name.strip_prefix(HEARTBEAT_PREFIX) {
+                let worker = WorkerId::new(worker)
+                    .map_err(|e| StoreError::corrupt(MEMBERSHIP_KEY, e.to_string()))?;
+                membership.heartbeats.insert(worker, counter()?);
+            }
+        }
+        Ok(membership)
+    }
+
+    async fn bump_version(&self) -> Result<u64, StoreError> {
+        match self.increment_member(VERSION_ATTR, None).await? {
+            Race::Won(version) => Ok(version),
+            Race::Lost => Err(StoreError::new(
+                StoreErrorKind::Unexpected,
+                "an unconditional version increment lost a race",
+            )),
+        }
+    }
+
+    async fn leave(
+        &self,
+        worker: &WorkerId,
+        expected_heartbeat: u64,
+    ) -> Result<Race<()>, StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(self.table.as_str())
+            .key(attr::LEASE_KEY, s(MEMBERSHIP_KEY))
+            .update_expression("REMOVE #w")
+            .condition_expression("#w = :expected")
+            .expression_attribute_names("#w", format!("{HEARTBEAT_PREFIX}{worker}"))
+            .expression_attribute_values(":expected", n(expected_heartbeat))
+            .return_values(ReturnValue::None);
+        match request.send().await {
+            Ok(_) => Ok(Race::Won(())),
+            Err(err) => match classify("UpdateItem", err) {
+                Failure::ConditionFailed => Ok(Race::Lost),
+                Failure::Fault(e) => Err(e),
             },
         }
     }

@@ -39,11 +39,21 @@ pub(crate) struct Statements {
     pub(crate) reset_checkpoint: String,
     pub(crate) delete: String,
     pub(crate) delete_namespace: String,
+    /// The membership record: one table per schema, `shardwise_members`, keyed by lease table,
+    /// namespace and worker; the version is the row whose worker is `''` (no worker id is
+    /// empty).
+    pub(crate) create_members: String,
+    pub(crate) heartbeat: String,
+    pub(crate) heartbeat_at: String,
+    pub(crate) membership: String,
+    pub(crate) leave: String,
+    pub(crate) delete_namespace_members: String,
 }
 
 impl Statements {
     pub(crate) fn new(schema: &SqlIdentifier, table: &SqlIdentifier) -> Self {
         let t = format!("{}.{}", schema.quoted(), table.quoted());
+        let m = format!("{}.\"shardwise_members\"", schema.quoted());
         // Held by $3: the checkpoint owner during a hand-off, otherwise the owner.
         let owned_at = "namespace = $1 AND lease_key = $2 \
              AND COALESCE(checkpoint_owner, owner) = $3 AND counter = $4";
@@ -151,6 +161,35 @@ impl Statements {
                 "DELETE FROM {t} WHERE namespace = $1 AND lease_key = $2 AND counter = $3"
             ),
             delete_namespace: format!("DELETE FROM {t} WHERE namespace = $1"),
+            create_members: format!(
+                "CREATE TABLE IF NOT EXISTS {m} (\
+                 lease_table TEXT NOT NULL, \
+                 namespace TEXT NOT NULL, \
+                 worker TEXT NOT NULL, \
+                 heartbeat BIGINT NOT NULL, \
+                 PRIMARY KEY (lease_table, namespace, worker))"
+            ),
+            // Binds: lease table, namespace, worker ('' for the version).
+            heartbeat: format!(
+                "INSERT INTO {m} AS m (lease_table, namespace, worker, heartbeat) \
+                 VALUES ($1, $2, $3, 1) ON CONFLICT (lease_table, namespace, worker) \
+                 DO UPDATE SET heartbeat = m.heartbeat + 1 RETURNING heartbeat"
+            ),
+            // Binds: lease table, namespace, worker, expected heartbeat.
+            heartbeat_at: format!(
+                "UPDATE {m} SET heartbeat = heartbeat + 1 WHERE lease_table = $1 \
+                 AND namespace = $2 AND worker = $3 AND heartbeat = $4 RETURNING heartbeat"
+            ),
+            membership: format!(
+                "SELECT worker, heartbeat FROM {m} WHERE lease_table = $1 AND namespace = $2"
+            ),
+            leave: format!(
+                "DELETE FROM {m} WHERE lease_table = $1 AND namespace = $2 AND worker = $3 \
+                 AND worker <> '' AND heartbeat = $4"
+            ),
+            delete_namespace_members: format!(
+                "DELETE FROM {m} WHERE lease_table = $1 AND namespace = $2"
+            ),
         }
     }
 }

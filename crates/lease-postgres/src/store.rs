@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use shardwise_lease_core::{
-    Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Race, ShardId,
-    StoreError, StoreErrorKind, WorkerId,
+    Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Membership, Race,
+    ShardId, StoreError, StoreErrorKind, WorkerId,
 };
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{AssertSqlSafe, Row};
@@ -103,7 +103,33 @@ impl PostgresLeaseStore {
             .execute(&self.pool)
             .await
             .map_err(|e| store_error(e, "delete every lease of the namespace", None))?;
+        self.query(&self.sql.delete_namespace_members)
+            .bind(&self.sql.table_name)
+            .bind(&self.namespace)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| store_error(e, "delete the namespace's membership", None))?;
         Ok(done.rows_affected())
+    }
+
+    /// Increments the membership row of `worker` (`""` for the table version).
+    async fn increment_member(&self, worker: &str, what: &str) -> Result<u64, StoreError> {
+        let value: i64 = self
+            .query(&self.sql.heartbeat)
+            .bind(&self.sql.table_name)
+            .bind(&self.namespace)
+            .bind(worker)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| store_error(e, what, None))?
+            .try_get(0)
+            .map_err(|e| store_error(e, what, None))?;
+        u64::try_from(value).map_err(|_| {
+            StoreError::new(
+                StoreErrorKind::Corrupt,
+                format!("{what}: negative counter {value}"),
+            )
+        })
     }
 
     /// Closes the pool's connections.
@@ -164,7 +190,11 @@ impl LeaseStore for PostgresLeaseStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| store_error(e, what, None))?;
-        for statement in [&self.sql.create_schema, &self.sql.create_table] {
+        for statement in [
+            &self.sql.create_schema,
+            &self.sql.create_table,
+            &self.sql.create_members,
+        ] {
             self.query(statement)
                 .execute(&mut *tx)
                 .await
@@ -511,6 +541,101 @@ impl LeaseStore for PostgresLeaseStore {
             .execute(&self.pool)
             .await
             .map_err(|e| store_error(e, "delete lease", Some(key.as_str())))?;
+        Ok(if done.rows_affected() == 1 {
+            Race::Won(())
+        } else {
+            Race::Lost
+        })
+    }
+
+    async fn heartbeat(
+        &self,
+        worker: &WorkerId,
+        expected: Option<u64>,
+    ) -> Result<Race<u64>, StoreError> {
+        let what = "heartbeat";
+        let Some(expected) = expected else {
+            return self
+                .increment_member(worker.as_str(), what)
+                .await
+                .map(Race::Won);
+        };
+        let Some(expected) = self::expected(expected) else {
+            return Ok(Race::Lost);
+        };
+        let row = self
+            .query(&self.sql.heartbeat_at)
+            .bind(&self.sql.table_name)
+            .bind(&self.namespace)
+            .bind(worker.as_str())
+            .bind(expected)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| store_error(e, what, None))?;
+        let Some(row) = row else {
+            return Ok(Race::Lost);
+        };
+        let value: i64 = row.try_get(0).map_err(|e| store_error(e, what, None))?;
+        u64::try_from(value).map(Race::Won).map_err(|_| {
+            StoreError::new(
+                StoreErrorKind::Corrupt,
+                format!("{what}: negative counter {value}"),
+            )
+        })
+    }
+
+    async fn membership(&self) -> Result<Membership, StoreError> {
+        let what = "read the membership";
+        let rows: Vec<PgRow> = self
+            .query(&self.sql.membership)
+            .bind(&self.sql.table_name)
+            .bind(&self.namespace)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| store_error(e, what, None))?;
+        let mut membership = Membership::default();
+        for row in &rows {
+            let worker: String = row.try_get(0).map_err(|e| store_error(e, what, None))?;
+            let value: i64 = row.try_get(1).map_err(|e| store_error(e, what, None))?;
+            let corrupt = |reason: String| {
+                StoreError::new(
+                    StoreErrorKind::Corrupt,
+                    format!("membership row {worker:?}: {reason}"),
+                )
+            };
+            let value =
+                u64::try_from(value).map_err(|_| corrupt(format!("negative counter {value}")))?;
+            if worker.is_empty() {
+                membership.version = value;
+            } else {
+                let id = WorkerId::new(worker.as_str()).map_err(|e| corrupt(e.to_string()))?;
+                membership.heartbeats.insert(id, value);
+            }
+        }
+        Ok(membership)
+    }
+
+    async fn bump_version(&self) -> Result<u64, StoreError> {
+        self.increment_member("", "bump the table version").await
+    }
+
+    async fn leave(
+        &self,
+        worker: &WorkerId,
+        expected_heartbeat: u64,
+    ) -> Result<Race<()>, StoreError> {
+        let Some(heartbeat) = expected(expected_heartbeat) else {
+            return Ok(Race::Lost);
+        };
+        let done = self
+            .query(&self.sql.leave)
+            .bind(&self.sql.table_name)
+            .bind(&self.namespace)
+            .bind(worker.as_str())
+            .bind(heartbeat)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| store_error(e, "leave the membership", None))?;
         Ok(if done.rows_affected() == 1 {
             Race::Won(())
         } else {

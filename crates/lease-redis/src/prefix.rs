@@ -52,6 +52,12 @@ impl KeyPrefix {
     pub(crate) fn index_key(&self) -> String {
         format!("{{{}}}:leases", self.0)
     }
+
+    /// The membership hash: one field per worker (its heartbeat), and the field `""` (no
+    /// worker id is empty) for the table version.
+    pub(crate) fn members_key(&self) -> String {
+        format!("{{{}}}:members", self.0)
+    }
 }
 
 impl fmt::Display for KeyPrefix {

@@ -51,6 +51,23 @@ local function won(key)
 end
 ";
 
+/// KEYS: the membership hash. ARGV: worker, expected heartbeat. Answers the new heartbeat, or
+/// -1 when it was not the one expected.
+const HEARTBEAT_AT: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+end
+return -1
+";
+
+/// KEYS: the membership hash. ARGV: worker, expected heartbeat. Answers 1 when removed.
+const LEAVE: &str = r"
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+";
+
 /// KEYS: lease hash, index. ARGV: lease key, then field/value pairs.
 const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'lost'} end
@@ -191,6 +208,8 @@ pub(crate) struct Scripts {
     pub(crate) reset_checkpoint: Script,
     pub(crate) delete: Script,
     pub(crate) read: Script,
+    pub(crate) leave: Script,
+    pub(crate) heartbeat_at: Script,
 }
 
 impl Scripts {
@@ -208,6 +227,8 @@ impl Scripts {
             reset_checkpoint: with_helpers(RESET_CHECKPOINT),
             delete: with_helpers(DELETE),
             read: with_helpers(READ),
+            leave: Script::new(LEAVE),
+            heartbeat_at: Script::new(HEARTBEAT_AT),
         }
     }
 }

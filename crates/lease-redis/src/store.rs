@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Script, ScriptInvocation};
 use shardwise_lease_core::{
-    Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Race, ShardId,
-    StoreError, StoreErrorKind, WorkerId,
+    Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Membership, Race,
+    ShardId, StoreError, StoreErrorKind, WorkerId,
 };
 
 use crate::config::RedisConfig;
@@ -92,6 +92,13 @@ impl RedisLeaseStore {
         loop {
             let keys = self.index_page("-", what).await?;
             if keys.is_empty() {
+                self.calls.fetch_add(1, Ordering::Relaxed);
+                let mut conn = self.connection.clone();
+                let () = redis::cmd("DEL")
+                    .arg(self.prefix.members_key())
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| store_error(e, what, None))?;
                 return Ok(deleted);
             }
             let mut hashes: Vec<String> = keys.iter().map(|k| self.prefix.lease_key(k)).collect();
@@ -125,6 +132,25 @@ impl RedisLeaseStore {
             .query_async(&mut conn)
             .await
             .map_err(|e| store_error(e, what, None))
+    }
+
+    /// Increments the membership field `field` (`""` for the table version).
+    async fn increment_member(&self, field: &str, what: &str) -> Result<u64, StoreError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut conn = self.connection.clone();
+        let value: i64 = redis::cmd("HINCRBY")
+            .arg(self.prefix.members_key())
+            .arg(field)
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| store_error(e, what, None))?;
+        u64::try_from(value).map_err(|_| {
+            StoreError::new(
+                StoreErrorKind::Corrupt,
+                format!("{what}: negative counter {value}"),
+            )
+        })
     }
 
     async fn invoke<T: FromRedisValue>(
@@ -463,6 +489,79 @@ impl LeaseStore for RedisLeaseStore {
             .arg(key.as_str());
         let deleted: i64 = self.invoke(&invocation, "delete lease", Some(key)).await?;
         Ok(if deleted == 1 {
+            Race::Won(())
+        } else {
+            Race::Lost
+        })
+    }
+
+    async fn heartbeat(
+        &self,
+        worker: &WorkerId,
+        expected: Option<u64>,
+    ) -> Result<Race<u64>, StoreError> {
+        let Some(expected) = expected else {
+            return self
+                .increment_member(worker.as_str(), "heartbeat")
+                .await
+                .map(Race::Won);
+        };
+        let mut invocation = self.scripts.heartbeat_at.key(self.prefix.members_key());
+        invocation.arg(worker.as_str()).arg(expected);
+        let beat: i64 = self.invoke(&invocation, "heartbeat", None).await?;
+        Ok(u64::try_from(beat).map_or(Race::Lost, Race::Won))
+    }
+
+    async fn membership(&self) -> Result<Membership, StoreError> {
+        let what = "read the membership";
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut conn = self.connection.clone();
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(self.prefix.members_key())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| store_error(e, what, None))?;
+        let mut membership = Membership::default();
+        for (field, value) in fields {
+            let corrupt = |reason: &str| {
+                StoreError::new(
+                    StoreErrorKind::Corrupt,
+                    format!(
+                        "membership field {:?}: {reason}",
+                        String::from_utf8_lossy(&field)
+                    ),
+                )
+            };
+            let value: u64 = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| corrupt("not a counter"))?;
+            if field.is_empty() {
+                membership.version = value;
+                continue;
+            }
+            let worker = String::from_utf8(field.clone()).map_err(|_| corrupt("not UTF-8"))?;
+            let worker = WorkerId::new(worker).map_err(|e| corrupt(&e.to_string()))?;
+            membership.heartbeats.insert(worker, value);
+        }
+        Ok(membership)
+    }
+
+    async fn bump_version(&self) -> Result<u64, StoreError> {
+        self.increment_member("", "bump the table version").await
+    }
+
+    async fn leave(
+        &self,
+        worker: &WorkerId,
+        expected_heartbeat: u64,
+    ) -> Result<Race<()>, StoreError> {
+        let mut invocation = self.scripts.leave.key(self.prefix.members_key());
+        invocation.arg(worker.as_str()).arg(expected_heartbeat);
+        let removed: i64 = self
+            .invoke(&invocation, "leave the membership", None)
+            .await?;
+        Ok(if removed == 1 {
             Race::Won(())
         } else {
             Race::Lost

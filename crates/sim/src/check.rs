@@ -171,8 +171,10 @@ struct Disruptions {
 
 impl Disruptions {
     const GONE: [&str; 3] = ["Kill", "Stop", "Zombie"];
-    const WHILE: [&str; 5] = [
+    const WHILE: [&str; 7] = [
+        "lost version increment",
         "Freeze",
+        "MuteHeartbeat",
         "StoreDown",
         "StoreSlow",
         "StoreAmbiguous",
@@ -238,9 +240,15 @@ fn handoffs_wait_for_the_holder(plan: &Plan, log: &[Entry]) -> Vec<String> {
     let mut asked: BTreeMap<&str, std::time::Duration> = BTreeMap::new();
     // The last successful write of each lease by each worker id.
     let mut last_write: BTreeMap<(&str, &str), std::time::Duration> = BTreeMap::new();
+    // The last heartbeat of each worker id: a holder that heartbeats is not silent.
+    let mut last_beat: BTreeMap<&str, std::time::Duration> = BTreeMap::new();
     let mut faults = Disruptions::new(plan);
     for entry in log {
         if faults.note(entry) {
+            continue;
+        }
+        if let Event::Beat { worker } = &entry.event {
+            last_beat.insert(worker_id(worker), entry.at);
             continue;
         }
         let Event::Wrote {
@@ -260,7 +268,10 @@ fn handoffs_wait_for_the_holder(plan: &Plan, log: &[Entry]) -> Vec<String> {
             && let Some(holder) = before.as_ref().and_then(|b| b.checkpoint_owner.as_deref())
         {
             let wrote = last_write.get(&(holder, key.as_str())).copied();
-            let silent = wrote.is_none_or(|at| entry.at.saturating_sub(at) >= lease);
+            let beat = last_beat.get(holder).copied();
+            let silent = wrote
+                .max(beat)
+                .is_none_or(|at| entry.at.saturating_sub(at) >= lease);
             let requested = asked.get(key.as_str()).copied();
             // Two processes of the taker's id (a zombie and its replacement) are one worker to
             // the lease: one may act on the other's request.
@@ -511,18 +522,36 @@ fn deliveries_within_lease(plan: &Plan, log: &[Entry]) -> Vec<String> {
     let mut broken = Vec::new();
     // The time of each worker's last successful write of each lease.
     let mut last_write: BTreeMap<(&str, &str), std::time::Duration> = BTreeMap::new();
+    // With heartbeats: each process's last heartbeat, and who took each lease last. A process
+    // that heartbeats holds the leases it took, until another process takes them.
+    let mut last_beat: BTreeMap<&str, std::time::Duration> = BTreeMap::new();
+    let mut taker: BTreeMap<&str, &str> = BTreeMap::new();
     for entry in log {
         match &entry.event {
+            Event::Beat { worker } => {
+                last_beat.insert(worker, entry.at);
+            }
             Event::Wrote {
                 worker,
-                write: Write::Take | Write::Renew | Write::Checkpoint | Write::MarkEnded,
+                write: write @ (Write::Take | Write::Renew | Write::Checkpoint | Write::MarkEnded),
                 key,
                 ..
             } => {
                 last_write.insert((worker, key), entry.at);
+                if *write == Write::Take {
+                    taker.insert(key, worker);
+                }
             }
             Event::Delivered { worker, shard, ids } => {
+                // By worker id: a process replaced by another with its id (a zombie) is
+                // fenced by counters and its own lost heartbeat, as with renewals.
+                let beating = taker.get(shard.as_str()).map(|t| worker_id(t))
+                    == Some(worker_id(worker))
+                    && last_beat
+                        .get(worker.as_str())
+                        .is_some_and(|at| entry.at < *at + lease);
                 match last_write.get(&(worker.as_str(), shard.as_str())) {
+                    _ if beating => {}
                     Some(at) if entry.at < *at + lease => {}
                     Some(at) => broken.push(format!(
                         "fencing: {worker} got {} records of {shard} at {:.3}s, {:.3}s after its last write of the lease (lease duration {lease:?})",

@@ -26,7 +26,7 @@ pub mod run;
 pub mod scale;
 mod wrap;
 
-pub use plan::{Plan, Settings};
+pub use plan::{LivenessPlan, Plan, Settings};
 pub use rng::Rng;
 pub use run::{Outcome, Stats, run};
 

@@ -94,6 +94,11 @@ pub enum Event {
         /// The records' ids, in order.
         ids: Vec<usize>,
     },
+    /// A heartbeat that succeeded.
+    Beat {
+        /// The worker process.
+        worker: String,
+    },
     /// A lease write that succeeded, by a worker, at the counter it expected.
     Wrote {
         /// The worker that wrote.
@@ -148,6 +153,7 @@ impl fmt::Display for Entry {
             Event::Processed { worker, shard, ids } => {
                 write!(f, "{worker} processed {} records of {shard}", ids.len())
             }
+            Event::Beat { worker } => write!(f, "{worker} heartbeat"),
             Event::Wrote {
                 worker,
                 write,

@@ -81,9 +81,17 @@ fn main() -> ExitCode {
                     )
                 );
             };
-            match shardwise_sim::scale::measure(shards, workers) {
-                Ok(figures) => row("shardwise", &figures),
-                Err(e) => println!("| {shards} × {workers} | shardwise | failed: {e} |"),
+            for (model, liveness) in [
+                (
+                    "shardwise, per-lease renewals",
+                    shardwise::Liveness::PerLease,
+                ),
+                ("shardwise, heartbeats", shardwise::Liveness::Heartbeat),
+            ] {
+                match shardwise_sim::scale::measure(shards, workers, liveness) {
+                    Ok(figures) => row(model, &figures),
+                    Err(e) => println!("| {shards} × {workers} | {model} | failed: {e} |"),
+                }
             }
             row(
                 "KCL 2.x",

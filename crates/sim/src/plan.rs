@@ -33,6 +33,17 @@ pub enum Reading {
     FanOut,
 }
 
+/// How the fleet's workers show they are alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LivenessPlan {
+    /// Every worker renews each lease.
+    PerLease,
+    /// Every worker heartbeats.
+    Heartbeat,
+    /// Even slots heartbeat, odd slots renew per lease (a fleet switching modes).
+    Mixed,
+}
+
 /// What a processor does with a batch, drawn per call.
 #[derive(Debug, Clone, Copy)]
 pub struct Processors {
@@ -65,6 +76,9 @@ pub enum Action {
     /// Starts a worker that is not running (again), with a fresh incarnation of its id, or a new
     /// id.
     Start { worker: usize, new_id: bool },
+    /// The worker's heartbeats fail (and only they) for a while: its pipelines run on, and it
+    /// must stop them before other workers judge it dead and take its leases.
+    MuteHeartbeat { worker: usize, for_: Duration },
     /// Freezes a worker's every call to the store, Kinesis and its processors (a long GC pause,
     /// a suspended VM), then lets it go on: a zombie that must not act on leases it lost.
     Freeze { worker: usize, for_: Duration },
@@ -142,6 +156,10 @@ pub struct Plan {
     /// are shard ids); more make a multi-stream one (each of `shards` shards, keys routed to a
     /// stream by partition key).
     pub streams: u32,
+    /// How workers show they are alive.
+    pub liveness: LivenessPlan,
+    /// Chance that a table-version increment is lost (answered but not applied).
+    pub lost_bumps: f64,
 }
 
 /// Most workers a plan uses (ids `w0`…).
@@ -282,6 +300,26 @@ impl Plan {
         } else {
             1
         };
+        // Drawn after the streams, for the same reason.
+        let liveness = [
+            LivenessPlan::PerLease,
+            LivenessPlan::Heartbeat,
+            LivenessPlan::Heartbeat,
+            LivenessPlan::Mixed,
+        ][rng.below(4) as usize];
+        let lost_bumps = [0.0, 0.1, 0.5][rng.below(3) as usize];
+        if liveness != LivenessPlan::PerLease && !calm {
+            for _ in 0..rng.below(3) {
+                let at = Duration::from_millis(rng.below(chaos_ms));
+                let worker = rng.below(MAX_WORKERS as u64) as usize;
+                let for_ = Duration::from_millis(rng.between(100, 3 * lease.as_millis() as u64));
+                steps.push(Step {
+                    at,
+                    action: Action::MuteHeartbeat { worker, for_ },
+                });
+            }
+            steps.sort_by_key(|s| s.at);
+        }
         Self {
             seed,
             settings,
@@ -293,6 +331,8 @@ impl Plan {
             steps,
             records,
             streams,
+            liveness,
+            lost_bumps,
         }
     }
 }
@@ -301,7 +341,7 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seed {}: {} stream(s) of {} shards, {} workers, {} keys, {} records, {:?}, processors {:?}",
+            "seed {}: {} stream(s) of {} shards, {} workers, {} keys, {} records, {:?}, {:?} (lost version increments {}), processors {:?}",
             self.seed,
             self.streams,
             self.shards,
@@ -309,6 +349,8 @@ impl fmt::Display for Plan {
             self.keys,
             self.records,
             self.reading,
+            self.liveness,
+            self.lost_bumps,
             self.processors
         )?;
         for step in &self.steps {

@@ -10,14 +10,14 @@ use std::time::Duration;
 use shardwise::kinesis::testkit::{Fault, InMemoryKinesis};
 use shardwise::kinesis::{PollingConfig, StreamId, list_all_shards};
 use shardwise::lease::{LeaseStore, MemoryLeaseStore};
-use shardwise::{Consumer, ConsumerConfig, InitialPosition, Retrieval, StreamConfig};
+use shardwise::{Consumer, ConsumerConfig, InitialPosition, Liveness, Retrieval, StreamConfig};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::check;
 use crate::log::{Entry, Event, Log};
-use crate::plan::{Action, MAX_WORKERS, Plan, Reading, Settings, Strike};
+use crate::plan::{Action, LivenessPlan, MAX_WORKERS, Plan, Reading, Settings, Strike};
 use crate::processor::Factory;
 use crate::rng::Rng;
 use crate::wrap::{Gate, Latency, SimKinesis, SimStore, StoreFaults};
@@ -130,11 +130,32 @@ pub(crate) fn handoff_timeout(plan: &Plan) -> Duration {
     plan.settings.lease_duration * 2
 }
 
+/// How often a worker that heartbeats lists every lease however quiet the table: eight lease
+/// durations.
+fn full_listing_interval(plan: &Plan) -> Duration {
+    plan.settings.lease_duration * 8
+}
+
+/// What lost version increments may add to a bound: a change whose increment was lost is seen
+/// at the next full listing (only workers that heartbeat skip listings).
+fn lost_increments(plan: &Plan) -> Duration {
+    if plan.lost_bumps > 0.0 && plan.liveness != LivenessPlan::PerLease {
+        full_listing_interval(plan)
+    } else {
+        Duration::ZERO
+    }
+}
+
 fn catch_up_bound(plan: &Plan, reshards: usize) -> Duration {
     let lease = plan.settings.lease_duration;
     let take = lease / 2;
     let backoff = PollingConfig::default().backoff_max;
-    lease * 3 + take + Duration::from_secs(3) + backoff + take * (reshards as u32 + 1)
+    lease * 3
+        + take
+        + Duration::from_secs(3)
+        + backoff
+        + take * (reshards as u32 + 1)
+        + lost_increments(plan)
 }
 
 /// How long the fleet may take to balance once every record is processed: each worker steals
@@ -142,7 +163,7 @@ fn catch_up_bound(plan: &Plan, reshards: usize) -> Duration {
 /// a stolen lease's pipeline to end: `(leases + 1) T + L`.
 fn balance_bound(plan: &Plan, leases: usize) -> Duration {
     let lease = plan.settings.lease_duration;
-    (lease / 2) * (leases as u32 + 1) + lease
+    (lease / 2) * (leases as u32 + 1) + lease + lost_increments(plan)
 }
 
 async fn simulate(plan: Plan) -> Outcome {
@@ -159,7 +180,11 @@ async fn simulate(plan: Plan) -> Outcome {
         log: log.clone(),
         kinesis,
         store: Arc::new(MemoryLeaseStore::new()),
-        faults: Arc::new(StoreFaults::new(rng.fork())),
+        faults: Arc::new({
+            let faults = StoreFaults::new(rng.fork());
+            faults.lose_bumps(plan.lost_bumps);
+            faults
+        }),
         latency: Arc::new(Latency::new(rng.fork())),
         faults_on: Arc::new(AtomicBool::new(true)),
         processor_rng: Arc::new(Mutex::new(rng.fork())),
@@ -271,7 +296,7 @@ async fn simulate(plan: Plan) -> Outcome {
 }
 
 impl World {
-    fn config(&self) -> ConsumerConfig {
+    fn config(&self, slot: usize) -> ConsumerConfig {
         let lease = self.plan.settings.lease_duration;
         let retrieval = match self.plan.reading {
             Reading::Polling => Retrieval::Polling(PollingConfig {
@@ -289,6 +314,13 @@ impl World {
             retrieval,
             shutdown_timeout: lease * 2,
             handoff_timeout: handoff_timeout(&self.plan),
+            liveness: match self.plan.liveness {
+                LivenessPlan::PerLease => Liveness::PerLease,
+                LivenessPlan::Heartbeat => Liveness::Heartbeat,
+                LivenessPlan::Mixed if slot.is_multiple_of(2) => Liveness::Heartbeat,
+                LivenessPlan::Mixed => Liveness::PerLease,
+            },
+            full_listing_interval: full_listing_interval(&self.plan),
             ..ConsumerConfig::default()
         }
     }
@@ -346,7 +378,7 @@ impl World {
             )))
             .lease_store(store)
             .worker_id(id.as_str())
-            .config(self.config())
+            .config(self.config(slot))
             .processor(factory)
             .build();
         let consumer = match consumer {
@@ -458,6 +490,11 @@ impl World {
                 if let Some(zombie) = replaced {
                     self.zombies.push(zombie);
                     self.start(*worker, false).await;
+                }
+            }
+            Action::MuteHeartbeat { worker, for_ } => {
+                if let Some(slot) = self.slots.get(*worker) {
+                    slot.gate.mute_until(now + *for_);
                 }
             }
             Action::Freeze { worker, for_ } => {

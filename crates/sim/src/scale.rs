@@ -2,7 +2,8 @@
 //! a killed worker's shards and balances after a join, for a number of shards and workers,
 //! under the paused clock on the in-memory Kinesis and lease store. Store use is counted as a
 //! DynamoDB table would bill it: every lease row a listing returns is a row read, every lease
-//! write (a renewal of many leases is one write each) is a write.
+//! write (a renewal of many leases is one write each) is a write; a read of the membership
+//! record is one row read, a heartbeat or version increment one write.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use shardwise::lease::{
     Call, Layer, Layered, LeaseKey, LeaseStore, MemoryLeaseStore, Operation, Race, StoreError,
     WorkerId,
 };
-use shardwise::{Consumer, ConsumerConfig, InitialPosition, RecordBatch, processor_fn};
+use shardwise::{Consumer, ConsumerConfig, InitialPosition, Liveness, RecordBatch, processor_fn};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -71,7 +72,7 @@ impl Layer for Counter {
                 let rows = self.store.lease_count() as u64;
                 self.counts.read(rows.div_ceil(ROWS_PER_PAGE).max(1), rows);
             }
-            Operation::Get => self.counts.read(1, 1),
+            Operation::Get | Operation::Membership => self.counts.read(1, 1),
             Operation::CreateTable => self.counts.read(1, 0),
             _ => self.counts.write(1),
         }
@@ -131,14 +132,16 @@ pub fn kcl2_model(shards: u32, workers: usize) -> ScaleFigures {
 }
 
 /// Measures a fleet of `workers` workers over one stream of `shards` idle shards, leases of
-/// 10 s, the consumer's defaults otherwise.
-pub fn measure(shards: u32, workers: usize) -> Result<ScaleFigures, String> {
+/// 10 s, `liveness`, the consumer's defaults otherwise. Steady state is measured over a minute
+/// with per-lease renewals, and over 660 s with heartbeats, so that every worker's full listing
+/// (every 540 to 600 s) is in the window.
+pub fn measure(shards: u32, workers: usize, liveness: Liveness) -> Result<ScaleFigures, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .map_err(|e| e.to_string())?;
-    runtime.block_on(fleet(shards, workers))
+    runtime.block_on(fleet(shards, workers, liveness))
 }
 
 struct Fleet {
@@ -216,7 +219,7 @@ fn balanced(held: &BTreeMap<String, usize>, shards: usize, workers: usize) -> bo
         && held.values().all(|&n| n + 1 >= fair && n <= fair)
 }
 
-async fn fleet(shards: u32, workers: usize) -> Result<ScaleFigures, String> {
+async fn fleet(shards: u32, workers: usize, liveness: Liveness) -> Result<ScaleFigures, String> {
     let kinesis = Arc::new(InMemoryKinesis::new());
     kinesis.create_stream("scale", shards);
     let fleet = Fleet {
@@ -225,6 +228,7 @@ async fn fleet(shards: u32, workers: usize) -> Result<ScaleFigures, String> {
         counts: Arc::new(Counts::default()),
         config: ConsumerConfig {
             initial_position: InitialPosition::TrimHorizon,
+            liveness,
             ..ConsumerConfig::default()
         },
     };
@@ -240,7 +244,10 @@ async fn fleet(shards: u32, workers: usize) -> Result<ScaleFigures, String> {
         .map_err(|e| format!("first balance: {e}"))?;
 
     // Steady state.
-    let window = Duration::from_secs(60);
+    let window = match liveness {
+        Liveness::PerLease => Duration::from_secs(60),
+        Liveness::Heartbeat => fleet.config.full_listing_interval * 3,
+    };
     tokio::time::sleep(Duration::from_secs(10)).await;
     let _ = fleet.counts.take();
     tokio::time::sleep(window).await;

@@ -12,8 +12,8 @@ use shardwise::kinesis::{
     ShardSubscription, StartPosition, StreamConsumer, StreamId, StreamSummary, SubscriptionEvent,
 };
 use shardwise::lease::{
-    Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, MemoryLeaseStore,
-    Race, ShardId, StoreError, WorkerId,
+    Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Membership,
+    MemoryLeaseStore, Race, ShardId, StoreError, WorkerId,
 };
 use tokio::time::Instant;
 
@@ -24,11 +24,28 @@ use crate::rng::Rng;
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
     frozen_until: Mutex<Option<Instant>>,
+    /// The worker's heartbeats fail until then.
+    muted_until: Mutex<Option<Instant>>,
     /// Wakes the calls held when the freeze changes (lifted early, at the quiet phase).
     changed: tokio::sync::Notify,
 }
 
 impl Gate {
+    /// Makes the worker's heartbeats fail until `until`.
+    pub(crate) fn mute_until(&self, until: Instant) {
+        *self
+            .muted_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(until);
+    }
+
+    fn is_muted(&self) -> bool {
+        self.muted_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
     /// Freezes the worker until `until` (a time already past lifts the freeze at once).
     pub(crate) fn freeze_until(&self, until: Instant) {
         *self.lock() = Some(until);
@@ -100,6 +117,8 @@ struct FaultState {
     down_until: Option<Instant>,
     slow_until: Option<(Instant, Duration)>,
     ambiguous_until: Option<Instant>,
+    /// Chance that a version increment is answered but not applied.
+    lost_bumps: f64,
     rng: Rng,
     /// Faults on or off as a whole (off in the quiet phase).
     enabled: bool,
@@ -121,6 +140,7 @@ impl StoreFaults {
                 down_until: None,
                 slow_until: None,
                 ambiguous_until: None,
+                lost_bumps: 0.0,
                 rng,
                 enabled: true,
             }),
@@ -149,6 +169,18 @@ impl StoreFaults {
     /// Every fault off, for good.
     pub(crate) fn stop(&self) {
         self.lock().enabled = false;
+    }
+
+    /// Sets the chance that a version increment is lost.
+    pub(crate) fn lose_bumps(&self, chance: f64) {
+        self.lock().lost_bumps = chance;
+    }
+
+    /// Whether this version increment is lost.
+    fn bump_lost(&self) -> bool {
+        let mut state = self.lock();
+        let chance = state.lost_bumps;
+        state.enabled && chance > 0.0 && state.rng.chance(chance)
     }
 
     fn verdict(&self, write: bool) -> Verdict {
@@ -449,6 +481,53 @@ impl LeaseStore for SimStore {
                 None,
             );
         }
+        self.answer(ambiguous, outcome)
+    }
+
+    async fn heartbeat(
+        &self,
+        worker: &WorkerId,
+        expected: Option<u64>,
+    ) -> Result<Race<u64>, StoreError> {
+        let ambiguous = self.enter(true).await?;
+        if self.gate.is_muted() {
+            return Err(StoreError::unavailable("simulated: heartbeats fail"));
+        }
+        let outcome = self.inner.heartbeat(worker, expected).await;
+        if let Ok(Race::Won(_)) = &outcome {
+            self.log.push(Event::Beat {
+                worker: self.worker.clone(),
+            });
+        }
+        self.answer(ambiguous, outcome)
+    }
+
+    async fn membership(&self) -> Result<Membership, StoreError> {
+        self.enter(false).await?;
+        self.inner.membership().await
+    }
+
+    async fn bump_version(&self) -> Result<u64, StoreError> {
+        let ambiguous = self.enter(true).await?;
+        if self.faults.bump_lost() {
+            // As a worker that died between its write and the increment.
+            self.log.push(Event::Note(format!(
+                "lost version increment by {}",
+                self.worker
+            )));
+            return Ok(0);
+        }
+        let outcome = self.inner.bump_version().await;
+        self.answer(ambiguous, outcome)
+    }
+
+    async fn leave(
+        &self,
+        worker: &WorkerId,
+        expected_heartbeat: u64,
+    ) -> Result<Race<()>, StoreError> {
+        let ambiguous = self.enter(true).await?;
+        let outcome = self.inner.leave(worker, expected_heartbeat).await;
         self.answer(ambiguous, outcome)
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use shardwise::Liveness;
 use shardwise_sim::scale::{kcl2_model, measure};
 
 /// 100 shards, 10 workers, 10 s leases: every worker lists the table every take interval
@@ -10,7 +11,7 @@ use shardwise_sim::scale::{kcl2_model, measure};
 /// within a few take rounds.
 #[test]
 fn a_hundred_shards_over_ten_workers() {
-    let figures = measure(100, 10).unwrap_or_else(|e| panic!("{e}"));
+    let figures = measure(100, 10, Liveness::PerLease).unwrap_or_else(|e| panic!("{e}"));
     // 10 workers × 100 rows / 5 s, plus the hand-off and parent polls' reads.
     assert!(
         (200.0..260.0).contains(&figures.rows_read_per_second),
@@ -44,4 +45,30 @@ fn a_thousand_idle_shards_in_one_worker() {
         shardwise_sim::scale::idle_worker_memory(1_000).unwrap_or_else(|e| panic!("{e}"));
     assert!(rss > 0, "VmRSS read");
     assert!(peak < 200_000_000, "peak RSS {peak} bytes");
+}
+
+/// The same fleet with heartbeats: each worker reads the membership record every take round
+/// and writes one heartbeat every renew interval; the leases are listed only by the worker
+/// that syncs shards (every minute) and by each worker's full listing (every 10 minutes).
+/// Failover and joins are as fast as with per-lease renewals.
+#[test]
+fn a_hundred_shards_over_ten_workers_with_heartbeats() {
+    let figures = measure(100, 10, Liveness::Heartbeat).unwrap_or_else(|e| panic!("{e}"));
+    // 2 membership rows/s, 100 rows a minute for the shard sync, 10 × 100 rows per ~10 min.
+    assert!(
+        (3.0..8.0).contains(&figures.rows_read_per_second),
+        "{figures:?}"
+    );
+    // 10 heartbeats every 3.33 s, and no renewal.
+    assert!(
+        (2.9..3.2).contains(&figures.writes_per_second),
+        "{figures:?}"
+    );
+    assert!(figures.recovery <= Duration::from_secs(16), "{figures:?}");
+    assert!(
+        figures
+            .balance_after_join
+            .is_some_and(|d| d <= Duration::from_secs(20)),
+        "{figures:?}"
+    );
 }
