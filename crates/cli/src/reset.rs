@@ -23,7 +23,8 @@ Examples:
   shardwise reset --app audit --leases dynamodb://audit --shard shardId-000000000003 --to latest --force
 
 The lease is written back free, with the new checkpoint and a higher counter: a worker that held
-it loses it at its next renewal and cannot checkpoint over the reset. SEQ means that record and
+it loses it at its next renewal (or, when workers heartbeat, at its next listing, which the reset
+announces by moving the table version) and cannot checkpoint over the reset. SEQ means that record and
 everything before it count as processed; reading resumes after it.")]
 pub(crate) struct ResetArgs {
     #[command(flatten)]
@@ -122,6 +123,7 @@ pub(crate) async fn reset(args: ResetArgs) -> Result<(), CliError> {
                 "shard {key}: checkpoint {} (was {previous}); lease free at counter {}",
                 lease.checkpoint, lease.counter
             );
+            announce(store.as_ref()).await;
             return Ok(());
         }
         // A worker renewed or checkpointed in between: read the lease again and retry.
@@ -207,6 +209,7 @@ pub(crate) async fn delete_leases(args: DeleteLeasesArgs) -> Result<(), CliError
         }
     }
     println!("deleted {deleted} leases of {where_}");
+    announce(store.as_ref()).await;
     if !listing.corrupt.is_empty() {
         eprintln!(
             "shardwise: {} corrupt rows were left as they are (not readable as leases): {}",
@@ -220,6 +223,23 @@ pub(crate) async fn delete_leases(args: DeleteLeasesArgs) -> Result<(), CliError
         );
     }
     Ok(())
+}
+
+/// Tells workers that heartbeat that the lease table changed (they list it only when its
+/// version moves). Nothing to do when no worker heartbeats (the membership record is empty,
+/// and a table shared with Java KCL workers must stay as the KCL wrote it). A failure is a
+/// warning: the workers' next full listing sees the change.
+async fn announce(store: &dyn shardwise::lease::LeaseStore) {
+    let moved = match store.membership().await {
+        Ok(membership) if membership.heartbeats.is_empty() => return,
+        Ok(_) => store.bump_version().await.map(drop),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = moved {
+        eprintln!(
+            "shardwise: warning: workers that heartbeat were not told of the change ({e}); they see it at their next full listing"
+        );
+    }
 }
 
 /// Asks on the terminal; anything but "yes" refuses.

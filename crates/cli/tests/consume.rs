@@ -527,3 +527,58 @@ async fn streams_by_prefix_and_tag_redis() {
         stream.delete().await;
     }
 }
+
+/// `reset` and `delete-leases` tell workers that heartbeat that the table changed (they list it
+/// only when its version moves), and leave a table without heartbeating workers as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_and_delete_move_the_table_version_postgres() {
+    use shardwise::lease::postgres::{PostgresConfig, PostgresLeaseStore};
+    use shardwise::lease::{Checkpoint, Lease, LeaseKey, LeaseStore, WorkerId};
+    let app = unique("cli-version");
+    let leases = env("DATABASE_URL");
+    let config = PostgresConfig::builder(leases.as_str(), app.as_str())
+        .build()
+        .unwrap();
+    let store = PostgresLeaseStore::connect(&config).await.unwrap();
+    store.create_table_if_missing().await.unwrap();
+    let key = LeaseKey::new("shardId-000000000000").unwrap();
+    let created = store
+        .create_if_absent(&Lease::new(key.clone(), Checkpoint::Latest))
+        .await
+        .unwrap();
+    assert!(created.is_won());
+    let reset = |to: &str| {
+        run(&[
+            "reset",
+            "--app",
+            &app,
+            "--leases",
+            &leases,
+            "--shard",
+            key.as_str(),
+            "--to",
+            to,
+        ])
+    };
+    let done = reset("trim-horizon");
+    assert!(done.status.success(), "{}", stderr(&done));
+    assert_eq!(
+        store.membership().await.unwrap().version,
+        0,
+        "no worker heartbeats: the membership is left alone"
+    );
+    let worker = WorkerId::new("w1").unwrap();
+    assert!(store.heartbeat(&worker, None).await.unwrap().is_won());
+    let done = reset("latest");
+    assert!(done.status.success(), "{}", stderr(&done));
+    assert_eq!(
+        store.membership().await.unwrap().version,
+        1,
+        "reset announced"
+    );
+    let done = run(&["delete-leases", "--app", &app, "--leases", &leases, "--yes"]);
+    assert!(done.status.success(), "{}", stderr(&done));
+    let membership = store.membership().await.unwrap();
+    assert_eq!(membership.version, 2, "deletion announced");
+    assert!(store.leave(&worker, 1).await.unwrap().is_won());
+}

@@ -95,10 +95,11 @@ async fn heartbeat(ctx: &Context) -> Result<Race<u64>, shardwise_lease_core::Sto
 
 /// One heartbeat: when it succeeds, every lease held is renewed from the time it was sent;
 /// when it fails, every lease not renewed for two thirds of the lease duration is given up
-/// before any other worker may judge this one dead. A heartbeat that succeeds that long after
-/// the one before (the process was frozen, or its calls hung) renews nothing on trust: others
-/// may have judged this worker dead meanwhile, so each lease is read back first and kept only
-/// if nobody took it.
+/// before any other worker may judge this one dead. A heartbeat whose answer comes that long
+/// after the one before was sent (the process was frozen, or its calls hung) renews nothing:
+/// another worker may have judged this one dead by then and be taking its leases in a round
+/// already under way, which no read of the leases can rule out. Every lease is given up
+/// (released, and taken again by whoever is first) instead.
 async fn beat(
     ctx: &Context,
     grants: &[Arc<Grant>],
@@ -115,22 +116,20 @@ async fn beat(
         Ok(Race::Won(heartbeat)) => {
             let previous = ctx.beat.last().map(|(_, at)| at);
             ctx.beat.succeeded(heartbeat, sent);
+            let answered = Instant::now();
             let late =
-                previous.is_none_or(|at| sent.saturating_duration_since(at) >= give_up_after);
-            for grant in grants.iter().filter(|g| !g.is_lost()) {
+                previous.is_none_or(|at| answered.saturating_duration_since(at) >= give_up_after);
+            let held: Vec<_> = grants.iter().filter(|g| !g.is_lost()).collect();
+            if late && !held.is_empty() {
+                warn!(
+                    leases = held.len(),
+                    "a heartbeat succeeded too late to keep the leases (the process was frozen or the store slow); giving them up"
+                );
+            }
+            for grant in held {
                 if late {
-                    let _turn = grant.writing.lock().await;
-                    match grant.reread(ctx.store.as_ref(), &ctx.worker_id).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            info!(lease = %grant.key, "lease lost (found after a late heartbeat)");
-                            continue;
-                        }
-                        Err(e) => {
-                            give_up_if_late(grant, sent, give_up_after, &e.to_string());
-                            continue;
-                        }
-                    }
+                    grant.lost.cancel();
+                    continue;
                 }
                 let mut state = grant.state();
                 state.renewed_at = state.renewed_at.max(sent);

@@ -99,6 +99,8 @@ pub(crate) struct Worker {
     listed: Option<Listed>,
     /// Leases were released since the table version was last moved.
     released: bool,
+    /// Whether the last read of the membership record worked.
+    members_fresh: bool,
 }
 
 /// What a listing saw beyond the leases: whether a later round can trust it.
@@ -131,6 +133,7 @@ impl Worker {
             rounds: 0,
             listed: None,
             released: false,
+            members_fresh: false,
         }
     }
 
@@ -226,6 +229,21 @@ impl Worker {
         }
     }
 
+    /// With heartbeats, no lease is taken unless the heartbeat is recent: the lease would be
+    /// given up at once, and others may already judge this worker dead.
+    fn may_take(&self, now: Instant) -> bool {
+        let config = &self.ctx.config;
+        let recent = config
+            .lease_duration
+            .saturating_sub(config.renew_interval());
+        !self.heartbeats()
+            || self
+                .ctx
+                .beat
+                .last()
+                .is_some_and(|(_, sent)| now.saturating_duration_since(sent) < recent)
+    }
+
     /// Whether this worker heartbeats instead of renewing each lease.
     fn heartbeats(&self) -> bool {
         self.ctx.config.liveness == crate::Liveness::Heartbeat
@@ -242,10 +260,12 @@ impl Worker {
             // old (it was frozen, say), and a member it saw dead may be back under its id.
             Err(e) => {
                 self.metrics.list.failures.increment(1);
+                self.members_fresh = false;
                 warn!(error = %e, "reading the membership failed; no lease is taken this round");
                 return None;
             }
         };
+        self.members_fresh = true;
         // Observed when the answer came: a heartbeat is judged from then.
         self.tracker.observe_members(
             &membership,
@@ -333,20 +353,9 @@ impl Worker {
     /// changed since the last listing.
     async fn take(&mut self) {
         let started = Instant::now();
-        let config = &self.ctx.config;
-        if self.heartbeats() {
-            // No lease is taken unless the heartbeat is recent: the lease would be given up at
-            // once, and others may already judge this worker dead.
-            let recent = config
-                .lease_duration
-                .saturating_sub(config.renew_interval());
-            match self.ctx.beat.last() {
-                Some((_, sent)) if started.saturating_duration_since(sent) < recent => {}
-                _ => {
-                    debug!("no recent heartbeat; taking nothing this round");
-                    return;
-                }
-            }
+        if !self.may_take(started) {
+            debug!("no recent heartbeat; taking nothing this round");
+            return;
         }
         if self.ctx.beat.owed() {
             self.ctx.bump_version().await;
@@ -685,6 +694,11 @@ impl Worker {
     /// the holder is gone (its counter unchanged for a lease duration, the usual expiry rule) or
     /// has not finished within the hand-off timeout plus a lease duration.
     async fn poll_handoffs(&mut self) {
+        // Taking needs what a take round needs: with heartbeats a recent heartbeat, and in any
+        // mode a membership read that worked (a holder judged by an old read may be back).
+        if !self.may_take(Instant::now()) || !self.members_fresh {
+            return;
+        }
         let keys: Vec<LeaseKey> = self.awaiting.keys().cloned().collect();
         let config = &self.ctx.config;
         let (lease_duration, give_up, rebump) = (
@@ -805,6 +819,10 @@ impl Worker {
             .current_leases
             .set(self.held.len() as f64);
         match end {
+            PipelineEnd::LeaseLost if self.heartbeats() => {
+                self.metrics.leases.lost_leases.increment(1);
+                self.hand_back(&held.grant).await;
+            }
             PipelineEnd::LeaseLost => self.metrics.leases.lost_leases.increment(1),
             PipelineEnd::ShardEnded | PipelineEnd::ShutDown => {
                 self.release(&held.grant).await;
@@ -817,6 +835,29 @@ impl Worker {
                     .insert(key, Instant::now() + self.ctx.config.lease_duration);
             }
         }
+    }
+
+    /// With heartbeats, a lease this worker stopped processing because its heartbeat failed
+    /// (or came too late) may still be recorded as its own, and its heartbeat, once it works
+    /// again, would keep it alive for every other worker with nobody processing it. It is
+    /// released at the counter the grant knows (if nobody took it meanwhile; otherwise the
+    /// write loses, which is fine), and the next round lists the table.
+    async fn hand_back(&mut self, grant: &Grant) {
+        let counter = grant.state().counter;
+        match self
+            .ctx
+            .store
+            .evict(&grant.key, &self.ctx.worker_id, counter)
+            .await
+        {
+            Ok(Race::Won(_)) => {
+                info!(lease = %grant.key, "a lease this worker stopped processing released");
+                self.released = true;
+            }
+            Ok(Race::Lost) => {}
+            Err(e) => debug!(lease = %grant.key, error = %e, "releasing a lost lease failed"),
+        }
+        self.listed = None;
     }
 
     /// Gives a lease back so another worker can take it at once: to nobody, or during a
@@ -860,6 +901,40 @@ impl Worker {
         grant.lost.cancel();
     }
 
+    /// At shutdown: the leases this worker asked for are handed over to it by their holders
+    /// (which may be finishing right now), and nobody would run them. Each is released once
+    /// handed over, waiting for the holders at most a lease duration (within the shutdown
+    /// deadline); one still in hand-off after that expires as a dead worker's lease.
+    async fn release_awaited(&mut self, deadline: Instant) {
+        let deadline = deadline.min(Instant::now() + self.ctx.config.lease_duration);
+        let me = self.ctx.worker_id.clone();
+        while !self.awaiting.is_empty() {
+            let keys: Vec<LeaseKey> = self.awaiting.keys().cloned().collect();
+            for key in keys {
+                let lease = match self.ctx.store.get(&key).await {
+                    Ok(Some(lease)) if lease.is_owned_by(&me) => lease,
+                    Ok(_) => {
+                        self.awaiting.remove(&key);
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                if lease.is_handing_off() {
+                    continue;
+                }
+                if let Ok(Race::Won(_)) = self.ctx.store.evict(&key, &me, lease.counter).await {
+                    debug!(lease = %key, "a lease handed over to this worker released at shutdown");
+                    self.released = true;
+                }
+                self.awaiting.remove(&key);
+            }
+            if self.awaiting.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(self.ctx.config.parent_poll_interval).await;
+        }
+    }
+
     /// Graceful shutdown: every pipeline gets `shutdown_requested` (bounded by the shutdown
     /// timeout), then every lease is released so other workers take it at once.
     async fn shut_down(mut self) {
@@ -891,6 +966,7 @@ impl Worker {
             self.release(&grant).await;
             self.released = true;
         }
+        self.release_awaited(deadline).await;
         if self.released {
             self.ctx.bump_version().await;
         }

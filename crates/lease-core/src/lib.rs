@@ -8,6 +8,16 @@
 //! ([`ExpiryTracker`]); no wall clock is stored. What to take or steal is a pure function
 //! ([`plan_takes`]), and so is whether a checkpoint is allowed ([`validate_checkpoint`]).
 //!
+//! # Liveness: per lease, or per worker
+//!
+//! Workers that renew per lease keep each lease alive by moving its counter. Workers that
+//! heartbeat keep one entry of the membership record moving instead
+//! ([`LeaseStore::heartbeat`], [`Membership`]), and a lease whose holder is a member is judged by
+//! that heartbeat ([`MemberTracker`], [`ExpiryTracker::observe_members`]). The record also holds
+//! the table version ([`LeaseStore::bump_version`]): moved by every write that other workers must
+//! act on, it tells a worker when its last listing is out of date, so a quiet table is not listed
+//! at all. The consumer's `Liveness` setting chooses; both kinds of worker can share a table.
+//!
 //! # Hand-off: moving a lease between live workers without processing anything twice
 //!
 //! A worker below its fair share does not take a live worker's lease (that replays whatever the

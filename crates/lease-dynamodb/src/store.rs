@@ -49,6 +49,13 @@ const RENEW_CONCURRENCY: usize = 32;
 /// Every write is one conditional `PutItem`, `UpdateItem` or `DeleteItem`; a failed condition is
 /// [`Race::Lost`]. Reads are strongly consistent.
 ///
+/// The membership record of workers that heartbeat (`Liveness::Heartbeat` in the consumer) is
+/// one more item of the table, `__shardwise_membership`, of `entityType` `SHARDWISE_MEMBERSHIP`
+/// (so that listings, and KCL 3.5 workers, skip it): a number `hb:<worker id>` per worker and
+/// `version`. Workers that renew per lease read it, and write it only once it exists (a
+/// shardwise worker heartbeats in the table: they then move the version too), so a table
+/// shared only with Java KCL workers stays as the KCL wrote it.
+///
 /// # What it costs
 ///
 /// | operation | DynamoDB calls |
@@ -59,10 +66,12 @@ const RENEW_CONCURRENCY: usize = 32;
 /// | `take` | 1; 2 when the lease was recorded as the taker's own (a restart with the same worker id) or when the take loses |
 /// | `update_checkpoint` that is refused | 2 (the write, then a read to tell a lost race from a regression) |
 /// | `list` | 1 `Scan` per 1 MB of table (about 4,000 leases) |
+/// | `heartbeat`, `bump_version`, `leave`, `membership` | 1 (`UpdateItem`, or `GetItem` for `membership`) on the membership item; each write costs the item's size, about 50 bytes per worker |
 ///
 /// A worker holding N leases with the KCL's default lease duration of 10 s renews every 3.3 s,
 /// so it makes N / 3.3 `UpdateItem` calls per second, each one write unit for a lease item under
-/// 1 KB: the same as the Java KCL 2.x.
+/// 1 KB: the same as the Java KCL 2.x. A worker that heartbeats makes one `UpdateItem` every
+/// 3.3 s whatever it holds, and one `GetItem` per take round (5 s).
 ///
 /// ```no_run
 /// # async fn example(sdk_config: &aws_types::SdkConfig) -> Result<(), shardwise_lease_core::StoreError> {

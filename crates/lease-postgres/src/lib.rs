@@ -25,6 +25,13 @@
 //! Counters, sub-sequence numbers and owner-switch counts are `BIGINT`: values above
 //! `i64::MAX` are refused as invalid arguments (no real lease comes near).
 //!
+//! The membership record of workers that heartbeat (`Liveness::Heartbeat` in the consumer) is a
+//! second table in the same schema, `shardwise_members (lease_table, namespace, worker,
+//! heartbeat)`, shared by every lease table of the schema: one row per worker with its
+//! heartbeat counter, and the row whose worker is `''` for the table version. A heartbeat is an
+//! upsert (the first) or an `UPDATE … WHERE heartbeat = $n` (the next ones); reading the record
+//! is one `SELECT` of the namespace's rows.
+//!
 //! # Compare-and-set
 //!
 //! Every write is one statement whose `WHERE` holds the whole condition, so PostgreSQL's row

@@ -10,6 +10,7 @@
 //! | --- | --- | --- |
 //! | `{prefix}:lease:<lease key>` | hash | one lease (fields below) |
 //! | `{prefix}:leases` | sorted set, all scores 0 | every lease key, in byte order |
+//! | `{prefix}:members` | hash | each heartbeating worker's heartbeat counter, and the table version in the field `""` |
 //!
 //! Lease hash fields: `key`, `owner` (absent when free), `counter`, `cp` and `cp_sub` (the
 //! checkpoint in the KCL's text form and its sub-sequence number), `pend`, `pend_sub`,

@@ -268,10 +268,10 @@ fn handoffs_wait_for_the_holder(plan: &Plan, log: &[Entry]) -> Vec<String> {
             && let Some(holder) = before.as_ref().and_then(|b| b.checkpoint_owner.as_deref())
         {
             let wrote = last_write.get(&(holder, key.as_str())).copied();
-            let beat = last_beat.get(holder).copied();
-            let silent = wrote
-                .max(beat)
-                .is_none_or(|at| entry.at.saturating_sub(at) >= lease);
+            // A holder that heartbeats is alive by its heartbeat alone (its checkpoints do not
+            // renew its leases); any other by its writes of the lease.
+            let proof = last_beat.get(holder).copied().or(wrote);
+            let silent = proof.is_none_or(|at| entry.at.saturating_sub(at) >= lease);
             let requested = asked.get(key.as_str()).copied();
             // Two processes of the taker's id (a zombie and its replacement) are one worker to
             // the lease: one may act on the other's request.
@@ -526,10 +526,24 @@ fn deliveries_within_lease(plan: &Plan, log: &[Entry]) -> Vec<String> {
     // that heartbeats holds the leases it took, until another process takes them.
     let mut last_beat: BTreeMap<&str, std::time::Duration> = BTreeMap::new();
     let mut taker: BTreeMap<&str, &str> = BTreeMap::new();
+    // The process whose release let the last taker in, when the take followed one: a lease
+    // handed on by a process of the holder's own id (a zombie's replacement, which cannot tell
+    // it apart from itself) is the known hazard of two processes with one id, accepted for
+    // heartbeats as the per-lease rule accepts it (the holder learns at its next heartbeat).
+    let mut released_by: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut let_in_by: BTreeMap<&str, Option<&str>> = BTreeMap::new();
     for entry in log {
         match &entry.event {
             Event::Beat { worker } => {
                 last_beat.insert(worker, entry.at);
+            }
+            Event::Wrote {
+                worker,
+                write: Write::Evict,
+                key,
+                ..
+            } => {
+                released_by.insert(key, worker);
             }
             Event::Wrote {
                 worker,
@@ -540,13 +554,20 @@ fn deliveries_within_lease(plan: &Plan, log: &[Entry]) -> Vec<String> {
                 last_write.insert((worker, key), entry.at);
                 if *write == Write::Take {
                     taker.insert(key, worker);
+                    let_in_by.insert(key, released_by.remove(key.as_str()));
                 }
             }
             Event::Delivered { worker, shard, ids } => {
                 // By worker id: a process replaced by another with its id (a zombie) is
                 // fenced by counters and its own lost heartbeat, as with renewals.
-                let beating = taker.get(shard.as_str()).map(|t| worker_id(t))
+                let sibling_let_in = let_in_by
+                    .get(shard.as_str())
+                    .copied()
+                    .flatten()
+                    .is_some_and(|by| by != worker && worker_id(by) == worker_id(worker));
+                let beating = (taker.get(shard.as_str()).map(|t| worker_id(t))
                     == Some(worker_id(worker))
+                    || sibling_let_in)
                     && last_beat
                         .get(worker.as_str())
                         .is_some_and(|at| entry.at < *at + lease);

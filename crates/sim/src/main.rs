@@ -104,7 +104,23 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let settings = Settings::default();
+    let mut settings = Settings::default();
+    if let Some(at) = args.iter().position(|a| a == "--fleet") {
+        // --fleet SHARDSxWORKERS: every seed on a fleet of that size.
+        let Some((Ok(shards), Ok(workers))) = args
+            .get(at + 1)
+            .and_then(|size| size.split_once('x'))
+            .map(|(s, w)| (s.parse::<u32>(), w.parse::<usize>()))
+        else {
+            eprintln!("--fleet takes SHARDSxWORKERS");
+            return ExitCode::from(2);
+        };
+        if shards == 0 || workers == 0 {
+            eprintln!("--fleet takes at least one shard and one worker");
+            return ExitCode::from(2);
+        }
+        settings.fleet = Some((shards, workers));
+    }
     if let Some(seed) = value("--seed") {
         let outcome = run(seed, settings);
         if args.iter().any(|a| a == "--trace") {
@@ -128,7 +144,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let Some(count) = value("--seeds") else {
-        eprintln!("usage: shardwise-sim --seed N [--trace] | --seeds N [--from K]");
+        eprintln!(
+            "usage: shardwise-sim [--fleet SHARDSxWORKERS] --seed N [--trace] | --seeds N [--from K]"
+        );
         return ExitCode::from(2);
     };
     let from = value("--from").unwrap_or(0);

@@ -13,6 +13,9 @@ pub struct Settings {
     pub lease_duration: Duration,
     /// How long the faulty part of a run lasts.
     pub chaos: Duration,
+    /// A fleet of this many shards and worker slots (all started), instead of the 1 to 4 of
+    /// each that seeds draw: the same faults, on a fleet at scale.
+    pub fleet: Option<(u32, usize)>,
 }
 
 impl Default for Settings {
@@ -20,6 +23,7 @@ impl Default for Settings {
         Self {
             lease_duration: Duration::from_secs(3),
             chaos: Duration::from_secs(60),
+            fleet: None,
         }
     }
 }
@@ -156,6 +160,8 @@ pub struct Plan {
     /// are shard ids); more make a multi-stream one (each of `shards` shards, keys routed to a
     /// stream by partition key).
     pub streams: u32,
+    /// Worker slots (ids `w0`…): workers that run at the start, or may start later.
+    pub slots: usize,
     /// How workers show they are alive.
     pub liveness: LivenessPlan,
     /// Chance that a table-version increment is lost (answered but not applied).
@@ -169,8 +175,14 @@ impl Plan {
     /// The plan of `seed`.
     pub fn draw(seed: u64, settings: Settings) -> Self {
         let mut rng = Rng::new(seed);
-        let shards = rng.between(1, 4) as u32;
-        let workers = rng.between(1, MAX_WORKERS as u64) as usize;
+        let drawn = (
+            rng.between(1, 4) as u32,
+            rng.between(1, MAX_WORKERS as u64) as usize,
+        );
+        let (shards, workers, slots) = match settings.fleet {
+            Some((shards, workers)) => (shards, workers, workers),
+            None => (drawn.0, drawn.1, MAX_WORKERS),
+        };
         let keys = rng.between(3, 24) as usize;
         let reading = if rng.chance(0.25) {
             Reading::FanOut
@@ -217,7 +229,7 @@ impl Plan {
             let faults = rng.between(1, 10);
             for _ in 0..faults {
                 let at = Duration::from_millis(rng.below(chaos_ms));
-                let worker = rng.below(MAX_WORKERS as u64) as usize;
+                let worker = rng.below(slots as u64) as usize;
                 let pause = Duration::from_millis(rng.between(100, 3 * lease.as_millis() as u64));
                 let action = match rng.below(14) {
                     0 | 1 => Action::Split {
@@ -311,7 +323,7 @@ impl Plan {
         if liveness != LivenessPlan::PerLease && !calm {
             for _ in 0..rng.below(3) {
                 let at = Duration::from_millis(rng.below(chaos_ms));
-                let worker = rng.below(MAX_WORKERS as u64) as usize;
+                let worker = rng.below(slots as u64) as usize;
                 let for_ = Duration::from_millis(rng.between(100, 3 * lease.as_millis() as u64));
                 steps.push(Step {
                     at,
@@ -331,6 +343,7 @@ impl Plan {
             steps,
             records,
             streams,
+            slots,
             liveness,
             lost_bumps,
         }

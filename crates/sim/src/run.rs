@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check;
 use crate::log::{Entry, Event, Log};
-use crate::plan::{Action, LivenessPlan, MAX_WORKERS, Plan, Reading, Settings, Strike};
+use crate::plan::{Action, LivenessPlan, Plan, Reading, Settings, Strike};
 use crate::processor::Factory;
 use crate::rng::Rng;
 use crate::wrap::{Gate, Latency, SimKinesis, SimStore, StoreFaults};
@@ -188,7 +188,7 @@ async fn simulate(plan: Plan) -> Outcome {
         latency: Arc::new(Latency::new(rng.fork())),
         faults_on: Arc::new(AtomicBool::new(true)),
         processor_rng: Arc::new(Mutex::new(rng.fork())),
-        slots: (0..MAX_WORKERS)
+        slots: (0..plan.slots)
             .map(|i| Slot {
                 id: format!("w{i}"),
                 incarnation: 0,

@@ -45,3 +45,30 @@ fn a_seed_replays_exactly() {
         assert_eq!(first, second, "seed {seed} ran differently twice");
     }
 }
+
+/// The same faults on fleets at scale (every worker slot started): 1,000 shards over 50
+/// workers, and 100 over 10, each liveness mode drawn as in the small seeds.
+#[test]
+fn every_invariant_holds_on_fleets_at_scale() {
+    quiet_simulated_panics();
+    let mut failures = Vec::new();
+    for (fleet, seeds) in [((1_000, 50), 0..2), ((100, 10), 0..20)] {
+        let settings = Settings {
+            fleet: Some(fleet),
+            ..Settings::default()
+        };
+        for seed in seeds {
+            let outcome = run(seed, settings);
+            assert_eq!(outcome.plan.slots, fleet.1);
+            if !outcome.violations.is_empty() {
+                failures.push(report(&outcome));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} seeds failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -29,7 +29,10 @@ pub(crate) fn shardwise() -> Command {
         .env("AWS_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("SHARDWISE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null());
     if let Ok(endpoint) = std::env::var("KINESIS_ENDPOINT") {
         command.env("AWS_ENDPOINT_URL_KINESIS", endpoint);
