@@ -45,8 +45,12 @@ struct Beat {
 /// record.heartbeats.insert(w1.clone(), 7);
 /// let (start, ten_s) = (Instant::now(), Duration::from_secs(10));
 /// let mut members = MemberTracker::new();
-/// members.observe(&record, start, ten_s);
+/// // Read every 5 s (a take interval); a member is never judged past the last read.
+/// for secs in [0, 5] {
+///     members.observe(&record, start + Duration::from_secs(secs), ten_s);
+/// }
 /// assert!(members.is_alive(&w1, start + Duration::from_secs(9), ten_s));
+/// members.observe(&record, start + ten_s, ten_s);
 /// assert!(!members.is_alive(&w1, start + ten_s, ten_s)); // the heartbeat never moved
 /// # Ok::<(), shardwise_lease_core::InvalidValue>(())
 /// ```
