@@ -313,3 +313,37 @@ async fn leases_given_up_after_failed_heartbeats_come_back() {
     fleet.wait_records(40).await;
     fleet.stop_all().await;
 }
+
+/// A lease row deleted by an operator (`shardwise delete-leases`, which moves the table
+/// version): the worker that held it, which renews no lease, finds it missing from its next
+/// listing and stops the shard, instead of processing it beside whoever gets the recreated
+/// lease (failed before: only a checkpoint would have noticed).
+#[tokio::test(start_paused = true)]
+async fn a_deleted_lease_row_stops_its_shard() {
+    let store = Arc::new(MemoryLeaseStore::new());
+    let mut fleet = fleet_on(store.clone());
+    // No shard sync to recreate the row (a recreated row held by nobody is noticed anyway).
+    fleet.config.shard_sync_interval = Duration::from_secs(3_600);
+    fleet.driver.create(1).await;
+    fleet.start("w1", Behaviour::Checkpointing);
+    fleet.driver.put(0..10, 1).await;
+    fleet.wait_records(10).await;
+    let lease = shardwise_tests::recorder::leases(store.as_ref())
+        .await
+        .remove(0);
+    assert!(
+        store
+            .delete(&lease.key, lease.counter)
+            .await
+            .unwrap()
+            .is_won()
+    );
+    store.bump_version().await.unwrap();
+    let recorder = fleet.recorder.clone();
+    wait_for("the shard stopped", LEASE * 2, || {
+        let lost = recorder.lost.load(Ordering::SeqCst);
+        async move { lost >= 1 }
+    })
+    .await;
+    fleet.stop_all().await;
+}

@@ -95,11 +95,11 @@ async fn heartbeat(ctx: &Context) -> Result<Race<u64>, shardwise_lease_core::Sto
 
 /// One heartbeat: when it succeeds, every lease held is renewed from the time it was sent;
 /// when it fails, every lease not renewed for two thirds of the lease duration is given up
-/// before any other worker may judge this one dead. A heartbeat whose answer comes that long
-/// after the one before was sent (the process was frozen, or its calls hung) renews nothing:
-/// another worker may have judged this one dead by then and be taking its leases in a round
-/// already under way, which no read of the leases can rule out. Every lease is given up
-/// (released, and taken again by whoever is first) instead.
+/// before any other worker may judge this one dead. A heartbeat whose answer comes close to a
+/// lease duration after the previous one was sent (the process was frozen, or its calls hung)
+/// renews nothing: another worker may have judged this one dead by then and be taking its
+/// leases in a round already under way, which no read of the leases can rule out. Every lease
+/// is given up (released, and taken again by whoever is first) instead.
 async fn beat(
     ctx: &Context,
     grants: &[Arc<Grant>],
@@ -116,9 +116,14 @@ async fn beat(
         Ok(Race::Won(heartbeat)) => {
             let previous = ctx.beat.last().map(|(_, at)| at);
             ctx.beat.succeeded(heartbeat, sent);
+            // Applied before its answer came: no other worker can have judged this one dead
+            // before a lease duration after the previous heartbeat was sent. A twelfth of the
+            // lease duration is kept as a margin for clocks and timers.
             let answered = Instant::now();
-            let late =
-                previous.is_none_or(|at| answered.saturating_duration_since(at) >= give_up_after);
+            let lease_duration = ctx.config.lease_duration;
+            let late = previous.is_none_or(|at| {
+                answered.saturating_duration_since(at) >= lease_duration - lease_duration / 12
+            });
             let held: Vec<_> = grants.iter().filter(|g| !g.is_lost()).collect();
             if late && !held.is_empty() {
                 warn!(

@@ -413,6 +413,29 @@ impl Worker {
                 held.grant.asked_in_listing(lease);
             }
         }
+        // With heartbeats no renewal finds a row that is gone (deleted by an operator): a held
+        // lease missing from the listing, and not corrupt, is read once more, and stopped when
+        // it is really gone.
+        if self.heartbeats() {
+            let listed: HashSet<&LeaseKey> = listing.leases.iter().map(|l| &l.key).collect();
+            let corrupt: HashSet<&str> =
+                listing.corrupt.iter().map(|c| c.raw_key.as_str()).collect();
+            let missing: Vec<Arc<Grant>> = self
+                .held
+                .values()
+                .filter(|h| !h.grant.is_lost())
+                .filter(|h| {
+                    !listed.contains(&h.grant.key) && !corrupt.contains(h.grant.key.as_str())
+                })
+                .map(|h| h.grant.clone())
+                .collect();
+            for grant in missing {
+                if let Ok(None) = self.ctx.store.get(&grant.key).await {
+                    warn!(lease = %grant.key, "the lease row is gone (deleted); stopping its processing");
+                    grant.lost.cancel();
+                }
+            }
+        }
         // With heartbeats no renewal finds a request that moved the counter: a held lease
         // listed past the grant's counter is read back, in its turn to write (a write in
         // flight reads it back itself when it loses).
@@ -818,22 +841,21 @@ impl Worker {
             .leases
             .current_leases
             .set(self.held.len() as f64);
-        match end {
-            PipelineEnd::LeaseLost if self.heartbeats() => {
-                self.metrics.leases.lost_leases.increment(1);
+        if end == PipelineEnd::LeaseLost {
+            self.metrics.leases.lost_leases.increment(1);
+        }
+        if end == PipelineEnd::LeaseLost || held.grant.is_lost() {
+            // However the pipeline ended (a shutdown or a hand-off can race the loss).
+            if self.heartbeats() {
                 self.hand_back(&held.grant).await;
             }
-            PipelineEnd::LeaseLost => self.metrics.leases.lost_leases.increment(1),
-            PipelineEnd::ShardEnded | PipelineEnd::ShutDown => {
-                self.release(&held.grant).await;
-                self.released = true;
-            }
-            PipelineEnd::Failed => {
-                self.release(&held.grant).await;
-                self.released = true;
-                self.cooling
-                    .insert(key, Instant::now() + self.ctx.config.lease_duration);
-            }
+            return;
+        }
+        self.release(&held.grant).await;
+        self.released = true;
+        if end == PipelineEnd::Failed {
+            self.cooling
+                .insert(key, Instant::now() + self.ctx.config.lease_duration);
         }
     }
 
