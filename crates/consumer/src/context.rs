@@ -1,7 +1,7 @@
 //! What the worker, its renewer and every pipeline share.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use shardwise_kinesis_source::{KinesisApi, MemoryBudget};
@@ -37,9 +37,9 @@ pub(crate) struct Beat {
     /// The counter of the last heartbeat that succeeded, and when it was sent; `None` before
     /// the first, and after a heartbeat lost its race (the next one starts afresh).
     last: Mutex<Option<(u64, Instant)>>,
-    /// A heartbeat failed in a way that may have applied it: a lost race after it may be our
-    /// own step.
-    in_doubt: AtomicBool,
+    /// How many heartbeats failed in a way that may have applied them since the last one that
+    /// succeeded: a lost race after them may be that many steps of our own.
+    in_doubt: AtomicU64,
     /// Whether the table has a membership (this worker heartbeats, or it saw members): the
     /// worker's writes that others must act on then move the table version.
     bumps: AtomicBool,
@@ -61,13 +61,13 @@ impl Beat {
 
     pub(crate) fn succeeded(&self, heartbeat: u64, sent: Instant) {
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((heartbeat, sent));
-        self.in_doubt.store(false, Ordering::SeqCst);
+        self.in_doubt.store(0, Ordering::SeqCst);
     }
 
     /// The heartbeat lost its race: this process yields the worker id to the other one.
     pub(crate) fn lost(&self, now: Instant) {
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        self.in_doubt.store(false, Ordering::SeqCst);
+        self.in_doubt.store(0, Ordering::SeqCst);
         *self.yielded.lock().unwrap_or_else(PoisonError::into_inner) = Some((None, now));
     }
 
@@ -104,10 +104,11 @@ impl Beat {
     }
 
     pub(crate) fn set_in_doubt(&self) {
-        self.in_doubt.store(true, Ordering::SeqCst);
+        self.in_doubt.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub(crate) fn in_doubt(&self) -> bool {
+    /// How many heartbeats may have been applied without an answer.
+    pub(crate) fn in_doubt(&self) -> u64 {
         self.in_doubt.load(Ordering::SeqCst)
     }
 

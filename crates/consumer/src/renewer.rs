@@ -64,8 +64,9 @@ pub(crate) async fn first_heartbeat(ctx: &Context) {
 }
 
 /// One heartbeat at the counter this worker last wrote (afresh when it has none): `Won` with
-/// the new counter, `Lost` when another process moved it. A lost race right after a write in
-/// doubt that shows exactly one step is this worker's own write: adopted, and tried again.
+/// the new counter, `Lost` when another process moved it. A lost race after heartbeats in doubt
+/// (failed in a way that may have applied them) that shows no more steps than there were such
+/// heartbeats is this worker's own writes: adopted, and tried again.
 async fn heartbeat(ctx: &Context) -> Result<Race<u64>, shardwise_lease_core::StoreError> {
     if ctx.beat.has_yielded() {
         // Another process with this id won a heartbeat race: it keeps the id while its
@@ -82,15 +83,18 @@ async fn heartbeat(ctx: &Context) -> Result<Race<u64>, shardwise_lease_core::Sto
     }
     let expected = ctx.beat.last().map(|(heartbeat, _)| heartbeat);
     let outcome = ctx.store.heartbeat(&ctx.worker_id, expected).await?;
-    let (Race::Lost, Some(expected), true) = (&outcome, expected, ctx.beat.in_doubt()) else {
+    let doubts = ctx.beat.in_doubt();
+    let (Race::Lost, Some(expected), true) = (&outcome, expected, doubts > 0) else {
         return Ok(outcome);
     };
     let stored = ctx.store.membership().await?;
-    let ours = expected.saturating_add(1);
-    if stored.heartbeats.get(&ctx.worker_id) != Some(&ours) {
-        return Ok(Race::Lost);
+    match stored.heartbeats.get(&ctx.worker_id) {
+        // As many steps as heartbeats in doubt, at most: ours, applied without an answer.
+        Some(&ours) if ours > expected && ours - expected <= doubts => {
+            ctx.store.heartbeat(&ctx.worker_id, Some(ours)).await
+        }
+        _ => Ok(Race::Lost),
     }
-    ctx.store.heartbeat(&ctx.worker_id, Some(ours)).await
 }
 
 /// One heartbeat: when it succeeds, every lease held is renewed from the time it was sent;

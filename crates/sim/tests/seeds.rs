@@ -72,3 +72,19 @@ fn every_invariant_holds_on_fleets_at_scale() {
         failures.join("\n")
     );
 }
+
+/// Seeds beyond the CI range that once found a defect (heartbeats: a hand-off behind a lost
+/// version increment, a late heartbeat, a stale membership after a failed read, a heartbeat
+/// unchanged across a rejoin, a plan filtered to nothing, a zombie's hand-on, several
+/// heartbeats in doubt taken for another process's): each must keep holding.
+#[test]
+fn seeds_that_once_failed_hold() {
+    quiet_simulated_panics();
+    let failures: Vec<String> = [18_158, 19_536, 20_195, 47_028, 47_915, 55_834, 63_106]
+        .into_iter()
+        .map(|seed| run(seed, Settings::default()))
+        .filter(|outcome| !outcome.violations.is_empty())
+        .map(|outcome| report(&outcome))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
