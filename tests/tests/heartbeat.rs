@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shardwise::Liveness;
+use shardwise::lease::testkit::{Fault, FaultyStore};
 use shardwise::lease::{
     Call, Layer, Layered, LeaseKey, LeaseStore, MemoryLeaseStore, Operation, Race, StoreError,
     WorkerId,
@@ -263,27 +264,6 @@ async fn a_second_process_with_the_same_id_makes_the_first_yield() {
     fleet.stop_all().await;
 }
 
-/// A store whose heartbeats fail on demand.
-#[derive(Debug, Default)]
-struct Trouble {
-    heartbeats_fail: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl Layer for Trouble {
-    async fn around<'a, T: Send + 'a>(
-        &'a self,
-        operation: Operation,
-        _key: Option<&'a LeaseKey>,
-        call: Call<'a, T>,
-    ) -> Result<T, StoreError> {
-        if operation == Operation::Heartbeat && self.heartbeats_fail.load(Ordering::SeqCst) {
-            return Err(StoreError::unavailable("heartbeats fail (test)"));
-        }
-        call.await
-    }
-}
-
 /// Heartbeats fail long enough for the worker to stop its shards (two thirds of the lease
 /// duration) but not long enough for anyone to judge it dead: once they work again, the shards
 /// are processed within a few take rounds, not at the next full listing ten minutes later (the
@@ -291,24 +271,24 @@ impl Layer for Trouble {
 /// processing them; this failed before they were handed back).
 #[tokio::test(start_paused = true)]
 async fn leases_given_up_after_failed_heartbeats_come_back() {
-    let store = Arc::new(Layered::wrap(
-        Arc::new(MemoryLeaseStore::new()),
-        Trouble::default(),
-    ));
+    let store = Arc::new(FaultyStore::new(Arc::new(MemoryLeaseStore::new())));
     let mut fleet = fleet_on(store.clone());
     fleet.patience = LEASE * 6;
     fleet.driver.create(2).await;
     fleet.start("w1", Behaviour::Checkpointing);
     fleet.driver.put(0..20, 2).await;
     fleet.wait_records(20).await;
-    store.layer().heartbeats_fail.store(true, Ordering::SeqCst);
+    store.set_rule(|operation, _| {
+        (operation == Operation::Heartbeat)
+            .then(|| Fault::Fail(StoreError::unavailable("heartbeats fail (test)")))
+    });
     let recorder = fleet.recorder.clone();
     wait_for("both shards stopped", LEASE, || {
         let lost = recorder.lost.load(Ordering::SeqCst);
         async move { lost >= 2 }
     })
     .await;
-    store.layer().heartbeats_fail.store(false, Ordering::SeqCst);
+    store.clear();
     fleet.driver.put(20..40, 2).await;
     fleet.wait_records(40).await;
     fleet.stop_all().await;

@@ -187,6 +187,13 @@ impl ConsumerConfig {
         self.lease_duration / 3
     }
 
+    /// How long a lease stays in use without a renewal (or, with heartbeats, a heartbeat):
+    /// the lease duration less one renew interval, so that it is given up before any other
+    /// worker may judge it expired.
+    pub(crate) fn give_up_after(&self) -> Duration {
+        self.lease_duration.saturating_sub(self.renew_interval())
+    }
+
     /// How long one lease-store call of the worker may take before it counts as a retryable
     /// failure: half the renew interval (1.67 s with the default lease duration). A call that
     /// never answers (a half-open connection, an exhausted pool) so costs its lease one missed

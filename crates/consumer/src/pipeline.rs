@@ -380,11 +380,7 @@ impl Pipeline {
     /// the pipeline checks too, so that no batch starts on a lease that may be expiring.
     async fn renewed_recently(&self) -> bool {
         let renewed_at = self.grant.state().renewed_at;
-        let config = &self.ctx.config;
-        renewed_at.elapsed()
-            < config
-                .lease_duration
-                .saturating_sub(config.renew_interval())
+        renewed_at.elapsed() < self.ctx.config.give_up_after()
     }
 
     /// Hands a batch to the processor, retrying with backoff; `Err` says why processing stops.

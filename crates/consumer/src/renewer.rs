@@ -112,10 +112,7 @@ async fn beat(
     let sent = Instant::now();
     let outcome = heartbeat(ctx).await;
     metrics.time.record(sent.elapsed().as_secs_f64() * 1_000.0);
-    let give_up_after = ctx
-        .config
-        .lease_duration
-        .saturating_sub(ctx.config.renew_interval());
+    let give_up_after = ctx.config.give_up_after();
     match outcome {
         Ok(Race::Won(heartbeat)) => {
             let previous = ctx.beat.last().map(|(_, at)| at);
@@ -190,10 +187,7 @@ async fn renew(
             Err(_) => busy.push(grant),
         }
     }
-    let give_up_after = ctx
-        .config
-        .lease_duration
-        .saturating_sub(ctx.config.renew_interval());
+    let give_up_after = ctx.config.give_up_after();
     // The time the request leaves: a renewal that succeeds proves the lease ours from then.
     let sent = Instant::now();
     for grant in busy {

@@ -232,10 +232,7 @@ impl Worker {
     /// With heartbeats, no lease is taken unless the heartbeat is recent: the lease would be
     /// given up at once, and others may already judge this worker dead.
     fn may_take(&self, now: Instant) -> bool {
-        let config = &self.ctx.config;
-        let recent = config
-            .lease_duration
-            .saturating_sub(config.renew_interval());
+        let recent = self.ctx.config.give_up_after();
         !self.heartbeats()
             || self
                 .ctx
