@@ -4,17 +4,21 @@
 #
 # Honoured when already set (then nothing is started for it): DATABASE_URL, POSTGRES_TLS_URL
 # (with POSTGRES_TLS_CA_PEM), REDIS_URL, REDIS_TLS_URL (with REDIS_TLS_CA_PEM), DYNAMODB_ENDPOINT,
-# KINESIS_ENDPOINT, CLOUDWATCH_ENDPOINT, KCLPY_DIR (an unpacked amazon-kclpy source) and
+# DYNAMODB_TX_ENDPOINT (a DynamoDB emulator with transactions), KINESIS_ENDPOINT, CLOUDWATCH_ENDPOINT, KCLPY_DIR (an unpacked amazon-kclpy source) and
 # AWS_KCL_NODE_PATH (a node_modules holding aws-kcl).
 # Ports of what this script starts: SHARDWISE_CLOUDWATCH_PORT (15917, moto's server),
 # SHARDWISE_POSTGRES_TLS_PORT (15433, a PostgreSQL taking only TLS, certificate from the test CA),
 # SHARDWISE_REDIS_TLS_PORT (16380, a TLS-only Redis with a test CA made here),
-# SHARDWISE_DYNAMODB_PORT (18000), SHARDWISE_KINESIS_PORT (14568, plain HTTP/1.1 and h2c) and
+# SHARDWISE_DYNAMODB_PORT (18000), SHARDWISE_DYNOXIDE_PORT (18001, dynoxide: dynalite has no
+# TransactWriteItems), SHARDWISE_KINESIS_PORT (14568, plain HTTP/1.1 and h2c) and
 # SHARDWISE_KINESIS_TLS_PORT (14567, HTTP/2 over TLS with a test CA made here).
 
 SERVICES_DIR="${SERVICES_DIR:-$PWD/.emulators}"
 SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DYNALITE_VERSION="4.0.0"
+DYNOXIDE_VERSION="3.2.0"
+# Tools built with cargo install outlive a clone here (the build takes minutes on 2 cores).
+TOOLS_DIR="${SHARDWISE_TOOLS_DIR:-$HOME/.cache/shardwise}"
 KINESIS_LOCAL_VERSION="0.6.2"
 MOTO_VERSION="5.2.5"
 KCLPY_VERSION="3.2.0"
@@ -217,6 +221,27 @@ ensure_dynamodb() {
     STARTED_PIDS+=("$!")
     wait_until 30 dynalite dynamodb_answers "$port" || return 1
     export DYNAMODB_ENDPOINT="http://127.0.0.1:$port"
+}
+
+ensure_dynoxide() { # dynoxide-rs: a DynamoDB emulator with TransactWriteItems, for the exactly-once tests
+    if [ -n "${DYNAMODB_TX_ENDPOINT:-}" ]; then return 0; fi
+    local port="${SHARDWISE_DYNOXIDE_PORT:-18001}" root="$TOOLS_DIR/dynoxide-$DYNOXIDE_VERSION"
+    if [ ! -x "$root/bin/dynoxide" ]; then
+        say "installing dynoxide-rs $DYNOXIDE_VERSION with cargo (a few minutes, once)"
+        cargo install --quiet --locked "dynoxide-rs@$DYNOXIDE_VERSION" --no-default-features \
+            --features native-sqlite,http-server,cli --root "$root" || return 1
+    fi
+    if ! port_free "$port"; then
+        say "port $port is busy; set SHARDWISE_DYNOXIDE_PORT or DYNAMODB_TX_ENDPOINT"
+        return 1
+    fi
+    mkdir -p "$SERVICES_DIR"
+    say "starting dynoxide $DYNOXIDE_VERSION on 127.0.0.1:$port"
+    "$root/bin/dynoxide" serve --host 127.0.0.1 --port "$port" >"$SERVICES_DIR/dynoxide.log" 2>&1 &
+    STARTED_PIDS+=("$!")
+    ensure_node
+    wait_until 30 dynoxide dynamodb_answers "$port" || return 1
+    export DYNAMODB_TX_ENDPOINT="http://127.0.0.1:$port"
 }
 
 kinesis_answers() { # a real API call: ListStreams on the plain port

@@ -12,6 +12,7 @@ use shardwise_lease_core::{
 
 use crate::grant::Grant;
 use crate::record::UserRecord;
+use crate::transaction::{CommitError, Fence, TransactionalStore};
 
 /// Why a checkpoint was refused. Nothing was written.
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +27,27 @@ pub enum CheckpointError {
     #[error(transparent)]
     Invalid(#[from] shardwise_lease_core::CheckpointError),
     /// The lease store failed; [`StoreError::is_retryable`] says whether trying again may help.
+    /// After a transactional checkpoint this may mean the transaction's outcome is unknown: the
+    /// next write of the checkpointer reads the lease first, and a retried batch comes without
+    /// the records the transaction covered if it was applied.
     #[error("checkpoint not stored: {0}")]
     Store(#[from] StoreError),
+    /// A transactional checkpoint ([`Checkpointer::commit`]) that would not move past the
+    /// stored checkpoint: its writes could only repeat effects already committed. Nothing was
+    /// written.
+    #[error(
+        "a transactional checkpoint must move past the stored checkpoint {stored}, not to {requested}"
+    )]
+    NotAhead {
+        /// The requested position.
+        requested: Checkpoint,
+        /// The stored checkpoint.
+        stored: Checkpoint,
+    },
+    /// The store refused a transactional checkpoint because of one of the application's own
+    /// writes (a condition of its own that failed, say). Nothing was written.
+    #[error("the transaction was refused: {0}")]
+    Refused(String),
 }
 
 /// What the pipeline has handed to the processor so far.
@@ -193,6 +213,133 @@ impl Checkpointer {
     ) -> Result<(), CheckpointError> {
         self.write(Checkpoint::at(sequence, sub_sequence), None)
             .await
+    }
+
+    /// Commits the application's `writes` together with a checkpoint at everything delivered
+    /// (the batch in hand included), in one transaction of `store`, fenced by the lease: both
+    /// are applied, or neither. With one such commit per batch, each record's effects are
+    /// applied exactly once, whatever crashes, freezes or steals happen (see
+    /// [`TransactionalStore`]).
+    ///
+    /// `store` must be the store this worker's leases are in (the same table and namespace);
+    /// any other fails the fence and is [`CheckpointError::LeaseLost`].
+    ///
+    /// Errors, and nothing of `writes` applied: [`CheckpointError::LeaseLost`] when another
+    /// worker holds the lease now; [`CheckpointError::NotAhead`] when nothing was delivered
+    /// past the stored checkpoint; [`CheckpointError::Refused`] for the application's own
+    /// writes; [`CheckpointError::Store`] when the store failed, and after a failed commit
+    /// the outcome may be unknown: returning the error from `process_records` is then right,
+    /// the retried batch comes without what the commit covered if it was applied.
+    ///
+    /// ```no_run
+    /// # use std::sync::{Arc, Mutex};
+    /// # async fn run(
+    /// #     batch: &shardwise::RecordBatch,
+    /// #     checkpointer: &shardwise::Checkpointer,
+    /// # ) -> Result<(), shardwise::ProcessorError> {
+    /// // With the in-memory store the writes are a closure, run under the store's lock; with
+    /// // PostgreSQL they are the application's sqlx transaction, with DynamoDB its
+    /// // `TransactWriteItem`s (see the README's "exactly once into PostgreSQL").
+    /// let store = shardwise::lease::MemoryLeaseStore::new();
+    /// let sink: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    /// let rows: Vec<Vec<u8>> = batch.records.iter().map(|r| r.data.to_vec()).collect();
+    /// let insert = move || {
+    ///     if let Ok(mut sink) = sink.lock() {
+    ///         sink.extend(rows);
+    ///     }
+    /// };
+    /// checkpointer.commit(&store, Box::new(insert)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn commit<S: TransactionalStore>(
+        &self,
+        store: &S,
+        writes: S::Writes,
+    ) -> Result<(), CheckpointError> {
+        let Some(target) = self.with_cursor(|c| c.delivered().cloned()) else {
+            return Err(CheckpointError::Invalid(
+                shardwise_lease_core::CheckpointError::BeyondDelivered {
+                    requested: self.stored().await,
+                    last_delivered: None,
+                },
+            ));
+        };
+        self.commit_through(store, writes, Checkpoint::At(target))
+            .await
+    }
+
+    /// [`Checkpointer::commit`] with the checkpoint at `record`: `writes` are the effects of
+    /// the records after the stored checkpoint up to `record`.
+    pub async fn commit_at<S: TransactionalStore>(
+        &self,
+        store: &S,
+        writes: S::Writes,
+        record: &UserRecord,
+    ) -> Result<(), CheckpointError> {
+        self.commit_through(store, writes, Checkpoint::At(record.position()))
+            .await
+    }
+
+    async fn commit_through<S: TransactionalStore>(
+        &self,
+        store: &S,
+        writes: S::Writes,
+        target: Checkpoint,
+    ) -> Result<(), CheckpointError> {
+        let grant = &self.inner.grant;
+        let _turn = self.turn().await?;
+        let state = grant.state().clone();
+        self.check(&state.checkpoint, &target)?;
+        if target.cmp_progress(&state.checkpoint).is_le() {
+            return Err(CheckpointError::NotAhead {
+                requested: target,
+                stored: state.checkpoint,
+            });
+        }
+        let update = CheckpointUpdate {
+            checkpoint: target,
+            pending: None,
+        };
+        let mut fence = Fence::new(grant, &self.inner.worker, state.counter, update);
+        let sent = Instant::now();
+        let outcome = store.commit_fenced(writes, &mut fence).await;
+        let metrics = &self.inner.metrics;
+        match outcome {
+            Ok(counter) => {
+                metrics.checkpoint_writes.increment(1);
+                let mut state = grant.state();
+                state.counter = counter;
+                state.checkpoint = fence.update().checkpoint.clone();
+                state.has_pending = false;
+                if grant.writes_renew {
+                    state.renewed_at = state.renewed_at.max(sent);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                metrics.checkpoint_failures.increment(1);
+                Err(match error {
+                    CommitError::LeaseLost => {
+                        grant.lost.cancel();
+                        CheckpointError::LeaseLost
+                    }
+                    CommitError::NotApplied(e) => CheckpointError::Store(e),
+                    CommitError::Unknown(e) => {
+                        grant.state().in_doubt = true;
+                        CheckpointError::Store(e)
+                    }
+                    CommitError::Refused(reasons) => CheckpointError::Refused(reasons),
+                })
+            }
+        }
+    }
+
+    /// The stored checkpoint, once any doubt about this grant's last write is settled (one
+    /// read of the lease when in doubt). `LeaseLost` when the lease turned out lost.
+    pub(crate) async fn settled(&self) -> Result<Checkpoint, CheckpointError> {
+        let _turn = self.turn().await?;
+        Ok(self.inner.grant.state().checkpoint.clone())
     }
 
     /// Prepares a checkpoint at `position` (everything delivered when `None`) with optional

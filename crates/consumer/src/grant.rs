@@ -199,6 +199,12 @@ impl Grant {
         me: &WorkerId,
     ) -> Result<bool, StoreError> {
         let stored = store.get(&self.key).await?;
+        Ok(self.judge(stored, me))
+    }
+
+    /// [`Grant::reread`] on a lease already read (`None`: the row is gone): decides, adopts,
+    /// and returns whether the grant still holds the lease.
+    pub(crate) fn judge(&self, stored: Option<Lease>, me: &WorkerId) -> bool {
         let mut state = self.state();
         let counter = state.counter;
         let held = stored.filter(|lease| {
@@ -225,7 +231,7 @@ impl Grant {
         let Some(lease) = held else {
             drop(state);
             self.lost.cancel();
-            return Ok(false);
+            return false;
         };
         state.counter = lease.counter;
         state.checkpoint = lease.checkpoint.clone();
@@ -237,7 +243,7 @@ impl Grant {
         if lease.is_handing_off() {
             self.hand_off();
         }
-        Ok(!self.is_lost())
+        !self.is_lost()
     }
 }
 

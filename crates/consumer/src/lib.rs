@@ -44,6 +44,7 @@ mod renewer;
 mod shard_sync;
 mod streams;
 mod timed_store;
+mod transaction;
 mod user_records;
 mod worker;
 
@@ -56,6 +57,7 @@ pub use processor::{
 };
 pub use record::{RecordBatch, Records, UserRecord};
 pub use streams::{StreamConfig, StreamTracker, StreamsByPrefix, TrackerError};
+pub use transaction::{CommitError, Fence, TransactionalStore};
 
 /// Kinesis access: the API seam, readers' settings, stream ids.
 pub mod kinesis {

@@ -387,27 +387,57 @@ impl Pipeline {
     async fn process(
         &self,
         processor: &mut dyn ShardProcessor,
-        batch: RecordBatch,
+        mut batch: RecordBatch,
     ) -> Result<(), Ending> {
         let Some(last) = batch.records.last().map(UserRecord::position) else {
             return Ok(());
         };
-        let count = batch.records.len() as u64;
-        let bytes = batch
-            .records
-            .iter()
-            .map(|r| r.data.len() as u64)
-            .sum::<u64>();
         let mut pause = self.ctx.config.process_retry_backoff;
         for attempt in 1.. {
-            // A retry comes after a pause: as before a new batch, never on a lease that may be
-            // expiring.
-            if attempt > 1 && !self.renewed_recently().await {
-                warn!(shard = %self.shard(), "lease not renewed recently; no retry");
-                self.grant.lost.cancel();
-                return Err(Ending::LeaseLost);
+            if attempt > 1 {
+                // A retry comes after a pause: as before a new batch, never on a lease that may
+                // be expiring.
+                if !self.renewed_recently().await {
+                    warn!(shard = %self.shard(), "lease not renewed recently; no retry");
+                    self.grant.lost.cancel();
+                    return Err(Ending::LeaseLost);
+                }
+                // It hands over only what the processor's own checkpoints do not cover, once a
+                // write of its whose answer was lost is settled: the effects a transactional
+                // checkpoint committed are never produced again. No retry until the lease can
+                // be read.
+                match self.checkpointer.settled().await {
+                    Ok(stored) => {
+                        let covered = batch.records.iter().take_while(|r| {
+                            Checkpoint::At(r.position()).cmp_progress(&stored).is_le()
+                        });
+                        let covered = covered.count();
+                        if covered > 0 {
+                            batch.records = batch.records[covered..].to_vec().into();
+                        }
+                        if batch.records.is_empty() {
+                            debug!(shard = %self.shard(), "the processor's checkpoint covers the whole batch; not handing it over again");
+                            return Ok(());
+                        }
+                    }
+                    Err(CheckpointError::LeaseLost) => return Err(Ending::LeaseLost),
+                    Err(e) => {
+                        warn!(shard = %self.shard(), attempt, error = %e, "could not read the lease before a retry");
+                        if attempt >= self.ctx.config.max_process_attempts {
+                            return Err(Ending::Failed);
+                        }
+                        self.pause(&mut pause).await?;
+                        continue;
+                    }
+                }
             }
             let started = Instant::now();
+            let count = batch.records.len() as u64;
+            let bytes = batch
+                .records
+                .iter()
+                .map(|r| r.data.len() as u64)
+                .sum::<u64>();
             let called = self
                 .checkpointer
                 .delivering(
@@ -442,15 +472,22 @@ impl Pipeline {
             if attempt >= self.ctx.config.max_process_attempts {
                 return Err(Ending::Failed);
             }
-            tokio::select! {
-                biased;
-                () = self.grant.lost.cancelled() => return Err(Ending::LeaseLost),
-                () = self.shutdown.cancelled() => return Err(Ending::ShutdownRequested),
-                () = tokio::time::sleep(pause) => {}
-            }
-            pause = pause.saturating_mul(2).min(MAX_RETRY_PAUSE);
+            self.pause(&mut pause).await?;
         }
         Err(Ending::Failed)
+    }
+
+    /// The pause before a retry, doubling `pause` for the next; `Err` when the lease is lost or
+    /// shutdown comes first.
+    async fn pause(&self, pause: &mut std::time::Duration) -> Result<(), Ending> {
+        tokio::select! {
+            biased;
+            () = self.grant.lost.cancelled() => return Err(Ending::LeaseLost),
+            () = self.shutdown.cancelled() => return Err(Ending::ShutdownRequested),
+            () = tokio::time::sleep(*pause) => {}
+        }
+        *pause = pause.saturating_mul(2).min(MAX_RETRY_PAUSE);
+        Ok(())
     }
 
     /// The processor's one ending call, chosen by why processing stopped.

@@ -129,6 +129,40 @@ impl MemoryLeaseStore {
     }
 }
 
+impl MemoryLeaseStore {
+    /// [`LeaseStore::update_checkpoint`] together with the application's `effects`, as one
+    /// transaction: `effects` runs, under the store's lock, exactly when the checkpoint is
+    /// written, and not at all when the write loses its race or is refused. The in-memory model
+    /// of a transactional checkpoint, for the simulation and tests.
+    pub fn update_checkpoint_with(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+        update: &CheckpointUpdate,
+        effects: impl FnOnce(),
+    ) -> Result<Race<Lease>, StoreError> {
+        update.validate()?;
+        self.write(key, held_at(owner, expected_counter), |lease| {
+            if update.checkpoint.cmp_progress(&lease.checkpoint).is_lt() {
+                return Err(StoreError::new(
+                    StoreErrorKind::CheckpointRegression,
+                    format!(
+                        "checkpoint {} is behind the stored {}",
+                        update.checkpoint, lease.checkpoint
+                    ),
+                )
+                .with_lease_key(key.as_str()));
+            }
+            lease.checkpoint = update.checkpoint.clone();
+            lease.pending_checkpoint = update.pending.clone();
+            lease.owner_switches_since_checkpoint = 0;
+            effects();
+            Ok(())
+        })
+    }
+}
+
 fn held_at(holder: &WorkerId, counter: u64) -> impl Fn(&Lease) -> bool + '_ {
     move |lease| lease.counter == counter && lease.is_held_by(holder)
 }
@@ -237,23 +271,7 @@ impl LeaseStore for MemoryLeaseStore {
         expected_counter: u64,
         update: &CheckpointUpdate,
     ) -> Result<Race<Lease>, StoreError> {
-        update.validate()?;
-        self.write(key, held_at(owner, expected_counter), |lease| {
-            if update.checkpoint.cmp_progress(&lease.checkpoint).is_lt() {
-                return Err(StoreError::new(
-                    StoreErrorKind::CheckpointRegression,
-                    format!(
-                        "checkpoint {} is behind the stored {}",
-                        update.checkpoint, lease.checkpoint
-                    ),
-                )
-                .with_lease_key(key.as_str()));
-            }
-            lease.checkpoint = update.checkpoint.clone();
-            lease.pending_checkpoint = update.pending.clone();
-            lease.owner_switches_since_checkpoint = 0;
-            Ok(())
-        })
+        self.update_checkpoint_with(key, owner, expected_counter, update, || ())
     }
 
     async fn mark_ended(

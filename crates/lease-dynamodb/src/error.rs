@@ -7,8 +7,8 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::{
     create_table::CreateTableError, delete_item::DeleteItemError,
     describe_table::DescribeTableError, get_item::GetItemError, put_item::PutItemError,
-    scan::ScanError, update_continuous_backups::UpdateContinuousBackupsError,
-    update_item::UpdateItemError,
+    scan::ScanError, transact_write_items::TransactWriteItemsError,
+    update_continuous_backups::UpdateContinuousBackupsError, update_item::UpdateItemError,
 };
 use shardwise_lease_core::{StoreError, StoreErrorKind};
 
@@ -50,6 +50,11 @@ classify!(UpdateItemError {
     condition_failed => is_conditional_check_failed_exception;
     throttled => is_provisioned_throughput_exceeded_exception || is_request_limit_exceeded || is_throttling_exception;
     internal => is_internal_server_error;
+    table_missing => is_resource_not_found_exception;
+});
+classify!(TransactWriteItemsError {
+    throttled => is_provisioned_throughput_exceeded_exception || is_request_limit_exceeded || is_throttling_exception;
+    internal => is_internal_server_error || is_transaction_in_progress_exception;
     table_missing => is_resource_not_found_exception;
 });
 classify!(DeleteItemError {

@@ -16,5 +16,10 @@ mod item;
 mod store;
 mod table;
 
-pub use store::{DynamoDbLeaseStore, OPERATION_ATTEMPT_TIMEOUT, OPERATION_TIMEOUT};
+/// A write of a DynamoDB transaction: what [`DynamoDbLeaseStore::transact_checkpoint`] takes.
+pub use aws_sdk_dynamodb::types::TransactWriteItem;
+pub use store::{
+    DynamoDbLeaseStore, MAX_TRANSACTION_ITEMS, OPERATION_ATTEMPT_TIMEOUT, OPERATION_TIMEOUT,
+    Transacted,
+};
 pub use table::{Billing, TableName, TableOptions};

@@ -5,7 +5,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, ReturnValue, TransactWriteItem, Update,
+};
 use futures_util::stream::{self, StreamExt};
 use shardwise_lease_core::{
     Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Membership, Race,
@@ -35,6 +40,110 @@ const MEMBERSHIP_KEY: &str = "__shardwise_membership";
 const MEMBERSHIP_TYPE: &str = "SHARDWISE_MEMBERSHIP";
 const VERSION_ATTR: &str = "version";
 const HEARTBEAT_PREFIX: &str = "hb:";
+
+/// The parts of a checkpoint's conditional update, for an `UpdateItem` or a transaction's
+/// `Update`.
+struct CheckpointWrite {
+    expression: String,
+    condition: String,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl CheckpointWrite {
+    /// The update of `update`, on condition that `owner` holds the lease at `expected_counter`
+    /// and that the checkpoint does not move backwards.
+    fn new(
+        owner: &WorkerId,
+        expected_counter: u64,
+        update: &CheckpointUpdate,
+    ) -> Result<Self, StoreError> {
+        update.validate()?;
+        let mut set = vec![
+            "leaseCounter = :next",
+            "checkpoint = :checkpoint",
+            "checkpointSubSequenceNumber = :checkpoint_sub",
+            "ownerSwitchesSinceCheckpoint = :zero",
+        ];
+        let mut remove = Vec::new();
+        let mut values: HashMap<String, AttributeValue> = [
+            (":expected", n(expected_counter)),
+            (":next", n(expected_counter.saturating_add(1))),
+            (":lease_type", s("LEASE")),
+            (":owner", s(owner.as_str())),
+            (":checkpoint", s(update.checkpoint.stored_text())),
+            (
+                ":checkpoint_sub",
+                n(update.checkpoint.stored_sub_sequence()),
+            ),
+            (":zero", n(0)),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+        match &update.pending {
+            Some(pending) => {
+                set.push("pendingCheckpoint = :pending");
+                set.push("pendingCheckpointSubSequenceNumber = :pending_sub");
+                values.insert(":pending".to_owned(), s(pending.position.stored_text()));
+                values.insert(
+                    ":pending_sub".to_owned(),
+                    n(pending.position.stored_sub_sequence()),
+                );
+                match &pending.state {
+                    Some(state) => {
+                        set.push("pendingCheckpointState = :pending_state");
+                        values.insert(
+                            ":pending_state".to_owned(),
+                            AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(
+                                state.clone(),
+                            )),
+                        );
+                    }
+                    None => remove.push(attr::PENDING_STATE),
+                }
+            }
+            None => remove.extend([attr::PENDING, attr::PENDING_SUB, attr::PENDING_STATE]),
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        let mut condition = format!("leaseCounter = :expected AND {HELD_BY_OWNER} AND {IS_LEASE}");
+        if let Some((progress, progress_values)) =
+            DynamoDbLeaseStore::not_behind(&update.checkpoint)
+        {
+            condition.push_str(" AND ");
+            condition.push_str(&progress);
+            values.extend(
+                progress_values
+                    .into_iter()
+                    .map(|(name, value)| (name.to_owned(), value)),
+            );
+        }
+        Ok(Self {
+            expression,
+            condition,
+            values,
+        })
+    }
+}
+
+/// The outcome of [`DynamoDbLeaseStore::transact_checkpoint`] when DynamoDB answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transacted {
+    /// Everything was written; the lease's new counter.
+    Committed(u64),
+    /// The lease is not held by the writer at the expected counter, or the checkpoint would
+    /// move backwards: nothing was written.
+    LeaseMoved,
+    /// DynamoDB cancelled the transaction because of the application's items (a failed
+    /// condition of theirs, say): nothing was written. The reasons, item by item.
+    Refused(String),
+}
+
+/// How many application items one transactional checkpoint can carry: DynamoDB allows 100
+/// actions in a `TransactWriteItems`, and one is the lease's update.
+pub const MAX_TRANSACTION_ITEMS: usize = 99;
 
 /// How many renewals of one `renew_many` call are in flight at once.
 const RENEW_CONCURRENCY: usize = 32;
@@ -152,6 +261,103 @@ impl DynamoDbLeaseStore {
 
     fn key(&self, key: &LeaseKey) -> (String, AttributeValue) {
         (attr::LEASE_KEY.to_owned(), s(key.as_str()))
+    }
+
+    /// [`LeaseStore::update_checkpoint`] and the application's `items` in one
+    /// `TransactWriteItems`: all written, or none. The lease's update comes first, with the
+    /// checkpoint's usual condition; `items` are the application's puts, updates, deletes and
+    /// condition checks, on any tables of the same account and region, at most
+    /// [`MAX_TRANSACTION_ITEMS`] and 4 MB in all. A transaction's writes cost twice the write
+    /// units of plain ones. This is what makes exactly-once effects possible: see
+    /// `shardwise::Checkpointer::commit`.
+    ///
+    /// `Err` when DynamoDB did not answer with a decision; a retryable error (a timeout, a
+    /// broken connection) may hide a transaction that was applied. The SDK's own retries of
+    /// one call carry one idempotency token, so they never apply it twice.
+    pub async fn transact_checkpoint(
+        &self,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+        update: &CheckpointUpdate,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Transacted, StoreError> {
+        if items.len() > MAX_TRANSACTION_ITEMS {
+            return Err(StoreError::new(
+                StoreErrorKind::InvalidArgument,
+                format!(
+                    "{} items in one transactional checkpoint; DynamoDB allows {MAX_TRANSACTION_ITEMS} beside the lease",
+                    items.len()
+                ),
+            ));
+        }
+        let write = CheckpointWrite::new(owner, expected_counter, update)?;
+        let (name, value) = self.key(key);
+        let lease_update = Update::builder()
+            .table_name(self.table.as_str())
+            .key(name, value)
+            .update_expression(write.expression)
+            .condition_expression(write.condition)
+            .set_expression_attribute_values(Some(write.values))
+            .build()
+            .map_err(|e| {
+                StoreError::new(
+                    StoreErrorKind::InvalidArgument,
+                    format!("transactional checkpoint: {e}"),
+                )
+            })?;
+        let mut actions = Vec::with_capacity(items.len() + 1);
+        actions.push(TransactWriteItem::builder().update(lease_update).build());
+        actions.extend(items);
+        let sent = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(actions))
+            .send()
+            .await;
+        let error = match sent {
+            Ok(_) => return Ok(Transacted::Committed(expected_counter.saturating_add(1))),
+            Err(error) => error,
+        };
+        if let Some(cancelled) = error.as_service_error().and_then(|e| match e {
+            TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
+            _ => None,
+        }) {
+            let reasons = cancelled.cancellation_reasons();
+            let code = |r: &CancellationReason| r.code().unwrap_or("None").to_owned();
+            let codes: Vec<String> = reasons.iter().map(code).collect();
+            if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") {
+                return Ok(Transacted::LeaseMoved);
+            }
+            if codes.iter().any(|c| {
+                c == "TransactionConflict"
+                    || c == "ThrottlingError"
+                    || c == "ProvisionedThroughputExceeded"
+            }) {
+                return Err(StoreError::new(
+                    StoreErrorKind::Throttled,
+                    format!("transactional checkpoint cancelled: {}", codes.join(", ")),
+                )
+                .with_lease_key(key.as_str()));
+            }
+            let refused = reasons
+                .iter()
+                .enumerate()
+                .skip(1)
+                .filter(|(_, r)| r.code().is_some_and(|c| c != "None"))
+                .map(|(i, r)| {
+                    format!(
+                        "item {}: {}{}",
+                        i - 1,
+                        code(r),
+                        r.message().map(|m| format!(" ({m})")).unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Ok(Transacted::Refused(refused));
+        }
+        Err(fault("TransactWriteItems (checkpoint)", error).with_lease_key(key.as_str()))
     }
 
     /// Adds 1 to the membership item's number attribute `name` (creating the item and the
@@ -540,60 +746,17 @@ impl LeaseStore for DynamoDbLeaseStore {
         expected_counter: u64,
         update: &CheckpointUpdate,
     ) -> Result<Race<Lease>, StoreError> {
-        update.validate()?;
-        let mut set = vec![
-            "leaseCounter = :next",
-            "checkpoint = :checkpoint",
-            "checkpointSubSequenceNumber = :checkpoint_sub",
-            "ownerSwitchesSinceCheckpoint = :zero",
-        ];
-        let mut remove = Vec::new();
-        let mut request = self
-            .update(key, expected_counter, Some(owner))
-            .expression_attribute_values(":checkpoint", s(update.checkpoint.stored_text()))
-            .expression_attribute_values(
-                ":checkpoint_sub",
-                n(update.checkpoint.stored_sub_sequence()),
-            )
-            .expression_attribute_values(":zero", n(0));
-        match &update.pending {
-            Some(pending) => {
-                set.push("pendingCheckpoint = :pending");
-                set.push("pendingCheckpointSubSequenceNumber = :pending_sub");
-                request = request
-                    .expression_attribute_values(":pending", s(pending.position.stored_text()))
-                    .expression_attribute_values(
-                        ":pending_sub",
-                        n(pending.position.stored_sub_sequence()),
-                    );
-                match &pending.state {
-                    Some(state) => {
-                        set.push("pendingCheckpointState = :pending_state");
-                        request = request.expression_attribute_values(
-                            ":pending_state",
-                            AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(
-                                state.clone(),
-                            )),
-                        );
-                    }
-                    None => remove.push(attr::PENDING_STATE),
-                }
-            }
-            None => remove.extend([attr::PENDING, attr::PENDING_SUB, attr::PENDING_STATE]),
-        }
-        let mut expression = format!("SET {}", set.join(", "));
-        if !remove.is_empty() {
-            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
-        }
-        request = request.update_expression(expression);
-        if let Some((progress, values)) = Self::not_behind(&update.checkpoint) {
-            request = request.condition_expression(format!(
-                "leaseCounter = :expected AND {HELD_BY_OWNER} AND {IS_LEASE} AND {progress}"
-            ));
-            for (name, value) in values {
-                request = request.expression_attribute_values(name, value);
-            }
-        }
+        let write = CheckpointWrite::new(owner, expected_counter, update)?;
+        let (name, value) = self.key(key);
+        let request = self
+            .client
+            .update_item()
+            .table_name(self.table.as_str())
+            .key(name, value)
+            .update_expression(write.expression)
+            .condition_expression(write.condition)
+            .set_expression_attribute_values(Some(write.values))
+            .return_values(ReturnValue::AllNew);
         match self.send_update("UpdateItem (checkpoint)", request).await? {
             Race::Won(lease) => Ok(Race::Won(lease)),
             Race::Lost => {

@@ -12,6 +12,12 @@ pub(crate) fn store_error(err: sqlx::Error, what: &str, key: Option<&str>) -> St
     error
 }
 
+/// A failed `COMMIT` of a transaction that held a fenced checkpoint: whether it was applied is
+/// unknown, whatever the error says.
+pub fn commit_error(err: sqlx::Error) -> StoreError {
+    store_error(err, "commit the transaction", None)
+}
+
 fn classify(err: &sqlx::Error) -> StoreErrorKind {
     use StoreErrorKind::*;
     match err {

@@ -110,5 +110,9 @@ pub use config::{
     DEFAULT_SCHEMA, DEFAULT_TABLE, MAX_NAMESPACE_BYTES, PostgresConfig, PostgresConfigBuilder,
     PostgresTls,
 };
+pub use error::commit_error;
 pub use name::SqlIdentifier;
+/// The `sqlx` this store is built on: an application's transaction handed to
+/// [`PostgresLeaseStore::update_checkpoint_in`] must be of this version.
+pub use sqlx;
 pub use store::PostgresLeaseStore;

@@ -28,6 +28,8 @@ pub(crate) struct Statements {
     pub(crate) lock_key: String,
     pub(crate) list: String,
     pub(crate) get: String,
+    /// `get`, locking the row until the transaction ends.
+    pub(crate) get_for_update: String,
     pub(crate) create_if_absent: String,
     pub(crate) take: String,
     pub(crate) renew: String,
@@ -97,6 +99,9 @@ impl Statements {
             // lease_key is COLLATE "C": byte order of UTF-8, the same as Rust's `str` order.
             list: format!("SELECT {COLUMNS} FROM {t} WHERE namespace = $1 ORDER BY lease_key"),
             get: format!("SELECT {COLUMNS} FROM {t} WHERE namespace = $1 AND lease_key = $2"),
+            get_for_update: format!(
+                "SELECT {COLUMNS} FROM {t} WHERE namespace = $1 AND lease_key = $2 FOR UPDATE"
+            ),
             create_if_absent: format!(
                 "INSERT INTO {t} (namespace, lease_key, owner, counter, checkpoint, \
                  checkpoint_sub_sequence, pending_checkpoint, pending_checkpoint_sub_sequence, \

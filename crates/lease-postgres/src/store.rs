@@ -9,7 +9,7 @@ use shardwise_lease_core::{
     Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Membership, Race,
     ShardId, StoreError, StoreErrorKind, WorkerId,
 };
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::config::PostgresConfig;
@@ -132,6 +132,89 @@ impl PostgresLeaseStore {
         })
     }
 
+    /// The statement of [`LeaseStore::update_checkpoint`]; `None` when the expected counter
+    /// can never be stored (the write always loses).
+    fn checkpoint_query<'q>(
+        &self,
+        key: &'q LeaseKey,
+        owner: &'q WorkerId,
+        expected_counter: u64,
+        update: &CheckpointUpdate,
+    ) -> Result<Option<PgQuery<'q>>, StoreError> {
+        update.validate()?;
+        let Some(counter) = expected(expected_counter) else {
+            return Ok(None);
+        };
+        let with_key = |e: StoreError| e.with_lease_key(key.as_str());
+        let (rank, sequence, compared_sub) = progress(&update.checkpoint).map_err(with_key)?;
+        let sub = sub_sequence(&update.checkpoint).map_err(with_key)?;
+        let pending = update.pending.as_ref();
+        let pending_sub = pending
+            .map(|p| sub_sequence(&p.position))
+            .transpose()
+            .map_err(with_key)?;
+        Ok(Some(
+            self.query(&self.sql.update_checkpoint)
+                .bind(self.namespace.clone())
+                .bind(key.as_str())
+                .bind(owner.as_str())
+                .bind(counter)
+                .bind(update.checkpoint.stored_text().to_owned())
+                .bind(sub)
+                .bind(pending.map(|p| p.position.stored_text().to_owned()))
+                .bind(pending_sub)
+                .bind(pending.and_then(|p| p.state.clone()))
+                .bind(rank)
+                .bind(sequence)
+                .bind(compared_sub),
+        ))
+    }
+
+    /// [`LeaseStore::update_checkpoint`] on `conn`, a connection in a transaction the caller
+    /// opened on the database that holds the lease table: the checkpoint commits or rolls back
+    /// with the caller's own writes, and the lease's row stays locked until then. Returns the
+    /// lease's new counter, or [`Race::Lost`] when the lease is not held by `owner` at
+    /// `expected_counter` or the checkpoint would move backwards (nothing written; the
+    /// transaction can go on). This is what makes exactly-once effects possible: see
+    /// `shardwise::Checkpointer::commit`.
+    pub async fn update_checkpoint_in(
+        &self,
+        conn: &mut PgConnection,
+        key: &LeaseKey,
+        owner: &WorkerId,
+        expected_counter: u64,
+        update: &CheckpointUpdate,
+    ) -> Result<Race<u64>, StoreError> {
+        let Some(query) = self.checkpoint_query(key, owner, expected_counter, update)? else {
+            return Ok(Race::Lost);
+        };
+        let row = query.fetch_optional(&mut *conn).await.map_err(|e| {
+            store_error(e, "update checkpoint in a transaction", Some(key.as_str()))
+        })?;
+        match row {
+            Some(row) => Ok(Race::Won(decode_one(&row)?.counter)),
+            None => Ok(Race::Lost),
+        }
+    }
+
+    /// Reads the lease on `conn`, a connection in a transaction the caller opened, and locks
+    /// its row until that transaction ends (`SELECT … FOR UPDATE`): no other worker can write
+    /// the lease meanwhile. `None` when there is no such lease.
+    pub async fn lock_lease_in(
+        &self,
+        conn: &mut PgConnection,
+        key: &LeaseKey,
+    ) -> Result<Option<Lease>, StoreError> {
+        let row = self
+            .query(&self.sql.get_for_update)
+            .bind(self.namespace.clone())
+            .bind(key.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| store_error(e, "lock lease", Some(key.as_str())))?;
+        row.as_ref().map(decode_one).transpose()
+    }
+
     /// Closes the pool's connections.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -163,6 +246,8 @@ impl PostgresLeaseStore {
         }
     }
 }
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// A counter the caller expects; one above `i64::MAX` can never be stored, so it always loses.
 fn expected(counter: u64) -> Option<i64> {
@@ -416,32 +501,9 @@ impl LeaseStore for PostgresLeaseStore {
         expected_counter: u64,
         update: &CheckpointUpdate,
     ) -> Result<Race<Lease>, StoreError> {
-        update.validate()?;
-        let Some(counter) = expected(expected_counter) else {
+        let Some(query) = self.checkpoint_query(key, owner, expected_counter, update)? else {
             return Ok(Race::Lost);
         };
-        let with_key = |e: StoreError| e.with_lease_key(key.as_str());
-        let (rank, sequence, compared_sub) = progress(&update.checkpoint).map_err(with_key)?;
-        let sub = sub_sequence(&update.checkpoint).map_err(with_key)?;
-        let pending = update.pending.as_ref();
-        let pending_sub = pending
-            .map(|p| sub_sequence(&p.position))
-            .transpose()
-            .map_err(with_key)?;
-        let query = self
-            .query(&self.sql.update_checkpoint)
-            .bind(&self.namespace)
-            .bind(key.as_str())
-            .bind(owner.as_str())
-            .bind(counter)
-            .bind(update.checkpoint.stored_text().to_owned())
-            .bind(sub)
-            .bind(pending.map(|p| p.position.stored_text().to_owned()))
-            .bind(pending_sub)
-            .bind(pending.and_then(|p| p.state.clone()))
-            .bind(rank)
-            .bind(sequence)
-            .bind(compared_sub);
         let outcome = self.fetch_lease(query, "update checkpoint", key).await?;
         if outcome.is_won() {
             return Ok(outcome);
