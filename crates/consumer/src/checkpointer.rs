@@ -569,6 +569,129 @@ mod tests {
         );
     }
 
+    /// A lease taken at counter 1 by `w`, a checkpointer on it, and the batch `42` delivered.
+    async fn delivered(store: &Arc<MemoryLeaseStore>) -> (LeaseKey, Arc<Grant>, Checkpointer) {
+        let key = LeaseKey::new("shardId-0").unwrap();
+        let me = WorkerId::new("w").unwrap();
+        let lease = Lease::new(key.clone(), Checkpoint::TrimHorizon);
+        assert!(store.create_if_absent(&lease).await.unwrap().is_won());
+        let taken = store.take(&key, 0, &me).await.unwrap().won().unwrap();
+        let grant = Arc::new(Grant::new(&taken, ShardId::new("shardId-0").unwrap()));
+        let names = shardwise_metrics::MetricNames::new("test").unwrap();
+        let metrics = shardwise_metrics::ShardMetrics::register(
+            &names,
+            shardwise_metrics::MetricsLevel::default(),
+            "s",
+            "shardId-0",
+            "w",
+        );
+        let checkpointer = Checkpointer::new(store.clone(), me, grant.clone(), metrics);
+        let last = ExtendedSequenceNumber::new(SequenceNumber::new("42").unwrap(), 0);
+        checkpointer.delivering(last, async {}, |_| true).await;
+        (key, grant, checkpointer)
+    }
+
+    /// The rows a transactional checkpoint's writes add to `sink`.
+    fn insert(
+        sink: &Arc<Mutex<Vec<&'static str>>>,
+        rows: &[&'static str],
+    ) -> Box<dyn FnOnce() + Send> {
+        let (sink, rows) = (sink.clone(), rows.to_vec());
+        Box::new(move || sink.lock().unwrap().extend(rows))
+    }
+
+    #[tokio::test]
+    async fn a_transaction_commits_its_writes_with_the_checkpoint() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let (key, grant, checkpointer) = delivered(&store).await;
+        let sink = Arc::default();
+        checkpointer
+            .commit(store.as_ref(), insert(&sink, &["a", "b"]))
+            .await
+            .unwrap();
+        assert_eq!(*sink.lock().unwrap(), ["a", "b"]);
+        let stored = store.get(&key).await.unwrap().unwrap();
+        assert_eq!(
+            stored.checkpoint,
+            Checkpoint::at(SequenceNumber::new("42").unwrap(), 0)
+        );
+        assert_eq!(
+            grant.state().counter,
+            stored.counter,
+            "the grant follows its commit"
+        );
+    }
+
+    /// The fence is the store's: a grant that has not noticed its lease was taken commits
+    /// nothing, and learns it lost the lease.
+    #[tokio::test]
+    async fn a_transaction_on_a_stolen_lease_applies_nothing() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let (key, grant, checkpointer) = delivered(&store).await;
+        let thief = WorkerId::new("thief").unwrap();
+        assert!(store.take(&key, 1, &thief).await.unwrap().is_won());
+        let sink = Arc::default();
+        let refused = checkpointer
+            .commit(store.as_ref(), insert(&sink, &["a"]))
+            .await;
+        assert!(
+            matches!(refused, Err(CheckpointError::LeaseLost)),
+            "{refused:?}"
+        );
+        assert!(
+            sink.lock().unwrap().is_empty(),
+            "nothing of the writes applied"
+        );
+        let stored = store.get(&key).await.unwrap().unwrap();
+        assert_eq!(stored.checkpoint, Checkpoint::TrimHorizon);
+        assert!(grant.is_lost());
+    }
+
+    /// A hand-off request moves the counter without taking the lease: the transaction still
+    /// commits, at the counter adopted.
+    #[tokio::test]
+    async fn a_transaction_racing_a_handoff_request_commits() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let (key, grant, checkpointer) = delivered(&store).await;
+        let me = WorkerId::new("w").unwrap();
+        let thief = WorkerId::new("thief").unwrap();
+        assert!(
+            store
+                .request_handoff(&key, 1, &me, &thief)
+                .await
+                .unwrap()
+                .is_won()
+        );
+        let sink = Arc::default();
+        checkpointer
+            .commit(store.as_ref(), insert(&sink, &["a"]))
+            .await
+            .unwrap();
+        assert_eq!(*sink.lock().unwrap(), ["a"]);
+        assert!(grant.is_handing_off() && !grant.is_lost());
+        assert_eq!(store.get(&key).await.unwrap().unwrap().counter, 3);
+    }
+
+    /// A second transaction over records already committed would repeat their effects.
+    #[tokio::test]
+    async fn a_transaction_must_move_past_the_stored_checkpoint() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let (_, _, checkpointer) = delivered(&store).await;
+        let sink = Arc::default();
+        checkpointer
+            .commit(store.as_ref(), insert(&sink, &["a"]))
+            .await
+            .unwrap();
+        let again = checkpointer
+            .commit(store.as_ref(), insert(&sink, &["a"]))
+            .await;
+        assert!(
+            matches!(again, Err(CheckpointError::NotAhead { .. })),
+            "{again:?}"
+        );
+        assert_eq!(*sink.lock().unwrap(), ["a"]);
+    }
+
     /// A checkpoint that loses its race to a hand-off request is written again at the new
     /// counter: the processor's `shutdown_requested` checkpoint must not fail because it was
     /// asked for the lease.
