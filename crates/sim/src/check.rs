@@ -70,6 +70,10 @@ pub struct Checked {
     pub handed_over: usize,
     /// Hand-offs struck by a fault while in progress.
     pub struck: usize,
+    /// Transactional commits refused by the store's fence (nothing applied).
+    pub fenced_commits: usize,
+    /// Transactional commits applied whose answer was lost.
+    pub lost_commit_answers: usize,
 }
 
 impl std::ops::AddAssign for Checked {
@@ -81,6 +85,8 @@ impl std::ops::AddAssign for Checked {
         self.handoffs += other.handoffs;
         self.handed_over += other.handed_over;
         self.struck += other.struck;
+        self.fenced_commits += other.fenced_commits;
+        self.lost_commit_answers += other.lost_commit_answers;
     }
 }
 
@@ -110,6 +116,12 @@ pub fn checked(log: &[Entry]) -> Checked {
             }
             Event::Resharded { children, .. } => checked.children += children.len(),
             Event::Note(note) if note.starts_with("strike ") => checked.struck += 1,
+            Event::Note(note) if note.ends_with(" commit fenced off") => {
+                checked.fenced_commits += 1
+            }
+            Event::Note(note) if note.ends_with(" commit answer lost") => {
+                checked.lost_commit_answers += 1
+            }
             _ => {}
         }
     }
@@ -128,6 +140,30 @@ pub fn all(plan: &Plan, log: &[Entry]) -> Vec<String> {
     broken.extend(nothing_after_release(log));
     broken.extend(handoffs_wait_for_the_holder(plan, log));
     broken.extend(handoffs_repeat_nothing(plan, log));
+    if plan.transactional {
+        broken.extend(effects_exactly_once(log));
+    }
+    broken
+}
+
+/// With transactional checkpoints a record's effects are committed with the checkpoint that
+/// covers them (a `Processed` entry is logged by the commit itself): no record twice, whatever
+/// crashes, freezes, steals or lost answers happened. (That none is missing, the run's end
+/// checks.)
+fn effects_exactly_once(log: &[Entry]) -> Vec<String> {
+    let mut committed: BTreeMap<usize, String> = BTreeMap::new();
+    let mut broken = Vec::new();
+    for entry in log {
+        if let Event::Processed { worker, shard, ids } = &entry.event {
+            for id in ids {
+                if let Some(first) = committed.insert(*id, format!("{worker} on {shard}")) {
+                    broken.push(format!(
+                        "r{id} committed twice: by {first}, then by {worker} on {shard} at {entry}"
+                    ));
+                }
+            }
+        }
+    }
     broken
 }
 

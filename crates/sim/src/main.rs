@@ -190,5 +190,9 @@ fn main() -> ExitCode {
         "hand-offs: {} asked for, {} handed over by their holder, {} struck mid-way (holder killed or frozen, store down or losing answers)",
         checked.handoffs, checked.handed_over, checked.struck
     );
+    println!(
+        "transactional checkpoints: {} commits fenced off by the store, {} applied with their answer lost; no record's effects twice",
+        checked.fenced_commits, checked.lost_commit_answers
+    );
     ExitCode::SUCCESS
 }

@@ -166,6 +166,9 @@ pub struct Plan {
     pub liveness: LivenessPlan,
     /// Chance that a table-version increment is lost (answered but not applied).
     pub lost_bumps: f64,
+    /// Whether processors commit their effects with transactional checkpoints
+    /// (`Checkpointer::commit`): each record's effects must then be applied exactly once.
+    pub transactional: bool,
 }
 
 /// Most workers a plan uses (ids `w0`…).
@@ -332,6 +335,8 @@ impl Plan {
             }
             steps.sort_by_key(|s| s.at);
         }
+        // Drawn last, for the same reason.
+        let transactional = rng.chance(0.5);
         Self {
             seed,
             settings,
@@ -346,6 +351,7 @@ impl Plan {
             slots,
             liveness,
             lost_bumps,
+            transactional,
         }
     }
 }
@@ -354,7 +360,7 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seed {}: {} stream(s) of {} shards, {} workers, {} keys, {} records, {:?}, {:?} (lost version increments {}), processors {:?}",
+            "seed {}: {} stream(s) of {} shards, {} workers, {} keys, {} records, {:?}, {:?} (lost version increments {}), {} checkpoints, processors {:?}",
             self.seed,
             self.streams,
             self.shards,
@@ -364,6 +370,11 @@ impl fmt::Display for Plan {
             self.reading,
             self.liveness,
             self.lost_bumps,
+            if self.transactional {
+                "transactional"
+            } else {
+                "plain"
+            },
             self.processors
         )?;
         for step in &self.steps {

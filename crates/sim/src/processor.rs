@@ -12,7 +12,7 @@ use shardwise::{Checkpointer, ProcessorError, ProcessorFactory, RecordBatch, Sha
 use crate::log::{Event, Log};
 use crate::plan::Processors;
 use crate::rng::Rng;
-use crate::wrap::Gate;
+use crate::wrap::{Gate, SimStore};
 
 /// What the processors of one worker share.
 #[derive(Clone)]
@@ -25,6 +25,9 @@ pub(crate) struct Factory {
     pub(crate) faults_on: Arc<AtomicBool>,
     pub(crate) gate: Arc<Gate>,
     pub(crate) lease_duration: Duration,
+    /// The worker's store, for transactional checkpoints: `Some` when the processors commit
+    /// their effects with them.
+    pub(crate) transactional: Option<Arc<SimStore>>,
 }
 
 impl Factory {
@@ -40,7 +43,9 @@ impl Factory {
 
 impl ProcessorFactory for Factory {
     fn create(&self, _shard_id: &ShardId) -> Box<dyn ShardProcessor> {
-        let never_checkpoints = self.draw(self.behaviour.never_checkpoints);
+        // A transactional processor's effects are its checkpoints.
+        let never_checkpoints =
+            self.transactional.is_none() && self.draw(self.behaviour.never_checkpoints);
         Box::new(Processor {
             factory: self.clone(),
             never_checkpoints,
@@ -91,6 +96,15 @@ impl ShardProcessor for Processor {
         }
         if f.draw(f.behaviour.give_up) {
             return Err(shardwise::GiveUpShard::new("simulated: the processor gives up").into());
+        }
+        if let Some(store) = &f.transactional {
+            // The effects and the checkpoint in one transaction: the records are done exactly
+            // when it commits.
+            let (log, worker, shard) =
+                (f.log.clone(), f.worker.clone(), batch.shard_id.to_string());
+            let effects = Box::new(move || log.push(Event::Processed { worker, shard, ids }));
+            checkpointer.commit(store.as_ref(), effects).await?;
+            return Ok(());
         }
         // The work is done; then the checkpoint, as an application does it. A checkpoint that
         // fails (the lease lost, an answer lost) fails the call, but the records were

@@ -342,7 +342,7 @@ impl World {
         // after a zombie's replacement).
         let process = format!("{id}#{}", s.incarnation);
         let gate = s.gate.clone();
-        let store: Arc<dyn LeaseStore> = Arc::new(SimStore::new(
+        let sim_store = Arc::new(SimStore::new(
             self.store.clone(),
             &process,
             self.log.clone(),
@@ -350,6 +350,7 @@ impl World {
             gate.clone(),
             self.latency.clone(),
         ));
+        let store: Arc<dyn LeaseStore> = sim_store.clone();
         let factory = Factory {
             worker: process.clone(),
             log: self.log.clone(),
@@ -358,6 +359,7 @@ impl World {
             faults_on: self.faults_on.clone(),
             gate: gate.clone(),
             lease_duration: self.plan.settings.lease_duration,
+            transactional: self.plan.transactional.then_some(sim_store),
         };
         let builder = Consumer::builder().application_name("sim");
         let builder = if self.plan.streams <= 1 {

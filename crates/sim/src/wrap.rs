@@ -15,6 +15,7 @@ use shardwise::lease::{
     Checkpoint, CheckpointUpdate, Lease, LeaseKey, LeaseListing, LeaseStore, Membership,
     MemoryLeaseStore, Race, ShardId, StoreError, WorkerId,
 };
+use shardwise::{CommitError, Fence, TransactionalStore};
 use tokio::time::Instant;
 
 use crate::log::{Event, LeaseState, Log, Write};
@@ -308,6 +309,70 @@ impl SimStore {
             self.wrote(write, key, expected, before.as_ref(), Some(lease));
         }
         self.answer(ambiguous, outcome)
+    }
+}
+
+/// Transactional checkpoints on the shared store: the processor's effects (a closure that logs
+/// them) run under the store's lock exactly when the fenced checkpoint is written, with the
+/// store's faults: down (nothing applied), slow, and ambiguous (applied, answer lost).
+impl TransactionalStore for SimStore {
+    type Writes = Box<dyn FnOnce() + Send>;
+
+    async fn commit_fenced(
+        &self,
+        writes: Self::Writes,
+        fence: &mut Fence<'_>,
+    ) -> Result<u64, CommitError> {
+        let ambiguous = self.enter(true).await.map_err(CommitError::NotApplied)?;
+        let mut writes = Some(writes);
+        for _ in 0..2 {
+            let key = fence.key().clone();
+            let expected = fence.counter();
+            let before = self.before(&key).await;
+            let outcome = self.inner.update_checkpoint_with(
+                &key,
+                fence.worker(),
+                expected,
+                fence.update(),
+                || {
+                    if let Some(writes) = writes.take() {
+                        writes();
+                    }
+                },
+            );
+            match outcome.map_err(CommitError::NotApplied)? {
+                Race::Won(lease) => {
+                    self.wrote(
+                        Write::Checkpoint,
+                        &key,
+                        Some(expected),
+                        before.as_ref(),
+                        Some(&lease),
+                    );
+                    if ambiguous {
+                        self.log
+                            .push(Event::Note(format!("{} commit answer lost", self.worker)));
+                        return Err(CommitError::Unknown(StoreError::unavailable(
+                            "simulated: the transaction committed but the answer was lost",
+                        )));
+                    }
+                    return Ok(lease.counter);
+                }
+                Race::Lost => {
+                    let stored = self
+                        .inner
+                        .get(&key)
+                        .await
+                        .map_err(CommitError::NotApplied)?;
+                    if !fence.still_held(stored) {
+                        self.log
+                            .push(Event::Note(format!("{} commit fenced off", self.worker)));
+                        return Err(CommitError::LeaseLost);
+                    }
+                }
+            }
+        }
+        Err(CommitError::LeaseLost)
     }
 }
 
