@@ -7,6 +7,9 @@
 //!   until a [`CancellationToken`](tokio_util::sync::CancellationToken) fires.
 //! - [`ShardProcessor`] and [`Checkpointer`]: the processor API; [`processor_fn`] for the simple
 //!   case.
+//! - [`Checkpointer::commit`] on a [`TransactionalStore`] (PostgreSQL, DynamoDB, memory):
+//!   exactly-once effects, the application's writes and the checkpoint in one transaction of the
+//!   lease store, fenced by the lease.
 //! - Lease stores: [`lease::MemoryLeaseStore`], and behind features `dynamodb` (default),
 //!   `postgres`, `redis` the stores of their crates, re-exported under [`lease`]; `postgres-tls`
 //!   adds TLS to the PostgreSQL store, `redis-tls` `rediss://` URLs to the Redis store.
