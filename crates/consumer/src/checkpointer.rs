@@ -14,7 +14,8 @@ use crate::grant::Grant;
 use crate::record::UserRecord;
 use crate::transaction::{CommitError, Fence, TransactionalStore};
 
-/// Why a checkpoint was refused. Nothing was written.
+/// Why a checkpoint was refused. Nothing was written, except perhaps after a
+/// [`CheckpointError::Store`] error whose write may have been applied (see there).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CheckpointError {
@@ -55,7 +56,8 @@ pub enum CheckpointError {
 /// A record is *delivered* while the `process_records` call that received it runs, and after it
 /// only if that call returned `Ok`. A batch whose call failed or panicked is not delivered: no
 /// checkpoint may cover it (`checkpoint()` in `shutdown_requested` stops before it), so the
-/// next attempt, on this worker or another, processes it again.
+/// next attempt, on this worker or another, processes it again; on this worker without the
+/// records that checkpoints the processor wrote during the failed call already cover.
 #[derive(Debug, Default)]
 pub(crate) struct Cursor {
     /// The last record of the last batch whose `process_records` returned `Ok`.
@@ -326,7 +328,7 @@ impl Checkpointer {
                     }
                     CommitError::NotApplied(e) => CheckpointError::Store(e),
                     CommitError::Unknown(e) => {
-                        grant.state().in_doubt = true;
+                        grant.in_doubt(Some(&fence.update().checkpoint));
                         CheckpointError::Store(e)
                     }
                     CommitError::Refused(reasons) => CheckpointError::Refused(reasons),
@@ -436,7 +438,9 @@ impl Checkpointer {
             let children = self.with_cursor(|c| c.children.clone());
             let (store, me) = (&self.inner.store, &self.inner.worker);
             return self
-                .conditional(|counter| store.mark_ended(&grant.key, me, counter, &children))
+                .conditional(&Checkpoint::ShardEnd, |counter| {
+                    store.mark_ended(&grant.key, me, counter, &children)
+                })
                 .await;
         }
         let update = CheckpointUpdate {
@@ -466,15 +470,21 @@ impl Checkpointer {
     async fn update(&self, update: &CheckpointUpdate) -> Result<(), CheckpointError> {
         let (store, me) = (&self.inner.store, &self.inner.worker);
         let key = &self.inner.grant.key;
-        self.conditional(|counter| store.update_checkpoint(key, me, counter, update))
-            .await
+        self.conditional(&update.checkpoint, |counter| {
+            store.update_checkpoint(key, me, counter, update)
+        })
+        .await
     }
 
     /// One conditional write at the grant's counter; the caller holds the grant's turn to write.
     /// A write that loses its race is not always a lost lease: when the lease read back is still
     /// this grant's (another worker asked for it, see [`Grant::reread`]), the write runs once more
     /// at the counter adopted.
-    async fn conditional<F, Fut>(&self, write: F) -> Result<(), CheckpointError>
+    async fn conditional<F, Fut>(
+        &self,
+        leaves: &Checkpoint,
+        write: F,
+    ) -> Result<(), CheckpointError>
     where
         F: Fn(u64) -> Fut,
         Fut: Future<Output = Result<Race<Lease>, StoreError>>,
@@ -483,7 +493,7 @@ impl Checkpointer {
         for attempt in 0..2 {
             let counter = grant.state().counter;
             let sent = Instant::now();
-            if self.settle(write(counter).await, sent)? {
+            if self.settle(write(counter).await, leaves, sent)? {
                 return Ok(());
             }
             if attempt > 0
@@ -499,17 +509,18 @@ impl Checkpointer {
         Err(CheckpointError::LeaseLost)
     }
 
-    /// Records a write's outcome in the grant: a won write moved the counter and, like a
-    /// renewal, proves the lease ours from the time it was `sent`. `Ok(false)` when it lost its
-    /// race.
+    /// Records the outcome of a write that would leave the checkpoint at `leaves` in the grant:
+    /// a won write moved the counter and, like a renewal, proves the lease ours from the time
+    /// it was `sent`. `Ok(false)` when it lost its race.
     fn settle(
         &self,
         outcome: Result<Race<Lease>, StoreError>,
+        leaves: &Checkpoint,
         sent: Instant,
     ) -> Result<bool, CheckpointError> {
         let outcome = outcome.inspect_err(|e| {
             self.inner.metrics.checkpoint_failures.increment(1);
-            self.inner.grant.failed_write(e);
+            self.inner.grant.failed_write(e, Some(leaves));
         })?;
         let Race::Won(lease) = outcome else {
             return Ok(false);

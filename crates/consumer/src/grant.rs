@@ -39,8 +39,11 @@ pub(crate) struct GrantState {
     pub(crate) renewed_at: Instant,
     /// Whether a prepared (uncommitted) checkpoint is stored beside the checkpoint.
     pub(crate) has_pending: bool,
-    /// A write failed in a way that may have applied it: the counter may be one behind.
-    pub(crate) in_doubt: bool,
+    /// A write failed in a way that may have applied it (the counter may be one behind): the
+    /// checkpoint it would have left. Its step is adopted only if the lease shows that
+    /// checkpoint, so that a step of another process with this worker id, which moved the
+    /// checkpoint elsewhere, is never taken for this grant's own.
+    pub(crate) in_doubt: Option<Checkpoint>,
     /// When this worker learned that another worker asked for the lease.
     pub(crate) handoff_since: Option<Instant>,
     /// The worker the lease is being handed to, once the request is accounted for: its counter
@@ -93,7 +96,7 @@ impl Grant {
                 checkpoint: lease.checkpoint.clone(),
                 renewed_at: Instant::now(),
                 has_pending: lease.pending_checkpoint.is_some(),
-                in_doubt: false,
+                in_doubt: None,
                 handoff_since: None,
                 handing_to: None,
             }),
@@ -124,12 +127,21 @@ impl Grant {
         self.lost.is_cancelled()
     }
 
-    /// Notes a failed write of this grant: one that may have been applied (a retryable error:
-    /// unavailable, throttled, timed out) leaves the counter in doubt.
-    pub(crate) fn failed_write(&self, error: &StoreError) {
+    /// Notes a failed write of this grant that would have left the checkpoint at `leaves`
+    /// (`None`: where it is, as a renewal does). One that may have been applied (a retryable
+    /// error: unavailable, throttled, timed out) leaves the counter in doubt.
+    pub(crate) fn failed_write(&self, error: &StoreError, leaves: Option<&Checkpoint>) {
         if error.is_retryable() {
-            self.state().in_doubt = true;
+            self.in_doubt(leaves);
         }
+    }
+
+    /// The counter is in doubt after a write that would have left the checkpoint at `leaves`
+    /// (`None`: where it is).
+    pub(crate) fn in_doubt(&self, leaves: Option<&Checkpoint>) {
+        let mut state = self.state();
+        let leaves = leaves.cloned().unwrap_or_else(|| state.checkpoint.clone());
+        state.in_doubt = Some(leaves);
     }
 
     /// A listing shows the lease asked for by another worker while this grant holds it at the
@@ -179,7 +191,7 @@ impl Grant {
         store: &dyn LeaseStore,
         me: &WorkerId,
     ) -> Result<(), StoreError> {
-        if self.state().in_doubt {
+        if self.state().in_doubt.is_some() {
             self.reread(store, me).await?;
         }
         Ok(())
@@ -217,17 +229,23 @@ impl Grant {
             if lease.counter != counter.saturating_add(1) {
                 return false;
             }
+            // This grant's own write, applied but not answered: the lease shows what it wrote.
+            let own_write = state
+                .in_doubt
+                .as_ref()
+                .is_some_and(|leaves| lease.checkpoint == *leaves);
             match (&lease.checkpoint_owner, &state.handing_to) {
-                // The request's step. (A request is one step, and comes once.)
-                (Some(_), None) => true,
-                // Handing off already: only this grant's own write, applied but not answered;
-                // any other step is someone else's (a Java KCL 2.x worker's take, which knows
-                // nothing of `checkpointOwner` and leaves it, say).
-                (Some(_), Some(to)) => state.in_doubt && lease.owner.as_ref() == Some(to),
-                (None, handing_to) => state.in_doubt && handing_to.is_none(),
+                // The request's step, which leaves the checkpoint. (A request is one step, and
+                // comes once.)
+                (Some(_), None) => lease.checkpoint == state.checkpoint,
+                // Handing off already: only this grant's own write; any other step is someone
+                // else's (a Java KCL 2.x worker's take, which knows nothing of
+                // `checkpointOwner` and leaves it, say).
+                (Some(_), Some(to)) => own_write && lease.owner.as_ref() == Some(to),
+                (None, handing_to) => own_write && handing_to.is_none(),
             }
         });
-        state.in_doubt = false;
+        state.in_doubt = None;
         let Some(lease) = held else {
             drop(state);
             self.lost.cancel();
@@ -249,7 +267,7 @@ impl Grant {
 
 #[cfg(test)]
 mod tests {
-    use shardwise_lease_core::{MemoryLeaseStore, Race};
+    use shardwise_lease_core::{CheckpointUpdate, MemoryLeaseStore, Race};
 
     use super::*;
 
@@ -298,7 +316,7 @@ mod tests {
         let (key, grant) = held(&store, &me).await;
         // The renewal was applied but its answer lost.
         assert!(store.renew(&key, &me, 1).await.unwrap().is_won());
-        grant.failed_write(&StoreError::unavailable("answer lost"));
+        grant.failed_write(&StoreError::unavailable("answer lost"), None);
         grant.settle_doubt(&store, &me).await.unwrap();
         assert_eq!(grant.state().counter, 2);
         assert!(!grant.is_lost() && !grant.is_handing_off());
@@ -370,6 +388,35 @@ mod tests {
         assert_eq!(grant.state().handing_to, Some(worker("kcl3-worker")));
     }
 
+    /// A write in doubt is adopted only if the lease shows what it would have written: a step
+    /// that moved the checkpoint elsewhere is another process's with this worker id (a commit
+    /// of records this grant is about to commit too), and the lease is lost.
+    #[tokio::test]
+    async fn a_step_that_moved_the_checkpoint_elsewhere_is_not_adopted() {
+        let store = MemoryLeaseStore::new();
+        let me = worker("me");
+        let (key, grant) = held(&store, &me).await;
+        // This grant's renewal failed, answer unknown; it was not applied. Meanwhile another
+        // process with the same id checkpointed at 7.
+        let moved = CheckpointUpdate {
+            checkpoint: Checkpoint::at(shardwise_lease_core::SequenceNumber::new("7").unwrap(), 0),
+            pending: None,
+        };
+        assert!(
+            store
+                .update_checkpoint(&key, &me, 1, &moved)
+                .await
+                .unwrap()
+                .is_won()
+        );
+        grant.failed_write(&StoreError::unavailable("answer lost"), None);
+        grant.settle_doubt(&store, &me).await.unwrap();
+        assert!(
+            grant.is_lost(),
+            "a checkpoint this grant never wrote is not adopted"
+        );
+    }
+
     /// While handing off, the grant's own write applied but not answered is still its own.
     #[tokio::test]
     async fn a_write_in_doubt_while_handing_off_is_adopted() {
@@ -380,7 +427,7 @@ mod tests {
         assert!(matches!(asked, Ok(Race::Won(_))));
         assert!(grant.reread(&store, &me).await.unwrap());
         assert!(store.renew(&key, &me, 2).await.unwrap().is_won());
-        grant.failed_write(&StoreError::unavailable("answer lost"));
+        grant.failed_write(&StoreError::unavailable("answer lost"), None);
         grant.settle_doubt(&store, &me).await.unwrap();
         assert_eq!(grant.state().counter, 3);
         assert!(!grant.is_lost() && grant.is_handing_off());

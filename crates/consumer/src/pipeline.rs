@@ -413,10 +413,11 @@ impl Pipeline {
                         });
                         let covered = covered.count();
                         if covered > 0 {
+                            info!(shard = %self.shard(), covered, "the processor's own checkpoint covers part of the failed batch; handing over the rest");
                             batch.records = batch.records[covered..].to_vec().into();
                         }
                         if batch.records.is_empty() {
-                            debug!(shard = %self.shard(), "the processor's checkpoint covers the whole batch; not handing it over again");
+                            warn!(shard = %self.shard(), "the processor's own checkpoint covers the whole failed batch; not handing it over again");
                             return Ok(());
                         }
                     }

@@ -286,7 +286,7 @@ impl Renewal<'_> {
                 Ok(Race::Lost) => lost.push((grant, turn)),
                 Err(e) => {
                     self.metrics.failures.increment(1);
-                    grant.failed_write(&e);
+                    grant.failed_write(&e, None);
                     give_up_if_late(grant, self.sent, self.give_up_after, &e.to_string());
                 }
             }

@@ -9,20 +9,22 @@
 //! at commit time, so renewals during a long transaction do not fight it: the grant follows
 //! its own renewals, and a counter it does not know means another worker wrote.
 //!
-//! Together with two rules of the checkpointer, every record's effects are then applied once:
+//! Together with three rules of the checkpointer, every record's effects are then applied once:
 //! - a transactional checkpoint must move past the stored one
-//!   ([`CheckpointError::NotAhead`](crate::CheckpointError::NotAhead)), so a transaction can
-//!   never commit effects of records already covered;
+//!   ([`CheckpointError::NotAhead`](crate::CheckpointError::NotAhead));
 //! - a batch retried after a failed `process_records` is handed over without the records the
 //!   processor's own checkpoints already cover, once any commit whose answer was lost is
-//!   settled by reading the lease.
+//!   settled by reading the lease;
+//! - a write whose answer was lost is taken for this grant's own only if the lease shows the
+//!   checkpoint it would have written, so a commit by another process with the same worker id
+//!   is never adopted.
 //!
 //! See `docs/exactly-once-design.md` for the design and its proof obligations.
 
 use std::future::Future;
 
 use shardwise_lease_core::{
-    CheckpointUpdate, Lease, LeaseKey, MemoryLeaseStore, Race, StoreError, WorkerId,
+    CheckpointUpdate, Lease, LeaseKey, MemoryLeaseStore, Race, StoreError, StoreErrorKind, WorkerId,
 };
 
 use crate::grant::Grant;
@@ -75,16 +77,31 @@ impl<'a> Fence<'a> {
 
     /// After the fenced update matched nothing: judges the lease as the store holds it now
     /// (`None` when its row is gone), read inside the transaction where the store can lock it.
-    /// `true` when the lease is still this grant's at another counter (another worker asked for
+    /// `Ok` when the lease is still this grant's at another counter (another worker asked for
     /// it, which moves the counter without taking it): [`Fence::counter`] is then the new
-    /// counter, and the store tries the update once more. `false` when the lease is lost: the
-    /// store must roll everything back.
-    pub fn still_held(&mut self, stored: Option<Lease>) -> bool {
+    /// counter, and the store tries the update once more. Otherwise nothing may be applied:
+    /// [`CommitError::LeaseLost`] when the lease is lost, [`CommitError::NotApplied`] when it
+    /// is still held at the same counter (only the checkpoint's never-backwards condition can
+    /// have failed).
+    pub fn after_miss(&mut self, stored: Option<Lease>) -> Result<(), CommitError> {
+        let before = self.counter;
         if !self.grant.judge(stored, self.worker) {
-            return false;
+            return Err(CommitError::LeaseLost);
         }
         self.counter = self.grant.state().counter;
-        true
+        if self.counter == before {
+            return Err(CommitError::NotApplied(
+                StoreError::new(
+                    StoreErrorKind::CheckpointRegression,
+                    format!(
+                        "checkpoint {} is behind the stored checkpoint",
+                        self.update.checkpoint
+                    ),
+                )
+                .with_lease_key(self.grant.key.as_str()),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -114,9 +131,9 @@ pub enum CommitError {
 ///
 /// An implementation must apply `writes` and [`Fence::update`] atomically, and only if the
 /// lease is held by [`Fence::worker`] at [`Fence::counter`] when the transaction commits. When
-/// that condition fails it reads the lease (locked, where it can) and asks
-/// [`Fence::still_held`]; it tries once more at the new counter when that says so, and
-/// otherwise returns [`CommitError::LeaseLost`] with nothing applied.
+/// that condition fails it reads the lease (locked, where it can) and hands it to
+/// [`Fence::after_miss`]; it tries once more at the new counter when that says so, and
+/// otherwise returns its error with nothing applied.
 pub trait TransactionalStore: Send + Sync {
     /// The application's writes to commit with the checkpoint.
     type Writes: Send;
@@ -157,9 +174,7 @@ impl TransactionalStore for MemoryLeaseStore {
                     let stored = shardwise_lease_core::LeaseStore::get(self, fence.key())
                         .await
                         .map_err(CommitError::NotApplied)?;
-                    if !fence.still_held(stored) {
-                        return Err(CommitError::LeaseLost);
-                    }
+                    fence.after_miss(stored)?;
                 }
             }
         }
@@ -178,7 +193,10 @@ mod postgres {
     /// lease table (the application's own pool, or any other), in PostgreSQL's
     /// default isolation level, `READ COMMITTED`. (Under `REPEATABLE READ` or `SERIALIZABLE`
     /// a renewal of the lease after the transaction's first statement fails the commit with a
-    /// serialization error: nothing is applied, and the processor may try again.)
+    /// serialization error: nothing is applied, and the processor may try again.) The fenced
+    /// update and the `COMMIT` run on that pool's connection, with its statement timeout, if
+    /// any, not the lease store's: the grant's other writes wait for them, so a pool without a
+    /// timeout can cost the lease its renewals (the worker then gives it up, safely).
     impl TransactionalStore for PostgresLeaseStore {
         type Writes = Transaction<'static, Postgres>;
 
@@ -211,10 +229,8 @@ mod postgres {
                             .lock_lease_in(&mut writes, fence.key())
                             .await
                             .map_err(CommitError::NotApplied)?;
-                        if !fence.still_held(stored) {
-                            // Dropping the transaction rolls it back.
-                            return Err(CommitError::LeaseLost);
-                        }
+                        // On an error, dropping the transaction rolls it back.
+                        fence.after_miss(stored)?;
                     }
                 }
             }
@@ -228,7 +244,7 @@ mod dynamodb {
     use shardwise_lease_core::LeaseStore;
     use shardwise_lease_dynamodb::{DynamoDbLeaseStore, TransactWriteItem, Transacted};
 
-    use super::{CommitError, Fence, TransactionalStore};
+    use super::{CommitError, Fence, StoreErrorKind, TransactionalStore};
 
     /// The application's items, committed in one `TransactWriteItems` with the lease's fenced
     /// update: 99 at most (the service allows 100 per transaction, one is the lease's), 4 MB
@@ -252,11 +268,12 @@ mod dynamodb {
                     )
                     .await
                     .map_err(|e| {
-                        // An answer that never came may hide a transaction applied.
-                        if e.is_retryable() {
-                            CommitError::Unknown(e)
-                        } else {
+                        // Refused before it was sent; any other failure may hide a transaction
+                        // applied (a timeout, a broken connection, a 5xx after the fact).
+                        if e.kind() == StoreErrorKind::InvalidArgument {
                             CommitError::NotApplied(e)
+                        } else {
+                            CommitError::Unknown(e)
                         }
                     })?;
                 match outcome {
@@ -267,9 +284,7 @@ mod dynamodb {
                             .get(fence.key())
                             .await
                             .map_err(CommitError::NotApplied)?;
-                        if !fence.still_held(stored) {
-                            return Err(CommitError::LeaseLost);
-                        }
+                        fence.after_miss(stored)?;
                     }
                 }
             }

@@ -74,6 +74,8 @@ pub struct Checked {
     pub fenced_commits: usize,
     /// Transactional commits applied whose answer was lost.
     pub lost_commit_answers: usize,
+    /// Transactional commits that failed with an answer that did not say so.
+    pub unknown_failed_commits: usize,
 }
 
 impl std::ops::AddAssign for Checked {
@@ -87,6 +89,7 @@ impl std::ops::AddAssign for Checked {
         self.struck += other.struck;
         self.fenced_commits += other.fenced_commits;
         self.lost_commit_answers += other.lost_commit_answers;
+        self.unknown_failed_commits += other.unknown_failed_commits;
     }
 }
 
@@ -121,6 +124,9 @@ pub fn checked(log: &[Entry]) -> Checked {
             }
             Event::Note(note) if note.ends_with(" commit answer lost") => {
                 checked.lost_commit_answers += 1
+            }
+            Event::Note(note) if note.ends_with(" commit lost before it was applied") => {
+                checked.unknown_failed_commits += 1
             }
             _ => {}
         }

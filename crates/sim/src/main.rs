@@ -191,8 +191,8 @@ fn main() -> ExitCode {
         checked.handoffs, checked.handed_over, checked.struck
     );
     println!(
-        "transactional checkpoints: {} commits fenced off by the store, {} applied with their answer lost; no record's effects twice",
-        checked.fenced_commits, checked.lost_commit_answers
+        "transactional checkpoints: {} commits fenced off by the store, {} applied with their answer lost, {} failed with an answer that did not say so; no record's effects twice",
+        checked.fenced_commits, checked.lost_commit_answers, checked.unknown_failed_commits
     );
     ExitCode::SUCCESS
 }

@@ -177,6 +177,11 @@ impl StoreFaults {
         self.lock().lost_bumps = chance;
     }
 
+    /// A fair coin from the faults' generator.
+    fn coin(&self) -> bool {
+        self.lock().rng.chance(0.5)
+    }
+
     /// Whether this version increment is lost.
     fn bump_lost(&self) -> bool {
         let mut state = self.lock();
@@ -324,6 +329,17 @@ impl TransactionalStore for SimStore {
         fence: &mut Fence<'_>,
     ) -> Result<u64, CommitError> {
         let ambiguous = self.enter(true).await.map_err(CommitError::NotApplied)?;
+        if ambiguous && self.faults.coin() {
+            // The other half of an ambiguous answer: the commit failed, and its client cannot
+            // tell.
+            self.log.push(Event::Note(format!(
+                "{} commit lost before it was applied",
+                self.worker
+            )));
+            return Err(CommitError::Unknown(StoreError::unavailable(
+                "simulated: the connection broke before the transaction committed",
+            )));
+        }
         let mut writes = Some(writes);
         for _ in 0..2 {
             let key = fence.key().clone();
@@ -364,10 +380,10 @@ impl TransactionalStore for SimStore {
                         .get(&key)
                         .await
                         .map_err(CommitError::NotApplied)?;
-                    if !fence.still_held(stored) {
+                    if let Err(e) = fence.after_miss(stored) {
                         self.log
                             .push(Event::Note(format!("{} commit fenced off", self.worker)));
-                        return Err(CommitError::LeaseLost);
+                        return Err(e);
                     }
                 }
             }
