@@ -553,3 +553,89 @@ async fn an_expired_iterator_at_latest_keeps_its_place() {
         .collect();
     assert_eq!(data, ["r0", "r1", "r2", "r3", "r4"]);
 }
+
+/// The service model keeps the service's per-shard limits: a sixth call within a second is
+/// throttled, and a response larger than a second of the byte budget throttles the calls that
+/// follow until the debt is paid back.
+#[tokio::test(start_paused = true)]
+async fn the_service_model_throttles_like_the_service() {
+    use shardwise_kinesis_source::testkit::ServiceModel;
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    kinesis.create_stream("s", 1);
+    let mut shard = String::new();
+    for i in 0..30 {
+        // Six records of a byte, then records of 1 MiB.
+        let size = if i < 6 { 1 } else { 1024 * 1024 };
+        shard = kinesis
+            .put("s", &format!("k{i}"), vec![b'x'; size])
+            .unwrap()
+            .0;
+    }
+    kinesis.set_service_model(Some(ServiceModel::service()));
+    let stream = stream_id("s");
+    let mut iterator = kinesis
+        .get_shard_iterator(&stream, &shard, &StartPosition::TrimHorizon)
+        .await
+        .unwrap();
+    // Five calls of one record, then a sixth in the same second.
+    for _ in 0..5 {
+        let out = kinesis.get_records(&stream, &iterator, 1).await.unwrap();
+        assert_eq!(out.records.len(), 1);
+        iterator = out.next_iterator.unwrap();
+    }
+    let sixth = kinesis.get_records(&stream, &iterator, 1).await;
+    assert_eq!(sixth.unwrap_err().kind(), KinesisErrorKind::Throttled);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A byte and 9 MiB in one call (one more MiB would pass the 10 MiB a call returns)...
+    let big = kinesis
+        .get_records(&stream, &iterator, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(big.records.len(), 10);
+    iterator = big.next_iterator.unwrap();
+    // ...puts the shard 7 MiB in debt: 3.5 s of calls fail, then they pass again.
+    tokio::time::sleep(Duration::from_millis(3_400)).await;
+    let early = kinesis.get_records(&stream, &iterator, 1).await;
+    assert_eq!(early.unwrap_err().kind(), KinesisErrorKind::Throttled);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(kinesis.get_records(&stream, &iterator, 1).await.is_ok());
+    let reads = kinesis.shard_reads(&shard);
+    assert_eq!((reads.calls, reads.throttled, reads.records), (7, 2, 16));
+}
+
+/// Draining a backlog under the service model, the reader stays within the shard's limits:
+/// not one call throttled, whatever the record size.
+#[tokio::test(start_paused = true)]
+async fn a_backlogged_shard_is_never_throttled() {
+    use shardwise_kinesis_source::MemoryBudget;
+    use shardwise_kinesis_source::testkit::ServiceModel;
+    for size in [100, 1_000, 50_000] {
+        let kinesis = Arc::new(InMemoryKinesis::new());
+        kinesis.create_stream("s", 1);
+        let records = 8 * 1024 * 1024 / size;
+        let data = bytes::Bytes::from(vec![b'x'; size]);
+        let mut shard = String::new();
+        for i in 0..records {
+            shard = kinesis.put("s", &format!("k{i}"), data.clone()).unwrap().0;
+        }
+        kinesis.set_service_model(Some(ServiceModel {
+            call_latency: Duration::from_millis(30),
+            ..ServiceModel::service()
+        }));
+        let mut reader = PollingReader::start(
+            kinesis.clone(),
+            stream_id("s"),
+            shard.clone(),
+            StartPosition::TrimHorizon,
+            PollingConfig::default(),
+            MemoryBudget::unlimited(),
+        );
+        let mut got = 0;
+        while got < records {
+            got += reader.next_batch().await.unwrap().unwrap().records.len();
+        }
+        let reads = kinesis.shard_reads(&shard);
+        assert_eq!(reads.throttled, 0, "{size} B records: {reads:?}");
+        assert_eq!(reads.records, records as u64);
+    }
+}

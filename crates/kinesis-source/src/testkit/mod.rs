@@ -191,6 +191,9 @@ struct State {
     next_subscription: u64,
     dropped_subscriptions: HashSet<u64>,
     subscribe_calls: HashMap<String, Vec<SubscribeCall>>,
+    service_model: Option<ServiceModel>,
+    /// By shard id, under the service model.
+    read_budgets: HashMap<String, ReadBudget>,
 }
 
 /// A `SubscribeToShard` call as the in-memory Kinesis saw it.
@@ -200,6 +203,95 @@ pub struct SubscribeCall {
     pub at: Instant,
     /// The starting position asked for.
     pub position: StartPosition,
+}
+
+/// The read limits and costs of the real service, for [`InMemoryKinesis::set_service_model`]:
+/// per shard, `GetRecords` calls per second, bytes per second, bytes per call, and how long a
+/// call takes. Off by default (every call answers at once, with no limit but the 10,000
+/// records a call asks for at most).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceModel {
+    /// How long every `GetRecords` call takes, whatever it returns.
+    pub call_latency: Duration,
+    /// How much longer per record returned.
+    pub record_latency: Duration,
+    /// Calls allowed per shard in any one second; more are throttled (the service: 5).
+    pub calls_per_second: u32,
+    /// Bytes of record data a shard's reads may return per second, sustained (the service:
+    /// 2 MiB). A shard may run one second of it ahead; a call that returns more than that puts
+    /// the shard in debt, and every call is throttled until the debt is paid back (the
+    /// service: a 10 MiB response makes the next 5 seconds of calls fail).
+    pub bytes_per_second: u64,
+    /// Most bytes of record data one call returns (the service: 10 MiB; at least one record).
+    pub max_bytes_per_call: u64,
+}
+
+impl ServiceModel {
+    /// The service's documented limits, with no latency.
+    pub fn service() -> Self {
+        Self {
+            call_latency: Duration::ZERO,
+            record_latency: Duration::ZERO,
+            calls_per_second: 5,
+            bytes_per_second: 2 * 1024 * 1024,
+            max_bytes_per_call: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a shard's reads took from the service, under a [`ServiceModel`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardReads {
+    /// `GetRecords` calls answered with records or none.
+    pub calls: u64,
+    /// Calls throttled by the model.
+    pub throttled: u64,
+    /// Records returned.
+    pub records: u64,
+    /// Bytes of record data returned.
+    pub bytes: u64,
+}
+
+/// A shard's read budget under a [`ServiceModel`].
+#[derive(Debug, Default)]
+struct ReadBudget {
+    /// Answered calls of the last second.
+    recent: VecDeque<Instant>,
+    /// Bytes that may still be returned (negative: a debt); `None` before the first call.
+    available: Option<(f64, Instant)>,
+    reads: ShardReads,
+}
+
+impl ReadBudget {
+    /// Whether a call now is throttled; otherwise it is counted.
+    fn admit(&mut self, model: &ServiceModel, now: Instant) -> bool {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            self.recent.pop_front();
+        }
+        let rate = model.bytes_per_second as f64;
+        let (available, at) = self.available.unwrap_or((rate, now));
+        let available = (available + rate * now.duration_since(at).as_secs_f64()).min(rate);
+        self.available = Some((available, now));
+        if self.recent.len() >= model.calls_per_second as usize || available < 0.0 {
+            self.reads.throttled += 1;
+            return false;
+        }
+        self.recent.push_back(now);
+        true
+    }
+
+    /// A call returned `records` records of `bytes` bytes.
+    fn spend(&mut self, records: usize, bytes: u64, now: Instant) {
+        let (available, _) = self.available.unwrap_or((0.0, now));
+        self.available = Some((available - bytes as f64, now));
+        self.reads.calls += 1;
+        self.reads.records += records as u64;
+        self.reads.bytes += bytes;
+    }
 }
 
 /// An in-memory Kinesis with the behaviour the readers depend on.
@@ -249,6 +341,8 @@ impl InMemoryKinesis {
                 next_subscription: 0,
                 dropped_subscriptions: HashSet::new(),
                 subscribe_calls: HashMap::new(),
+                service_model: None,
+                read_budgets: HashMap::new(),
             })),
             iterator_ttl,
             page_size: page_size.max(1),
@@ -276,6 +370,149 @@ impl InMemoryKinesis {
     /// deregistration (1 s by default; the service takes several seconds).
     pub fn set_consumer_transition(&self, transition: Duration) {
         self.lock().consumer_transition = transition;
+    }
+
+    /// Makes `GetRecords` keep the service's per-shard limits and take its time, as `model`
+    /// says (`None`: no limits, no latency).
+    pub fn set_service_model(&self, model: Option<ServiceModel>) {
+        self.lock().service_model = model;
+    }
+
+    /// What the reads of `shard_id` took under the service model.
+    pub fn shard_reads(&self, shard_id: &str) -> ShardReads {
+        self.lock()
+            .read_budgets
+            .get(shard_id)
+            .map(|b| b.reads.clone())
+            .unwrap_or_default()
+    }
+
+    /// A `GetRecords` answer, and how long the service model makes it take.
+    fn answer_get_records(
+        &self,
+        iterator: &str,
+        limit: u32,
+    ) -> Result<(GetRecordsOutput, Duration), KinesisError> {
+        let mut state = self.lock();
+        let id: u64 = iterator
+            .strip_prefix("it-")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                KinesisError::new(KinesisErrorKind::InvalidArgument, UNKNOWN_ITERATOR)
+            })?;
+        let it = state.iterators.get(&id).cloned().ok_or_else(|| {
+            KinesisError::new(KinesisErrorKind::InvalidArgument, UNKNOWN_ITERATOR)
+        })?;
+        state
+            .get_records_calls
+            .entry(it.shard_id.clone())
+            .or_default()
+            .push(Instant::now());
+
+        if let Some(position) = state.faults.iter().position(|f| match f {
+            Fault::ThrottleGetRecords { shard_id, .. } => {
+                shard_id.as_ref().is_none_or(|s| *s == it.shard_id)
+            }
+            Fault::ServiceErrors { .. } => true,
+            Fault::ExpireIterators
+            | Fault::ExpireNextTokens { .. }
+            | Fault::DropSubscriptions { .. }
+            | Fault::FailSubscribe { .. } => false,
+        }) {
+            let (kind, exhausted) = match &mut state.faults[position] {
+                Fault::ThrottleGetRecords { times, .. } => {
+                    *times = times.saturating_sub(1);
+                    (KinesisErrorKind::Throttled, *times == 0)
+                }
+                Fault::ServiceErrors { times } => {
+                    *times = times.saturating_sub(1);
+                    (KinesisErrorKind::Unavailable, *times == 0)
+                }
+                Fault::ExpireIterators
+                | Fault::ExpireNextTokens { .. }
+                | Fault::DropSubscriptions { .. }
+                | Fault::FailSubscribe { .. } => (KinesisErrorKind::Other, true),
+            };
+            if exhausted {
+                state.faults.remove(position);
+            }
+            return Err(KinesisError::new(kind, "injected fault"));
+        }
+        if id < state.expired_before || Instant::now() - it.issued > self.iterator_ttl {
+            return Err(KinesisError::new(
+                KinesisErrorKind::ExpiredIterator,
+                "iterator expired",
+            ));
+        }
+
+        let model = state.service_model.clone();
+        if let Some(model) = &model
+            && !state
+                .read_budgets
+                .entry(it.shard_id.clone())
+                .or_default()
+                .admit(model, Instant::now())
+        {
+            return Err(KinesisError::new(
+                KinesisErrorKind::Throttled,
+                "rate exceeded for the shard (service model)",
+            ));
+        }
+        let now = state.now();
+        let (_, s) = state.stream(&StreamId::Name(it.stream.clone()))?;
+        let shard = s.live_shard(&it.shard_id, now)?;
+        let limit = usize::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
+        let mut end = (it.index + limit).min(shard.records.len());
+        let mut bytes = 0u64;
+        if let Some(model) = &model {
+            let start = it.index.min(end);
+            let mut taken = start;
+            for record in &shard.records[start..end] {
+                let size = record.data.len() as u64;
+                if taken > start && bytes + size > model.max_bytes_per_call {
+                    break;
+                }
+                bytes += size;
+                taken += 1;
+            }
+            end = taken;
+        }
+        let records = shard.records(it.index.min(end)..end);
+        let millis_behind_latest = shard.millis_behind(end);
+        let at_end = end == shard.records.len() && shard.ending_sequence.is_some();
+        let child_shards = at_end.then(|| s.children_of(shard));
+        let next_iterator = if at_end {
+            None
+        } else {
+            let next_id = state.next_iterator;
+            state.next_iterator += 1;
+            let next = IteratorState {
+                index: end,
+                issued: Instant::now(),
+                ..it.clone()
+            };
+            state.iterators.insert(next_id, next);
+            Some(format!("it-{next_id}"))
+        };
+        let mut latency = Duration::ZERO;
+        if let Some(model) = &model {
+            state
+                .read_budgets
+                .entry(it.shard_id.clone())
+                .or_default()
+                .spend(records.len(), bytes, Instant::now());
+            let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
+            latency = model.call_latency + model.record_latency * count;
+        }
+        Ok((
+            GetRecordsOutput {
+                records,
+                next_iterator,
+                millis_behind_latest: Some(millis_behind_latest),
+                child_shards,
+            },
+            latency,
+        ))
     }
 
     /// Every `SubscribeToShard` call on `shard_id`, refused ones included.
@@ -815,86 +1052,11 @@ impl KinesisApi for InMemoryKinesis {
         iterator: &str,
         limit: u32,
     ) -> Result<GetRecordsOutput, KinesisError> {
-        let mut state = self.lock();
-        let id: u64 = iterator
-            .strip_prefix("it-")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| {
-                KinesisError::new(KinesisErrorKind::InvalidArgument, UNKNOWN_ITERATOR)
-            })?;
-        let it = state.iterators.get(&id).cloned().ok_or_else(|| {
-            KinesisError::new(KinesisErrorKind::InvalidArgument, UNKNOWN_ITERATOR)
-        })?;
-        state
-            .get_records_calls
-            .entry(it.shard_id.clone())
-            .or_default()
-            .push(Instant::now());
-
-        if let Some(position) = state.faults.iter().position(|f| match f {
-            Fault::ThrottleGetRecords { shard_id, .. } => {
-                shard_id.as_ref().is_none_or(|s| *s == it.shard_id)
-            }
-            Fault::ServiceErrors { .. } => true,
-            Fault::ExpireIterators
-            | Fault::ExpireNextTokens { .. }
-            | Fault::DropSubscriptions { .. }
-            | Fault::FailSubscribe { .. } => false,
-        }) {
-            let (kind, exhausted) = match &mut state.faults[position] {
-                Fault::ThrottleGetRecords { times, .. } => {
-                    *times = times.saturating_sub(1);
-                    (KinesisErrorKind::Throttled, *times == 0)
-                }
-                Fault::ServiceErrors { times } => {
-                    *times = times.saturating_sub(1);
-                    (KinesisErrorKind::Unavailable, *times == 0)
-                }
-                Fault::ExpireIterators
-                | Fault::ExpireNextTokens { .. }
-                | Fault::DropSubscriptions { .. }
-                | Fault::FailSubscribe { .. } => (KinesisErrorKind::Other, true),
-            };
-            if exhausted {
-                state.faults.remove(position);
-            }
-            return Err(KinesisError::new(kind, "injected fault"));
+        let (output, latency) = self.answer_get_records(iterator, limit)?;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
         }
-        if id < state.expired_before || Instant::now() - it.issued > self.iterator_ttl {
-            return Err(KinesisError::new(
-                KinesisErrorKind::ExpiredIterator,
-                "iterator expired",
-            ));
-        }
-
-        let now = state.now();
-        let (_, s) = state.stream(&StreamId::Name(it.stream.clone()))?;
-        let shard = s.live_shard(&it.shard_id, now)?;
-        let limit = usize::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
-        let end = (it.index + limit).min(shard.records.len());
-        let records = shard.records(it.index.min(end)..end);
-        let millis_behind_latest = shard.millis_behind(end);
-        let at_end = end == shard.records.len() && shard.ending_sequence.is_some();
-        let child_shards = at_end.then(|| s.children_of(shard));
-        let next_iterator = if at_end {
-            None
-        } else {
-            let next_id = state.next_iterator;
-            state.next_iterator += 1;
-            let next = IteratorState {
-                index: end,
-                issued: Instant::now(),
-                ..it
-            };
-            state.iterators.insert(next_id, next);
-            Some(format!("it-{next_id}"))
-        };
-        Ok(GetRecordsOutput {
-            records,
-            next_iterator,
-            millis_behind_latest: Some(millis_behind_latest),
-            child_shards,
-        })
+        Ok(output)
     }
     async fn describe_stream_summary(
         &self,
