@@ -11,6 +11,8 @@
 //!
 //! `cargo bench -p shardwise --features testkit --bench catch_up`
 
+#![allow(clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

@@ -29,7 +29,9 @@ pub struct PollingConfig {
     /// asks for at most 1,000. Memory per shard so follows bytes instead of record count
     /// (10,000 records of 1 KB would take about 30 MB); it is a target, not a hard bound, since
     /// the records to come may be larger than the ones seen (the service caps a response at
-    /// 10 MiB).
+    /// 10 MiB). Records smaller than about 120 B may take more: a call always asks for enough
+    /// to use the shard's byte budget at the call rate (about 420 KB of data at the defaults),
+    /// up to 10,000 records, at most about 5.4 MB for the smallest records.
     pub max_response_memory: usize,
     /// Pause after a call that returned no records (the shard is caught up).
     pub idle_time_between_reads: Duration,
@@ -232,7 +234,7 @@ impl Fetcher {
 
             let limit = u32::try_from(room)
                 .unwrap_or(u32::MAX)
-                .min(self.records_per_call(bytes_per_record))
+                .min(records_per_call(&self.config, bytes_per_record))
                 .max(1);
             let called = Instant::now();
             let result = self.api.get_records(&self.stream, &current, limit).await;
@@ -289,20 +291,6 @@ impl Fetcher {
         }
     }
 
-    /// How many records to ask for: `max_records`, lowered to what fits in
-    /// `max_response_memory` at the last response's largest record size (at most [`FIRST_CALL_RECORDS`]
-    /// before any is known).
-    fn records_per_call(&self, bytes_per_record: Option<f64>) -> u32 {
-        let max = self.config.max_records;
-        let Some(size) = bytes_per_record else {
-            return max.min(FIRST_CALL_RECORDS);
-        };
-        let footprint = 3.0 * size + RECORD_OVERHEAD;
-        // Saturating float-to-int conversion; at least one record.
-        let fits = (self.config.max_response_memory as f64 / footprint) as u32;
-        fits.min(max).max(1)
-    }
-
     /// When to call next after `batch`: the per-shard call rate, the idle pause when caught up,
     /// and the byte budget after a large response.
     fn pause_after(&self, batch: &Batch) -> Duration {
@@ -336,9 +324,45 @@ impl Fetcher {
     }
 }
 
+/// How many records to ask for: `max_records`, lowered to what fits in
+/// `max_response_memory` at the last response's largest record size, but never below what
+/// one call needs to use the shard's byte budget at the call rate (`max_bytes_per_second`
+/// times `min_time_between_reads`: with small records, the memory target alone would leave
+/// a tenth of the 2 MiB/s unused). At most [`FIRST_CALL_RECORDS`] before any size is known.
+fn records_per_call(config: &PollingConfig, bytes_per_record: Option<f64>) -> u32 {
+    let max = config.max_records;
+    let Some(size) = bytes_per_record else {
+        return max.min(FIRST_CALL_RECORDS);
+    };
+    let footprint = 3.0 * size + RECORD_OVERHEAD;
+    let fits = config.max_response_memory as f64 / footprint;
+    let fills = config.max_bytes_per_second as f64 * config.min_time_between_reads.as_secs_f64()
+        / size.max(1.0);
+    // Saturating float-to-int conversion; at least one record.
+    (fits.max(fills) as u32).min(max).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Small records: a call asks for enough to use the shard's 2 MiB/s at 5 calls a second
+    /// (the 3 MiB memory target alone allowed 3,874 records of 100 B, 90% of it); large ones:
+    /// what fits in the memory target.
+    #[test]
+    fn calls_are_sized_to_the_byte_budget_and_the_memory_target() {
+        let config = PollingConfig::default();
+        assert_eq!(records_per_call(&config, None), 1_000);
+        let small = records_per_call(&config, Some(100.0));
+        assert_eq!(
+            small,
+            2 * 1024 * 1024 / 5 / 100,
+            "a fifth of 2 MiB in records of 100 B"
+        );
+        assert_eq!(records_per_call(&config, Some(1.0)), 10_000);
+        assert_eq!(records_per_call(&config, Some(1_000.0)), 895);
+        assert_eq!(records_per_call(&config, Some(5_000_000.0)), 1);
+    }
 
     #[test]
     fn config_validation() {

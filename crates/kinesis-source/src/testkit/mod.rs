@@ -217,12 +217,12 @@ pub struct ServiceModel {
     pub record_latency: Duration,
     /// Calls allowed per shard in any one second; more are throttled (the service: 5).
     pub calls_per_second: u32,
-    /// Bytes of record data a shard's reads may return per second, sustained (the service:
-    /// 2 MiB). A shard may run one second of it ahead; a call that returns more than that puts
+    /// Bytes of records (data and partition keys) a shard's reads may return per second,
+    /// sustained (the service: 2 MiB). A shard may run one second of it ahead; a call that returns more than that puts
     /// the shard in debt, and every call is throttled until the debt is paid back (the
     /// service: a 10 MiB response makes the next 5 seconds of calls fail).
     pub bytes_per_second: u64,
-    /// Most bytes of record data one call returns (the service: 10 MiB; at least one record).
+    /// Most bytes of records one call returns (the service: 10 MiB; at least one record).
     pub max_bytes_per_call: u64,
 }
 
@@ -248,7 +248,7 @@ pub struct ShardReads {
     pub throttled: u64,
     /// Records returned.
     pub records: u64,
-    /// Bytes of record data returned.
+    /// Bytes of records (data and partition keys) returned.
     pub bytes: u64,
 }
 
@@ -468,7 +468,8 @@ impl InMemoryKinesis {
             let start = it.index.min(end);
             let mut taken = start;
             for record in &shard.records[start..end] {
-                let size = record.data.len() as u64;
+                // A record's size, as the service counts it: its data and partition key.
+                let size = (record.data.len() + record.partition_key.len()) as u64;
                 if taken > start && bytes + size > model.max_bytes_per_call {
                     break;
                 }
