@@ -549,23 +549,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_call_cut_off_delivers_nothing() {
         let store = Arc::new(MemoryLeaseStore::new());
-        let key = LeaseKey::new("shardId-0").unwrap();
-        let me = WorkerId::new("w").unwrap();
-        let lease = Lease::new(key.clone(), Checkpoint::TrimHorizon);
-        assert!(store.create_if_absent(&lease).await.unwrap().is_won());
-        let taken = store.take(&key, 0, &me).await.unwrap().won().unwrap();
-        let grant = Arc::new(Grant::new(&taken, ShardId::new("shardId-0").unwrap()));
-        let names = shardwise_metrics::MetricNames::new("test").unwrap();
-        let metrics = shardwise_metrics::ShardMetrics::register(
-            &names,
-            shardwise_metrics::MetricsLevel::default(),
-            "s",
-            "shardId-0",
-            "w",
-        );
-        let checkpointer = Checkpointer::new(store.clone(), me, grant, metrics);
-        let last = ExtendedSequenceNumber::new(SequenceNumber::new("42").unwrap(), 0);
-        let call = checkpointer.delivering(last, std::future::pending::<()>(), |_| true);
+        let (key, _, checkpointer) = held(&store).await;
+        let call = checkpointer.delivering(last(), std::future::pending::<()>(), |_| true);
         assert!(
             tokio::time::timeout(std::time::Duration::from_secs(1), call)
                 .await
@@ -580,8 +565,13 @@ mod tests {
         );
     }
 
-    /// A lease taken at counter 1 by `w`, a checkpointer on it, and the batch `42` delivered.
-    async fn delivered(store: &Arc<MemoryLeaseStore>) -> (LeaseKey, Arc<Grant>, Checkpointer) {
+    /// The last record of the batch the tests deliver.
+    fn last() -> ExtendedSequenceNumber {
+        ExtendedSequenceNumber::new(SequenceNumber::new("42").unwrap(), 0)
+    }
+
+    /// A lease taken at counter 1 by `w`, and a checkpointer on it.
+    async fn held(store: &Arc<MemoryLeaseStore>) -> (LeaseKey, Arc<Grant>, Checkpointer) {
         let key = LeaseKey::new("shardId-0").unwrap();
         let me = WorkerId::new("w").unwrap();
         let lease = Lease::new(key.clone(), Checkpoint::TrimHorizon);
@@ -597,8 +587,13 @@ mod tests {
             "w",
         );
         let checkpointer = Checkpointer::new(store.clone(), me, grant.clone(), metrics);
-        let last = ExtendedSequenceNumber::new(SequenceNumber::new("42").unwrap(), 0);
-        checkpointer.delivering(last, async {}, |_| true).await;
+        (key, grant, checkpointer)
+    }
+
+    /// [`held`], with the batch ending at [`last`] delivered.
+    async fn delivered(store: &Arc<MemoryLeaseStore>) -> (LeaseKey, Arc<Grant>, Checkpointer) {
+        let (key, grant, checkpointer) = held(store).await;
+        checkpointer.delivering(last(), async {}, |_| true).await;
         (key, grant, checkpointer)
     }
 
@@ -709,27 +704,12 @@ mod tests {
     #[tokio::test]
     async fn a_checkpoint_racing_a_handoff_request_is_written() {
         let store = Arc::new(MemoryLeaseStore::new());
-        let key = LeaseKey::new("shardId-0").unwrap();
+        let (key, grant, checkpointer) = delivered(&store).await;
         let me = WorkerId::new("w").unwrap();
-        let lease = Lease::new(key.clone(), Checkpoint::TrimHorizon);
-        assert!(store.create_if_absent(&lease).await.unwrap().is_won());
-        let taken = store.take(&key, 0, &me).await.unwrap().won().unwrap();
-        let grant = Arc::new(Grant::new(&taken, ShardId::new("shardId-0").unwrap()));
-        let names = shardwise_metrics::MetricNames::new("test").unwrap();
-        let metrics = shardwise_metrics::ShardMetrics::register(
-            &names,
-            shardwise_metrics::MetricsLevel::default(),
-            "s",
-            "shardId-0",
-            "w",
-        );
-        let checkpointer = Checkpointer::new(store.clone(), me.clone(), grant.clone(), metrics);
-        let last = ExtendedSequenceNumber::new(SequenceNumber::new("42").unwrap(), 0);
-        checkpointer.delivering(last, async {}, |_| true).await;
         let thief = WorkerId::new("thief").unwrap();
         assert!(
             store
-                .request_handoff(&key, taken.counter, &me, &thief)
+                .request_handoff(&key, 1, &me, &thief)
                 .await
                 .unwrap()
                 .is_won()

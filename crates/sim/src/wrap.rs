@@ -340,55 +340,36 @@ impl TransactionalStore for SimStore {
                 "simulated: the connection broke before the transaction committed",
             )));
         }
-        let mut writes = Some(writes);
-        for _ in 0..2 {
-            let key = fence.key().clone();
-            let expected = fence.counter();
-            let before = self.before(&key).await;
-            let outcome = self.inner.update_checkpoint_with(
-                &key,
-                fence.worker(),
-                expected,
-                fence.update(),
-                || {
-                    if let Some(writes) = writes.take() {
-                        writes();
-                    }
-                },
-            );
-            match outcome.map_err(CommitError::NotApplied)? {
-                Race::Won(lease) => {
-                    self.wrote(
-                        Write::Checkpoint,
-                        &key,
-                        Some(expected),
-                        before.as_ref(),
-                        Some(&lease),
-                    );
-                    if ambiguous {
-                        self.log
-                            .push(Event::Note(format!("{} commit answer lost", self.worker)));
-                        return Err(CommitError::Unknown(StoreError::unavailable(
-                            "simulated: the transaction committed but the answer was lost",
-                        )));
-                    }
-                    return Ok(lease.counter);
+        // The memory store's own transactional commit; nothing else runs while it does (it
+        // never yields), so the lease read before is the one its winning attempt saw.
+        let key = fence.key().clone();
+        let before = self.before(&key).await;
+        match self.inner.commit_fenced(writes, fence).await {
+            Ok(counter) => {
+                let after = self.before(&key).await;
+                let expected = Some(fence.counter());
+                self.wrote(
+                    Write::Checkpoint,
+                    &key,
+                    expected,
+                    before.as_ref(),
+                    after.as_ref(),
+                );
+                if ambiguous {
+                    self.log
+                        .push(Event::Note(format!("{} commit answer lost", self.worker)));
+                    return Err(CommitError::Unknown(StoreError::unavailable(
+                        "simulated: the transaction committed but the answer was lost",
+                    )));
                 }
-                Race::Lost => {
-                    let stored = self
-                        .inner
-                        .get(&key)
-                        .await
-                        .map_err(CommitError::NotApplied)?;
-                    if let Err(e) = fence.after_miss(stored) {
-                        self.log
-                            .push(Event::Note(format!("{} commit fenced off", self.worker)));
-                        return Err(e);
-                    }
-                }
+                Ok(counter)
+            }
+            Err(e) => {
+                self.log
+                    .push(Event::Note(format!("{} commit fenced off", self.worker)));
+                Err(e)
             }
         }
-        Err(CommitError::LeaseLost)
     }
 }
 
