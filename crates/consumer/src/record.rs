@@ -86,7 +86,10 @@ pub struct RecordBatch {
     pub stream: Option<shardwise_lease_core::StreamIdentifier>,
     /// The shard the records come from.
     pub shard_id: ShardId,
-    /// The user records, in order; never empty.
+    /// The user records, in order; never empty. A processor that falls behind gets what was
+    /// fetched while it worked in one batch (the responses joined, up to
+    /// `PollingConfig::max_records` Kinesis records, or 10,000 with fan-out), so that its time
+    /// per batch (a bulk write, a checkpoint) is spent once for all of them.
     pub records: Records,
     /// How far behind the newest record of the shard this batch is, in milliseconds.
     pub millis_behind_latest: Option<i64>,

@@ -25,8 +25,6 @@ impl Batch {
         self.records.last().map(|r| r.sequence_number.as_str())
     }
 
-    /// The bytes the batch holds (data and partition keys), as counted against the prefetch
-    /// bound.
     /// The largest record's bytes (data and partition key), if the batch has records.
     pub(crate) fn largest_record(&self) -> Option<usize> {
         self.records
@@ -35,6 +33,8 @@ impl Batch {
             .max()
     }
 
+    /// The bytes the batch holds (data and partition keys), as counted against the prefetch
+    /// bound.
     pub(crate) fn bytes(&self) -> usize {
         self.records
             .iter()

@@ -17,6 +17,11 @@ use crate::prefetch::{self, PrefetchLimits, PrefetchReceiver, PrefetchSender};
 use crate::restart::Restart;
 use crate::stats::ReaderStats;
 
+/// Most records in one batch handed to the processor when events queued up while it worked
+/// are joined: the most one `GetRecords` call returns, so that a processor sees batches no
+/// larger with either way of reading.
+const JOINED_RECORDS: usize = 10_000;
+
 /// The service accepts one `SubscribeToShard` call per second per consumer and shard.
 const MIN_TIME_BETWEEN_SUBSCRIBES: Duration = Duration::from_secs(1);
 
@@ -148,6 +153,7 @@ impl FanOutReader {
                 records: config.prefetch_records,
                 bytes: config.prefetch_bytes,
                 batches: config.prefetch_batches,
+                joined_records: JOINED_RECORDS,
             },
             memory,
         );

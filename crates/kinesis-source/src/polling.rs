@@ -19,27 +19,25 @@ use crate::stats::ReaderStats;
 /// Settings of the polling reader. The defaults follow the KCL's and the service's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollingConfig {
-    /// Most records asked for per `GetRecords` call (service maximum 10,000). The reader asks
-    /// for fewer when a response would take more than `max_response_memory`.
+    /// Most records asked for per `GetRecords` call (service maximum 10,000), and most records
+    /// in one batch handed to the processor. Calls are sized below it from the shard's byte
+    /// budget (see [`max_bytes_per_second`](Self::max_bytes_per_second)) and the worker's
+    /// memory budget; batches that queued up while the processor worked are handed over
+    /// joined, up to this many records.
     pub max_records: u32,
-    /// About how much memory one response should take while it is received and parsed. The
-    /// reader estimates a record's footprint from the largest record (data and partition key)
-    /// of the previous response: 3 bytes per byte (the base64 text, its buffer and the decoded
-    /// data) plus 512 bytes of structures. It asks for no more records than fit; the first call
-    /// asks for at most 1,000. Memory per shard so follows bytes instead of record count
-    /// (10,000 records of 1 KB would take about 30 MB); it is a target, not a hard bound, since
-    /// the records to come may be larger than the ones seen (the service caps a response at
-    /// 10 MiB). Records smaller than about 120 B may take more: a call always asks for enough
-    /// to use the shard's byte budget at the call rate (about 420 KB of data at the defaults),
-    /// up to 10,000 records, at most about 5.4 MB for the smallest records.
-    pub max_response_memory: usize,
     /// Pause after a call that returned no records (the shard is caught up).
     pub idle_time_between_reads: Duration,
     /// Shortest time between two calls on one shard. The service allows 5 calls per second per
     /// shard, shared by every consumer of the shard: 200 ms is the floor.
     pub min_time_between_reads: Duration,
-    /// The shard's read budget in bytes per second (the service allows 2 MiB/s per shard): after
-    /// a large response the reader waits as long as the service needs to refill it.
+    /// The shard's read budget in bytes per second (the service allows 2 MiB/s per shard).
+    /// Each call asks for as many records as this budget allows over one
+    /// `min_time_between_reads` (about 420 KB at the defaults), judged by the average record
+    /// of the previous response, up to `max_records`; after a larger response the reader waits
+    /// as long as the service needs to refill the budget. A reader so keeps a backlogged shard
+    /// at its limit with the smallest calls that do, and raising `min_time_between_reads`
+    /// (to leave calls to another application reading the same shard) makes calls larger
+    /// instead of slower.
     pub max_bytes_per_second: u64,
     /// Most records fetched ahead of the processor.
     pub prefetch_records: usize,
@@ -57,7 +55,6 @@ impl Default for PollingConfig {
     fn default() -> Self {
         Self {
             max_records: 10_000,
-            max_response_memory: 3 * 1024 * 1024,
             idle_time_between_reads: Duration::from_millis(1_000),
             min_time_between_reads: Duration::from_millis(200),
             max_bytes_per_second: 2 * 1024 * 1024,
@@ -88,9 +85,6 @@ impl PollingConfig {
         if self.prefetch_records == 0 || self.prefetch_bytes == 0 || self.prefetch_batches == 0 {
             return Err("prefetch limits must be above zero".into());
         }
-        if self.max_response_memory == 0 {
-            return Err("max_response_memory must be above zero".into());
-        }
         if self.max_bytes_per_second == 0 {
             return Err("max_bytes_per_second must be above zero".into());
         }
@@ -102,12 +96,16 @@ impl PollingConfig {
 }
 
 /// Most records the first `GetRecords` call of a reader asks for, before any record size is
-/// known (see [`PollingConfig::max_records`]).
-const FIRST_CALL_RECORDS: u32 = 1_000;
+/// known: few enough that records of up to about 20 KB stay within the shard's one second of
+/// burst.
+const FIRST_CALL_RECORDS: u32 = 100;
 
-/// The estimated memory a record takes in a response beyond its bytes (the SDK's structures and
-/// ours), for [`PollingConfig::max_response_memory`].
-const RECORD_OVERHEAD: f64 = 512.0;
+/// The largest record Kinesis accepts (data and partition key): what each record of the first
+/// call is counted at.
+const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// The largest response the service returns: the most any call reserves.
+const MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
 
 /// Reads one shard by polling, ahead of the processor within the prefetch bounds.
 ///
@@ -124,8 +122,12 @@ pub struct PollingReader {
 
 impl PollingReader {
     /// Starts reading `shard_id` of `stream` from `position`, within `memory` (shared by the
-    /// worker's readers): each call reserves `max_response_memory` of it while in flight, and a
-    /// response's data stays counted until the processor takes it.
+    /// worker's readers): each call reserves what its response may hold (the records it asks for
+    /// at the largest record size of the previous response), and asks for no more than its
+    /// share of the budget holds (the budget divided by the readers sharing it); a response's
+    /// data stays counted until the processor takes it. Before any record size is known, records
+    /// are counted at 1 MiB, the largest Kinesis allows, and the first call asks for at most
+    /// 100.
     pub fn start(
         api: Arc<dyn KinesisApi>,
         stream: StreamId,
@@ -140,6 +142,7 @@ impl PollingReader {
                 records: config.prefetch_records,
                 bytes: config.prefetch_bytes,
                 batches: config.prefetch_batches,
+                joined_records: config.max_records as usize,
             },
             memory,
         );
@@ -199,14 +202,15 @@ impl Fetcher {
     async fn run(mut self) {
         let mut iterator: Option<String> = None;
         let mut next_call = Instant::now();
-        // The largest record of the last response with records.
-        let mut bytes_per_record: Option<f64> = None;
+        // The record sizes of the last response with records.
+        let mut sizes: Option<RecordSizes> = None;
         loop {
             // Waits while the prefetch queue is full; woken when the processor takes a batch.
             let room = self.tx.room().await;
             tokio::time::sleep_until(next_call).await;
+            let call = CallSize::new(&self.config, sizes, self.tx.memory_share(), room);
             // Only now, so that a reader pausing between calls holds none of the budget.
-            let memory = self.tx.reserve(self.config.max_response_memory).await;
+            let memory = self.tx.reserve(call.reserve).await;
             let started = Instant::now();
 
             let current = match iterator.take() {
@@ -232,12 +236,11 @@ impl Fetcher {
                 }
             };
 
-            let limit = u32::try_from(room)
-                .unwrap_or(u32::MAX)
-                .min(records_per_call(&self.config, bytes_per_record))
-                .max(1);
             let called = Instant::now();
-            let result = self.api.get_records(&self.stream, &current, limit).await;
+            let result = self
+                .api
+                .get_records(&self.stream, &current, call.records)
+                .await;
             match &result {
                 Ok(_) => self.stats.success(called.elapsed()),
                 Err(e) if e.kind() == KinesisErrorKind::ExpiredIterator => {
@@ -260,7 +263,7 @@ impl Fetcher {
                     };
                     if let Some(seq) = batch.resume_after() {
                         self.restart.read_through(seq.to_owned());
-                        bytes_per_record = batch.largest_record().map(|n| n as f64);
+                        sizes = RecordSizes::of(&batch);
                     }
                     iterator = out.next_iterator;
                     next_call = started + self.pause_after(&batch);
@@ -324,44 +327,170 @@ impl Fetcher {
     }
 }
 
-/// How many records to ask for: `max_records`, lowered to what fits in
-/// `max_response_memory` at the last response's largest record size, but never below what
-/// one call needs to use the shard's byte budget at the call rate (`max_bytes_per_second`
-/// times `min_time_between_reads`: with small records, the memory target alone would leave
-/// a tenth of the 2 MiB/s unused). At most [`FIRST_CALL_RECORDS`] before any size is known.
-fn records_per_call(config: &PollingConfig, bytes_per_record: Option<f64>) -> u32 {
-    let max = config.max_records;
-    let Some(size) = bytes_per_record else {
-        return max.min(FIRST_CALL_RECORDS);
-    };
-    let footprint = 3.0 * size + RECORD_OVERHEAD;
-    let fits = config.max_response_memory as f64 / footprint;
-    let fills = config.max_bytes_per_second as f64 * config.min_time_between_reads.as_secs_f64()
-        / size.max(1.0);
-    // Saturating float-to-int conversion; at least one record.
-    (fits.max(fills) as u32).min(max).max(1)
+/// The sizes of a response's records (data and partition key), in bytes.
+#[derive(Debug, Clone, Copy)]
+struct RecordSizes {
+    average: f64,
+    largest: usize,
+}
+
+impl RecordSizes {
+    /// `None` for a batch without records.
+    fn of(batch: &Batch) -> Option<Self> {
+        let largest = batch.largest_record()?;
+        Some(Self {
+            average: batch.bytes() as f64 / batch.records.len() as f64,
+            largest,
+        })
+    }
+}
+
+/// One `GetRecords` call: how many records to ask for, and how much of the worker's memory
+/// budget to reserve for the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CallSize {
+    records: u32,
+    reserve: usize,
+}
+
+impl CallSize {
+    /// As many records as the shard's byte budget allows over one call interval
+    /// (`max_bytes_per_second` times `min_time_between_reads`, at the average record of the
+    /// last response), within `max_records`, the prefetch queue's `room`, and the reader's
+    /// `share` of the worker's memory budget at the largest record. Before any record was seen,
+    /// the same bounds at the largest record Kinesis allows, and at most [`FIRST_CALL_RECORDS`]:
+    /// a first response stays within the share whatever its records, but for a share below
+    /// 1 MiB, where the one record asked for may go over it.
+    fn new(config: &PollingConfig, sizes: Option<RecordSizes>, share: usize, room: usize) -> Self {
+        let most = config
+            .max_records
+            .min(u32::try_from(room).unwrap_or(u32::MAX))
+            .max(1);
+        let Some(sizes) = sizes else {
+            let fits = u32::try_from(share / MAX_RECORD_BYTES).unwrap_or(u32::MAX);
+            let records = most.min(FIRST_CALL_RECORDS).min(fits).max(1);
+            return Self {
+                records,
+                reserve: (records as usize)
+                    .saturating_mul(MAX_RECORD_BYTES)
+                    .min(MAX_RESPONSE_BYTES)
+                    .min(share),
+            };
+        };
+        let fills = config.max_bytes_per_second as f64
+            * config.min_time_between_reads.as_secs_f64()
+            / sizes.average.max(1.0);
+        let fits = share as f64 / sizes.largest.max(1) as f64;
+        // Rounded up: the pause after a response refills the byte budget exactly, while one
+        // record short in every call would leave 4% of the limit unused with records of 25 KB.
+        // Saturating float-to-int conversions; at least one record.
+        let records = (fills.ceil().min(fits.floor()) as u32).min(most).max(1);
+        Self {
+            records,
+            reserve: (records as usize)
+                .saturating_mul(sizes.largest)
+                .min(MAX_RESPONSE_BYTES),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Small records: a call asks for enough to use the shard's 2 MiB/s at 5 calls a second
-    /// (the 3 MiB memory target alone allowed 3,874 records of 100 B, 90% of it); large ones:
-    /// what fits in the memory target.
+    fn sizes(average: f64, largest: usize) -> Option<RecordSizes> {
+        Some(RecordSizes { average, largest })
+    }
+
+    /// A call asks for what the shard's 2 MiB/s allows over 200 ms, by the average record; it
+    /// reserves that many of the largest record; before any size is known, 100 records and the
+    /// service's largest response.
     #[test]
-    fn calls_are_sized_to_the_byte_budget_and_the_memory_target() {
+    fn a_call_takes_one_interval_of_the_byte_budget() {
         let config = PollingConfig::default();
-        assert_eq!(records_per_call(&config, None), 1_000);
-        let small = records_per_call(&config, Some(100.0));
+        let unlimited = usize::MAX;
+        let room = 30_000;
         assert_eq!(
-            small,
-            2 * 1024 * 1024 / 5 / 100,
-            "a fifth of 2 MiB in records of 100 B"
+            CallSize::new(&config, None, unlimited, room),
+            CallSize {
+                records: 100,
+                reserve: 10 * 1024 * 1024
+            }
         );
-        assert_eq!(records_per_call(&config, Some(1.0)), 10_000);
-        assert_eq!(records_per_call(&config, Some(1_000.0)), 895);
-        assert_eq!(records_per_call(&config, Some(5_000_000.0)), 1);
+        assert_eq!(
+            CallSize::new(&config, sizes(100.0, 100), unlimited, room),
+            CallSize {
+                records: 4_195,
+                reserve: 419_500
+            },
+            "419,430 B in records of 100 B, rounded up"
+        );
+        let mixed = CallSize::new(&config, sizes(1_000.0, 10_000), unlimited, room);
+        assert_eq!(mixed.records, 420, "by the average record");
+        assert_eq!(
+            mixed.reserve,
+            mixed.records as usize * 10_000,
+            "by the largest"
+        );
+        assert_eq!(
+            CallSize::new(&config, sizes(1.0, 1), unlimited, room).records,
+            10_000,
+            "at most max_records"
+        );
+        assert_eq!(
+            CallSize::new(&config, sizes(1.0, 1), unlimited, 7).records,
+            7,
+            "at most the queue's room"
+        );
+        assert_eq!(
+            CallSize::new(&config, sizes(5_000_000.0, 5_000_000), unlimited, room),
+            CallSize {
+                records: 1,
+                reserve: 5_000_000
+            },
+            "one record, however large"
+        );
+        assert_eq!(
+            CallSize::new(&config, sizes(1_000.0, 1_000_000), unlimited, room).reserve,
+            10 * 1024 * 1024,
+            "never more than the service's largest response"
+        );
+        let slower = PollingConfig {
+            min_time_between_reads: Duration::from_millis(400),
+            ..config.clone()
+        };
+        assert_eq!(
+            CallSize::new(&slower, sizes(1_000.0, 1_000), unlimited, room).records,
+            839,
+            "fewer calls, each larger: 2 MiB/s over 400 ms in records of 1,000 B"
+        );
+    }
+
+    /// A call reserves at most the reader's share of the worker's budget, so that every reader
+    /// fetches however small it is (but at least one record).
+    #[test]
+    fn a_call_takes_at_most_its_share_of_the_worker_budget() {
+        let config = PollingConfig::default();
+        let budget = 100_000;
+        let call = CallSize::new(&config, sizes(1_000.0, 1_000), budget, 30_000);
+        assert_eq!(call.records, 100);
+        assert_eq!(call.reserve, 100_000);
+        assert_eq!(
+            CallSize::new(&config, None, budget, 30_000),
+            CallSize {
+                records: 1,
+                reserve: budget
+            },
+            "before any size is known, one record, which may take 1 MiB, reserved within the share"
+        );
+        assert_eq!(
+            CallSize::new(&config, None, 10 << 20, 30_000),
+            CallSize {
+                records: 10,
+                reserve: 10 << 20
+            },
+            "ten records of up to 1 MiB in a share of 10 MiB"
+        );
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! The bounded queue between a reader's background task and the processor: at most so many
 //! batches, records and bytes fetched ahead (exceeded by at most one response), so a slow
 //! processor never makes memory grow; and within the worker's [`MemoryBudget`] shared by all
-//! its readers.
+//! its readers. A processor that falls behind gets the batches that queued up while it worked
+//! joined into one, so that its time per batch (a bulk write, a checkpoint) is spent once for
+//! all of them.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Notify, mpsc};
 
 use crate::batch::Batch;
-use crate::budget::{Held, MemoryBudget, Reservation};
+use crate::budget::{Account, Held, MemoryBudget, Reservation};
 use crate::error::KinesisError;
 
 /// How far a reader may read ahead of the processor.
@@ -17,6 +19,8 @@ pub(crate) struct PrefetchLimits {
     pub(crate) records: usize,
     pub(crate) bytes: usize,
     pub(crate) batches: usize,
+    /// Most records in one batch handed out when queued batches are joined.
+    pub(crate) joined_records: usize,
 }
 
 /// Records and bytes waiting in the queue.
@@ -82,11 +86,12 @@ pub(crate) fn channel(
         PrefetchSender {
             tx,
             budget: budget.clone(),
-            memory,
+            memory: memory.account(),
         },
         PrefetchReceiver {
             rx,
             budget,
+            held_back: None,
             finished: false,
         },
     )
@@ -100,7 +105,7 @@ type Item = Result<(Batch, Held), KinesisError>;
 pub(crate) struct PrefetchSender {
     tx: mpsc::Sender<Item>,
     budget: Arc<Budget>,
-    memory: MemoryBudget,
+    memory: Account,
 }
 
 impl PrefetchSender {
@@ -115,6 +120,11 @@ impl PrefetchSender {
             }
             notified.await;
         }
+    }
+
+    /// This reader's fair share of the shared memory budget, in bytes.
+    pub(crate) fn memory_share(&self) -> usize {
+        self.memory.share()
     }
 
     /// Waits until `bytes` fit in the shared memory budget and reserves them for a response on
@@ -150,20 +160,49 @@ impl PrefetchSender {
 pub(crate) struct PrefetchReceiver {
     rx: mpsc::Receiver<Item>,
     budget: Arc<Budget>,
+    /// An item taken from the queue that could not be joined to the batch handed out before
+    /// it: the next one handed out.
+    held_back: Option<Item>,
     finished: bool,
 }
 
 impl PrefetchReceiver {
     /// The next batch; `None` after the last batch of a closed shard, or after an error (which
-    /// is returned once, before the `None`).
+    /// is returned once, before the `None`). Batches with records that are already queued
+    /// behind it are joined to it, in order, up to `joined_records` records: a batch with
+    /// records never waits for one still being fetched.
     pub(crate) async fn next_batch(&mut self) -> Option<Result<Batch, KinesisError>> {
         if self.finished {
             return None;
         }
-        match self.rx.recv().await {
-            Some(Ok((batch, held))) => {
-                self.budget.remove(batch.records.len(), batch.bytes());
-                drop(held);
+        let item = match self.held_back.take() {
+            Some(item) => Some(item),
+            None => self.rx.recv().await,
+        };
+        match item {
+            Some(Ok((mut batch, held))) => {
+                self.take(&batch, held);
+                while !batch.records.is_empty() && !batch.is_shard_end() {
+                    match self.rx.try_recv() {
+                        Ok(Ok((next, held)))
+                            if !next.records.is_empty()
+                                && batch.records.len() + next.records.len()
+                                    <= self.budget.limits.joined_records =>
+                        {
+                            self.take(&next, held);
+                            batch.records.extend(next.records);
+                            if next.millis_behind_latest.is_some() {
+                                batch.millis_behind_latest = next.millis_behind_latest;
+                            }
+                            batch.child_shards = next.child_shards;
+                        }
+                        Ok(other) => {
+                            self.held_back = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 if batch.is_shard_end() {
                     self.finished = true;
                 }
@@ -178,6 +217,12 @@ impl PrefetchReceiver {
                 None
             }
         }
+    }
+
+    /// Counts `batch` as handed out and gives its bytes back to the shared budget.
+    fn take(&self, batch: &Batch, held: Held) {
+        self.budget.remove(batch.records.len(), batch.bytes());
+        drop(held);
     }
 
     /// Records and bytes fetched but not yet handed out.

@@ -329,7 +329,7 @@ async fn batch_sizes(r: &mut PollingReader, want: usize) -> Vec<usize> {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_response_is_sized_to_the_memory_bound() {
+async fn a_call_is_sized_to_the_shards_byte_budget() {
     let kinesis = Arc::new(InMemoryKinesis::new());
     kinesis.create_stream("s", 1);
     let mut shard = String::new();
@@ -342,22 +342,19 @@ async fn a_response_is_sized_to_the_memory_bound() {
     }
     let mut r = reader(&kinesis, &shard, config());
     let sizes = batch_sizes(&mut r, 3_000).await;
-    // First 1,000 (no size known yet), then 3 MiB / (3 × 1,004 + 512) B = 892 records a call.
-    assert_eq!(sizes[0], 1_000, "{sizes:?}");
-    assert_eq!(sizes[1], 892, "{sizes:?}");
-    assert!(sizes[1..].iter().all(|&n| n <= 892), "{sizes:?}");
+    // First 100 (no size known yet), then what 2 MiB/s allows over 200 ms: 419,430 B / 1,004 B
+    // = 417.8, rounded up to 418 records a call.
+    assert_eq!(sizes[0], 100, "{sizes:?}");
+    assert_eq!(sizes[1], 418, "{sizes:?}");
+    assert!(sizes[1..].iter().all(|&n| n <= 418), "{sizes:?}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn small_records_are_asked_for_up_to_max_records() {
     let (kinesis, shard) = busy_shard(25_000);
-    let roomy = PollingConfig {
-        max_response_memory: 64 * 1024 * 1024,
-        ..config()
-    };
-    let mut r = reader(&kinesis, &shard, roomy);
+    let mut r = reader(&kinesis, &shard, config());
     let sizes = batch_sizes(&mut r, 25_000).await;
-    assert_eq!(sizes[..3], [1_000, 10_000, 10_000], "{sizes:?}");
+    assert_eq!(sizes[..3], [100, 10_000, 10_000], "{sizes:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -405,8 +402,9 @@ async fn a_shard_aging_out_between_two_pages_shifts_nothing() {
 
 /// Twenty readers that nobody reads from: with one memory budget shared between them, what they
 /// fetch ahead stays within it (plus one reservation), however many shards; without it, each
-/// fills its own prefetch queue. Then a reader whose batches are taken goes on while the others
-/// still wait.
+/// fills its own prefetch queue. Then a reader whose batches are taken reads its whole shard
+/// while the others, their processors stuck, keep what they fetched: they cannot take the
+/// budget its batches free.
 #[tokio::test(start_paused = true)]
 async fn readers_share_one_memory_budget() {
     use shardwise_kinesis_source::MemoryBudget;
@@ -414,10 +412,12 @@ async fn readers_share_one_memory_budget() {
     const RECORD: usize = 10 * 1024;
     let kinesis = Arc::new(InMemoryKinesis::new());
     kinesis.create_stream("s", SHARDS);
-    for i in 0..2_000 {
-        kinesis
+    let mut per_shard = std::collections::HashMap::<String, usize>::new();
+    for i in 0..6_000 {
+        let (shard, _) = kinesis
             .put("s", &format!("k{i}"), vec![b'x'; RECORD])
             .unwrap();
+        *per_shard.entry(shard).or_default() += 1;
     }
     let shards: Vec<String> = list_all_shards(kinesis.as_ref(), &stream_id("s"), None, None)
         .await
@@ -425,10 +425,7 @@ async fn readers_share_one_memory_budget() {
         .into_iter()
         .map(|s| s.shard_id)
         .collect();
-    let polling = PollingConfig {
-        max_response_memory: 256 * 1024,
-        ..config()
-    };
+    let polling = config();
     let start = |budget: &MemoryBudget| -> Vec<PollingReader> {
         shards
             .iter()
@@ -466,7 +463,13 @@ async fn readers_share_one_memory_budget() {
         within <= limit,
         "{within} bytes fetched ahead with a budget of {limit}"
     );
-    assert!(within >= limit / 2, "the budget is used: {within}");
+    // Readers that hold data fill the first half (the second is kept for readers whose
+    // processors wait), to within one call of a reader's share.
+    let share = limit / SHARDS as usize;
+    assert!(
+        within + share >= limit / 2,
+        "the first half of the budget is used: {within}"
+    );
     assert_eq!(
         budget.used(),
         within,
@@ -474,18 +477,16 @@ async fn readers_share_one_memory_budget() {
         budget.used()
     );
 
-    // Taking one reader's batches frees room for the others (and for itself).
-    let (records, _) = read_records(&mut readers[0], 50).await;
-    assert!(records.len() >= 50);
+    // One reader's processor takes its batches: it reads its whole shard, far more than it
+    // had fetched, while the budget holds.
+    let queued = readers[0].buffered().0;
+    let whole = per_shard[&shards[0]];
+    assert!(whole > 2 * queued, "{whole} records, {queued} queued");
+    let (records, _) = read_records(&mut readers[0], whole).await;
+    assert_eq!(records.len(), whole);
     let freed = budget.used();
     assert!(freed < within, "taking batches frees budget");
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let refilled = budget.used();
-    assert!(refilled <= limit);
-    assert!(
-        refilled > freed,
-        "reading goes on within the budget: {freed} -> {refilled}"
-    );
+    assert!(budget.used() <= limit);
     drop(readers);
     assert_eq!(budget.used(), 0, "dropped readers give back what they held");
 }
@@ -638,4 +639,71 @@ async fn a_backlogged_shard_is_never_throttled() {
         assert_eq!(reads.throttled, 0, "{size} B records: {reads:?}");
         assert_eq!(reads.records, records as u64);
     }
+}
+
+/// A processor that falls behind gets the batches that queued up while it worked as one batch,
+/// in order, up to `max_records`: its time per batch (a bulk write, a checkpoint) is spent once
+/// for all of them. The batch that ends a closed shard is joined too, and still ends it.
+#[tokio::test(start_paused = true)]
+async fn batches_queued_behind_a_slow_processor_are_joined() {
+    let kinesis = Arc::new(InMemoryKinesis::new());
+    kinesis.create_stream("s", 1);
+    let mut shard = String::new();
+    // 2,000 B a record: calls of 210 records (2 MiB/s over 200 ms) after the first of 100.
+    for i in 0..1_000 {
+        shard = kinesis
+            .put("s", &format!("k{i:03}"), vec![b'x'; 1_996])
+            .unwrap()
+            .0;
+    }
+    kinesis.split_shard("s", &shard, 1 << 127).unwrap();
+    let expected: Vec<String> = {
+        let mut all = reader(&kinesis, &shard, config());
+        read_records(&mut all, 1_000).await.0
+    }
+    .iter()
+    .map(|r| r.sequence_number.clone())
+    .collect();
+    assert_eq!(expected.len(), 1_000);
+
+    let mut r = reader(&kinesis, &shard, config());
+    // The processor is busy for a while: the queue fills (4 batches) and one more waits.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let first = r.next_batch().await.unwrap().unwrap();
+    assert_eq!(
+        first.records.len(),
+        100 + 3 * 210,
+        "the four queued batches, joined"
+    );
+    assert!(!first.is_shard_end());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let last = r.next_batch().await.unwrap().unwrap();
+    assert_eq!(last.records.len(), 1_000 - 730, "the rest, joined");
+    assert!(last.is_shard_end(), "the joined batch still ends the shard");
+    assert!(r.next_batch().await.is_none());
+    let got: Vec<String> = first
+        .records
+        .iter()
+        .chain(&last.records)
+        .map(|r| r.sequence_number.clone())
+        .collect();
+    assert_eq!(got, expected, "every record once, in order");
+
+    // Never more than max_records in one batch.
+    let mut capped = reader(
+        &kinesis,
+        &shard,
+        PollingConfig {
+            max_records: 250,
+            ..config()
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut sizes = Vec::new();
+    while let Some(batch) = capped.next_batch().await {
+        sizes.push(batch.unwrap().records.len());
+    }
+    assert_eq!(sizes.iter().sum::<usize>(), 1_000);
+    assert!(sizes.iter().all(|&n| n <= 250), "{sizes:?}");
+    assert_eq!(sizes[0], 100, "the next batch would pass 250: {sizes:?}");
 }

@@ -169,6 +169,8 @@ pub struct Plan {
     /// Whether processors commit their effects with transactional checkpoints
     /// (`Checkpointer::commit`): each record's effects must then be applied exactly once.
     pub transactional: bool,
+    /// Each worker's `prefetch_memory`.
+    pub prefetch_memory: usize,
 }
 
 /// Most workers a plan uses (ids `w0`…).
@@ -337,6 +339,13 @@ impl Plan {
         }
         // Drawn last, for the same reason.
         let transactional = rng.chance(0.5);
+        // Half the seeds give the workers' readers a prefetch budget of a few dozen records, so
+        // that they wait on it, share it and join batches behind slow processors.
+        let prefetch_memory = if rng.chance(0.5) {
+            rng.between(64, 2_048) as usize
+        } else {
+            shardwise::ConsumerConfig::default().prefetch_memory
+        };
         Self {
             seed,
             settings,
@@ -352,6 +361,7 @@ impl Plan {
             liveness,
             lost_bumps,
             transactional,
+            prefetch_memory,
         }
     }
 }
@@ -360,7 +370,7 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seed {}: {} stream(s) of {} shards, {} workers, {} keys, {} records, {:?}, {:?} (lost version increments {}), {} checkpoints, processors {:?}",
+            "seed {}: {} stream(s) of {} shards, {} workers, {} keys, {} records, {:?}, {:?} (lost version increments {}), {} checkpoints, prefetch_memory {} B, processors {:?}",
             self.seed,
             self.streams,
             self.shards,
@@ -375,6 +385,7 @@ impl fmt::Display for Plan {
             } else {
                 "plain"
             },
+            self.prefetch_memory,
             self.processors
         )?;
         for step in &self.steps {

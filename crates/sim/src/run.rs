@@ -321,6 +321,7 @@ impl World {
                 LivenessPlan::Mixed => Liveness::PerLease,
             },
             full_listing_interval: full_listing_interval(&self.plan),
+            prefetch_memory: self.plan.prefetch_memory,
             ..ConsumerConfig::default()
         }
     }
