@@ -28,6 +28,28 @@ use tokio_util::sync::CancellationToken;
 /// The service's latency is not documented; a round trip of this much is assumed.
 const CALL_LATENCY: Duration = Duration::from_millis(30);
 
+/// How long the processor takes with a batch, in virtual time.
+#[derive(Clone, Copy)]
+struct Pace {
+    per_batch: Duration,
+    per_record: Duration,
+}
+
+/// A processor that takes no time.
+const INSTANT: Pace = Pace {
+    per_batch: Duration::ZERO,
+    per_record: Duration::ZERO,
+};
+
+struct Scenario {
+    label: &'static str,
+    shards: u32,
+    record_bytes: usize,
+    backlog_seconds: f64,
+    pace: Pace,
+    prefetch_memory: usize,
+}
+
 struct Drained {
     seconds: f64,
     bytes_per_second: f64,
@@ -36,7 +58,22 @@ struct Drained {
     throttled: u64,
 }
 
-async fn drain(shards: u32, record_bytes: usize, backlog_seconds: f64) -> Vec<Drained> {
+/// A scenario's figures: each shard's, and the most record data the worker held fetched but
+/// not yet processed (sampled every 10 ms), in bytes.
+struct Outcome {
+    shards: Vec<Drained>,
+    peak_held: u64,
+}
+
+async fn drain(scenario: &Scenario) -> Outcome {
+    let Scenario {
+        shards,
+        record_bytes,
+        backlog_seconds,
+        pace,
+        prefetch_memory,
+        ..
+    } = *scenario;
     let model = ServiceModel {
         call_latency: CALL_LATENCY,
         ..ServiceModel::service()
@@ -78,16 +115,22 @@ async fn drain(shards: u32, record_bytes: usize, backlog_seconds: f64) -> Vec<Dr
         .worker_id("bench")
         .config(ConsumerConfig {
             initial_position: InitialPosition::TrimHorizon,
+            prefetch_memory,
             ..ConsumerConfig::default()
         })
         .processor(processor_fn(move |batch: RecordBatch| {
             let (counter, finished, last) = (counter.clone(), finished.clone(), last.clone());
             async move {
+                let n = batch.records.len();
+                let cost = pace.per_batch + pace.per_record * n as u32;
+                if !cost.is_zero() {
+                    tokio::time::sleep(cost).await;
+                }
                 if let Ok(mut last) = last.lock() {
                     last.insert(batch.shard_id.to_string(), Instant::now());
                 }
-                let n = counter.fetch_add(batch.records.len(), Ordering::Relaxed);
-                if n + batch.records.len() >= total {
+                let before = counter.fetch_add(n, Ordering::Relaxed);
+                if before + n >= total {
                     finished.notify_one();
                 }
                 Ok(())
@@ -101,11 +144,35 @@ async fn drain(shards: u32, record_bytes: usize, backlog_seconds: f64) -> Vec<Dr
         let stop = stop.clone();
         async move { consumer.run(stop).await }
     });
+    // Records served but not yet processed, times their size: what the worker holds.
+    let sampler = tokio::spawn({
+        let (kinesis, seen, ids) = (
+            kinesis.clone(),
+            seen.clone(),
+            listed
+                .iter()
+                .map(|s| s.shard_id.clone())
+                .collect::<Vec<_>>(),
+        );
+        async move {
+            let mut peak = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let served: u64 = ids.iter().map(|id| kinesis.shard_reads(id).records).sum();
+                let held = served.saturating_sub(seen.load(Ordering::Relaxed) as u64);
+                peak = peak.max(held * record_bytes as u64);
+                if seen.load(Ordering::Relaxed) >= total {
+                    return peak;
+                }
+            }
+        }
+    });
     done.notified().await;
     stop.cancel();
     let _ = task.await;
+    let peak_held = sampler.await.unwrap_or_default();
     let last = last_of.lock().map(|l| l.clone()).unwrap_or_default();
-    listed
+    let shards = listed
         .iter()
         .map(|shard| {
             let reads = kinesis.shard_reads(&shard.shard_id);
@@ -120,10 +187,12 @@ async fn drain(shards: u32, record_bytes: usize, backlog_seconds: f64) -> Vec<Dr
                 throttled: reads.throttled,
             }
         })
-        .collect()
+        .collect();
+    Outcome { shards, peak_held }
 }
 
-fn report(label: &str, shards: u32, record_bytes: usize, drained: &[Drained]) {
+fn report(scenario: &Scenario, outcome: &Outcome) {
+    let drained = &outcome.shards;
     let limit_bytes = 2.0 * 1024.0 * 1024.0;
     let limit_records = 50_000.0;
     let fraction =
@@ -135,10 +204,24 @@ fn report(label: &str, shards: u32, record_bytes: usize, drained: &[Drained]) {
     let records = drained.iter().map(|d| d.records_per_second).sum::<f64>() / n;
     let seconds = drained.iter().map(|d| d.seconds).fold(0.0, f64::max);
     let throttled: u64 = drained.iter().map(|d| d.throttled).sum();
+    let pace = if scenario.pace.per_batch.is_zero() && scenario.pace.per_record.is_zero() {
+        "none".to_owned()
+    } else {
+        format!(
+            "{} ms/batch + {} µs/record",
+            scenario.pace.per_batch.as_millis(),
+            scenario.pace.per_record.as_micros()
+        )
+    };
     println!(
-        "| {label} | {shards} | {record_bytes} B | {seconds:.1} s | {records:.0} | {calls:.2} | {:.0}% (worst shard {:.0}%) | {throttled} |",
+        "| {} | {} | {} B | {pace} | {} MiB | {seconds:.1} s | {records:.0} | {calls:.2} | {:.0}% (worst shard {:.0}%) | {throttled} | {:.1} MB |",
+        scenario.label,
+        scenario.shards,
+        scenario.record_bytes,
+        scenario.prefetch_memory >> 20,
         100.0 * mean,
-        100.0 * worst
+        100.0 * worst,
+        outcome.peak_held as f64 / 1e6,
     );
 }
 
@@ -153,18 +236,53 @@ fn main() {
         CALL_LATENCY.as_millis()
     );
     println!(
-        "| backlog | shards per worker | record | drained in | records/s per shard | calls/s per shard | of the shard's limit | throttled calls |"
+        "| backlog | shards per worker | record | processor time | prefetch_memory | drained in | records/s per shard | calls/s per shard | of the shard's limit | throttled calls | most data held |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let default_memory = ConsumerConfig::default().prefetch_memory;
+    let scenarios = [
+        ("20 s of reads", 1, 100, 20.0, INSTANT, default_memory),
+        ("20 s of reads", 1, 1_000, 20.0, INSTANT, default_memory),
+        ("20 s of reads", 1, 25_000, 20.0, INSTANT, default_memory),
+        ("3 s of reads", 100, 1_000, 3.0, INSTANT, default_memory),
+        ("3 s of reads", 100, 1_000, 3.0, INSTANT, 16 << 20),
+        // A processor at half the shard's rate, its time per record.
+        (
+            "20 s of reads",
+            1,
+            1_000,
+            20.0,
+            Pace {
+                per_batch: Duration::ZERO,
+                per_record: Duration::from_micros(1_000),
+            },
+            default_memory,
+        ),
+        // A processor whose time goes per batch (one bulk write, say).
+        (
+            "20 s of reads",
+            1,
+            1_000,
+            20.0,
+            Pace {
+                per_batch: Duration::from_millis(500),
+                per_record: Duration::ZERO,
+            },
+            default_memory,
+        ),
+    ];
     runtime.block_on(async {
-        for (label, shards, bytes, seconds) in [
-            ("20 s of reads", 1, 100, 20.0),
-            ("20 s of reads", 1, 1_000, 20.0),
-            ("20 s of reads", 1, 25_000, 20.0),
-            ("3 s of reads", 100, 1_000, 3.0),
-        ] {
-            let drained = drain(shards, bytes, seconds).await;
-            report(label, shards, bytes, &drained);
+        for (label, shards, record_bytes, backlog_seconds, pace, prefetch_memory) in scenarios {
+            let scenario = Scenario {
+                label,
+                shards,
+                record_bytes,
+                backlog_seconds,
+                pace,
+                prefetch_memory,
+            };
+            let outcome = drain(&scenario).await;
+            report(&scenario, &outcome);
         }
     });
 }
