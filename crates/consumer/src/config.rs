@@ -148,11 +148,12 @@ pub struct ConsumerConfig {
     /// reader is also bounded on its own (`PollingConfig`/`FanOutConfig` prefetch limits); this
     /// bounds the sum, however many shards the worker holds. Metric `PrefetchedBytes`.
     ///
-    /// It is shared fairly: a polling call asks for no more than the reader's share (this
-    /// divided by the shards held), and readers holding data their processors have not taken
-    /// fill only the first half, so shards whose processors are stuck never stop the others.
-    /// A backlogged shard needs about 420 KB per call to read at its 2 MiB/s: the default
-    /// covers about 600 shards per worker; below that share, calls shrink with it.
+    /// It is shared fairly: each reader holds at most its share (this divided by the shards
+    /// held, idle or not), and a polling call asks for no more than the share has left, so
+    /// shards whose processors are stuck never stop the others. A backlogged shard reads at its
+    /// 2 MiB/s with a share of one call, about 420 KB (the batch its processor works on no
+    /// longer counts): the default suits up to about 600 shards per worker; past that, calls
+    /// shrink with the share. Raise it for more shards, if the memory is there.
     pub prefetch_memory: usize,
     /// Prefix of the metric names in Prometheus (`shardwise_records_processed_total`, …).
     pub metrics_prefix: String,

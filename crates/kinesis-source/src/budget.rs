@@ -1,6 +1,7 @@
 //! A memory budget shared by the readers of one worker: however many shards it reads, the record
-//! data fetched ahead of the processors (and being fetched) stays near one bound, and readers
-//! whose processors are stuck cannot keep the others from reading.
+//! data fetched ahead of the processors (and being fetched) stays near one bound, and each reader
+//! has its share of it, so readers whose processors are stuck cannot keep the others from
+//! reading.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,11 +18,12 @@ use tokio::sync::Notify;
 /// the whole budget, so that no reader waits forever; a response larger than its reservation
 /// goes over the budget by the difference until it is taken. Cloning shares the budget.
 ///
-/// The budget is shared fairly: a polling reader asks for no more than its share (the budget
-/// divided by the readers sharing it) per call, and a reader that already holds data its
-/// processor has not taken may fill only the first half of the budget. The second half is for
-/// readers whose processors are waiting, so shards whose processors are stuck (and whose
-/// fetched data so stays) never stop the others.
+/// The budget is shared fairly: each reader may hold at most its share, the budget divided by
+/// the readers sharing it (or one reservation, when it holds nothing at all), and a polling
+/// reader sizes its calls to what its share has left. So every reader can always read its share,
+/// however many others hold data their processors have not taken: shards whose processors are
+/// stuck never stop the others. A reader that finds the budget spent waits; waiting readers are
+/// not served in order, but none waits on another's share.
 ///
 /// ```
 /// use shardwise_kinesis_source::MemoryBudget;
@@ -142,16 +144,18 @@ impl Drop for AccountInner {
 }
 
 impl Account {
-    /// This reader's fair share of the budget: the bound divided by the readers sharing it.
-    pub(crate) fn share(&self) -> usize {
-        let readers = self.0.budget.lock().readers.max(1);
-        self.0.budget.limit() / readers
+    /// What this reader's share has left: its share (the bound divided by the readers sharing
+    /// it) less what it reserves or holds.
+    pub(crate) fn available(&self) -> usize {
+        let state = self.0.budget.lock();
+        let share = self.0.budget.limit() / state.readers.max(1);
+        share.saturating_sub(self.0.held.load(Ordering::Relaxed))
     }
 
-    /// Waits until `bytes` fit in the budget (or nothing else is held), then holds them until
-    /// the reservation is settled or dropped. A reader that holds nothing may fill the whole
-    /// budget; one that holds data only its first half. `bytes` 0 waits only while that part
-    /// is overspent.
+    /// Waits until `bytes` fit in the budget and in this reader's share (or in the budget alone
+    /// when the reader holds nothing, or when nothing at all is held), then holds them until the
+    /// reservation is settled or dropped. `bytes` 0 waits only while the budget or the share is
+    /// overspent.
     pub(crate) async fn reserve(&self, bytes: usize) -> Reservation {
         let budget = &self.0.budget;
         loop {
@@ -160,12 +164,10 @@ impl Account {
             {
                 let mut state = budget.lock();
                 let held = self.0.held.load(Ordering::Relaxed);
-                let ceiling = if held == 0 {
-                    budget.0.limit
-                } else {
-                    budget.0.limit / 2
-                };
-                if state.used == 0 || state.used.saturating_add(bytes) <= ceiling {
+                let share = budget.0.limit / state.readers.max(1);
+                let fits = state.used.saturating_add(bytes) <= budget.0.limit;
+                let within_share = held == 0 || held.saturating_add(bytes) <= share;
+                if state.used == 0 || (fits && within_share) {
                     state.used = state.used.saturating_add(bytes);
                     self.0
                         .held
@@ -283,27 +285,52 @@ mod tests {
         assert_eq!(budget.used(), 1);
     }
 
-    /// A reader that holds data fills only the first half of the budget; one that holds nothing
-    /// (its processor waits) may use the rest, so stuck processors cannot starve the others.
+    /// Each reader holds at most its share (or one reservation when it holds nothing): readers
+    /// whose processors are stuck, whether with batches queued or with a batch taken, leave every
+    /// other reader its share.
     #[tokio::test(start_paused = true)]
-    async fn a_reader_holding_data_leaves_half_the_budget_to_the_others() {
+    async fn every_reader_keeps_its_share() {
         let budget = MemoryBudget::new(100);
-        let (stuck, waiting) = (budget.account(), budget.account());
-        assert_eq!(stuck.share(), 50, "two readers");
-        let _held = stuck.reserve(40).await.settle(40);
+        let readers: Vec<Account> = (0..4).map(|_| budget.account()).collect();
+        let [deep, took_b, took_c, waiting] = &readers[..] else {
+            unreachable!()
+        };
+        assert_eq!(deep.available(), 25, "a quarter each, for four readers");
+        let _deep = deep.reserve(25).await.settle(25);
+        assert_eq!(deep.available(), 0);
         let more = tokio::spawn({
-            let stuck = stuck.clone();
-            async move { stuck.reserve(20).await }
+            let deep = deep.clone();
+            async move { deep.reserve(25).await }
         });
         tokio::task::yield_now().await;
-        assert!(!more.is_finished(), "40 + 20 is past the first half");
-        let theirs = waiting.reserve(60).await;
-        assert_eq!(budget.used(), 100, "a reader holding nothing uses the rest");
-        drop(theirs);
-        tokio::task::yield_now().await;
-        assert!(!more.is_finished(), "still past the first half");
-        drop(waiting);
-        assert_eq!(stuck.share(), 100, "one reader left");
+        assert!(!more.is_finished(), "a second batch is past its share");
+        // Two readers whose processors took a batch and are stuck on it hold nothing, and read
+        // one more batch each.
+        let _b = took_b.reserve(25).await.settle(25);
+        let _c = took_c.reserve(25).await.settle(25);
+        let _last = waiting.reserve(25).await;
+        assert_eq!(budget.used(), 100, "the last reader still gets its share");
         more.abort();
+    }
+
+    /// A reader that holds nothing gets one reservation larger than its share, if the budget has
+    /// room: a record larger than the share is still read.
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_holding_nothing_may_pass_its_share_once() {
+        let budget = MemoryBudget::new(100);
+        let (big, other) = (budget.account(), budget.account());
+        let _other = other.reserve(10).await.settle(10);
+        let held = big.reserve(80).await.settle(80);
+        assert_eq!(budget.used(), 90);
+        let again = tokio::spawn({
+            let big = big.clone();
+            async move { big.reserve(1).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!again.is_finished(), "it holds more than its share of 50");
+        drop(held);
+        let next = again.await.unwrap();
+        drop((next, big));
+        assert_eq!(other.available(), 90, "one reader left, holding 10");
     }
 }

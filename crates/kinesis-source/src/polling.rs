@@ -124,8 +124,8 @@ impl PollingReader {
     /// Starts reading `shard_id` of `stream` from `position`, within `memory` (shared by the
     /// worker's readers): each call reserves what its response may hold (the records it asks for
     /// at the largest record size of the previous response), and asks for no more than its
-    /// share of the budget holds (the budget divided by the readers sharing it); a response's
-    /// data stays counted until the processor takes it. Before any record size is known, records
+    /// share of the budget (the budget divided by the readers sharing it) has left; a
+    /// response's data stays counted until the processor takes it. Before any record size is known, records
     /// are counted at 1 MiB, the largest Kinesis allows, and the first call asks for at most
     /// 100.
     pub fn start(
@@ -208,7 +208,7 @@ impl Fetcher {
             // Waits while the prefetch queue is full; woken when the processor takes a batch.
             let room = self.tx.room().await;
             tokio::time::sleep_until(next_call).await;
-            let call = CallSize::new(&self.config, sizes, self.tx.memory_share(), room);
+            let call = CallSize::new(&self.config, sizes, self.tx.memory_available(), room);
             // Only now, so that a reader pausing between calls holds none of the budget.
             let memory = self.tx.reserve(call.reserve).await;
             let started = Instant::now();
@@ -356,8 +356,9 @@ struct CallSize {
 impl CallSize {
     /// As many records as the shard's byte budget allows over one call interval
     /// (`max_bytes_per_second` times `min_time_between_reads`, at the average record of the
-    /// last response), within `max_records`, the prefetch queue's `room`, and the reader's
-    /// `share` of the worker's memory budget at the largest record. Before any record was seen,
+    /// last response), within `max_records`, the prefetch queue's `room`, and what the reader's
+    /// `share` of the worker's memory budget has left, at the largest record. Before any record
+    /// was seen,
     /// the same bounds at the largest record Kinesis allows, and at most [`FIRST_CALL_RECORDS`]:
     /// a first response stays within the share whatever its records, but for a share below
     /// 1 MiB, where the one record asked for may go over it.

@@ -3,7 +3,8 @@
 //! processor never makes memory grow; and within the worker's [`MemoryBudget`] shared by all
 //! its readers. A processor that falls behind gets the batches that queued up while it worked
 //! joined into one, so that its time per batch (a bulk write, a checkpoint) is spent once for
-//! all of them.
+//! all of them. (A batch that could not be joined waits outside the queue to be handed out
+//! next: one batch more than `batches` may be fetched ahead; records and bytes still count.)
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -122,9 +123,9 @@ impl PrefetchSender {
         }
     }
 
-    /// This reader's fair share of the shared memory budget, in bytes.
-    pub(crate) fn memory_share(&self) -> usize {
-        self.memory.share()
+    /// What this reader's share of the shared memory budget has left, in bytes.
+    pub(crate) fn memory_available(&self) -> usize {
+        self.memory.available()
     }
 
     /// Waits until `bytes` fit in the shared memory budget and reserves them for a response on
@@ -228,5 +229,120 @@ impl PrefetchReceiver {
     /// Records and bytes fetched but not yet handed out.
     pub(crate) fn buffered(&self) -> (usize, usize) {
         self.budget.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ChildShard, Record};
+    use crate::error::KinesisErrorKind;
+
+    fn records(from: u32, n: u32) -> Batch {
+        Batch {
+            records: (from..from + n)
+                .map(|i| Record {
+                    sequence_number: i.to_string(),
+                    partition_key: "k".into(),
+                    data: bytes::Bytes::from_static(b"data"),
+                    approximate_arrival: None,
+                })
+                .collect(),
+            millis_behind_latest: Some(i64::from(1_000 - from)),
+            child_shards: None,
+        }
+    }
+
+    fn empty(child_shards: Option<Vec<ChildShard>>) -> Batch {
+        Batch {
+            records: Vec::new(),
+            millis_behind_latest: Some(0),
+            child_shards,
+        }
+    }
+
+    fn limits(joined_records: usize) -> PrefetchLimits {
+        PrefetchLimits {
+            records: 1_000,
+            bytes: 1 << 20,
+            batches: 8,
+            joined_records,
+        }
+    }
+
+    async fn send(tx: &PrefetchSender, batch: Batch) {
+        let memory = tx.reserve(batch.bytes()).await;
+        assert!(tx.send(batch, memory).await);
+    }
+
+    fn sequences(batch: &Batch) -> Vec<String> {
+        batch
+            .records
+            .iter()
+            .map(|r| r.sequence_number.clone())
+            .collect()
+    }
+
+    /// Joining stops at a batch without records, at an error, and at the cap; what stops it is
+    /// handed out next, in order, and the queue's counts and the budget follow.
+    #[tokio::test(start_paused = true)]
+    async fn joining_stops_at_what_cannot_be_joined() {
+        let budget = MemoryBudget::new(1 << 20);
+        let (tx, mut rx) = channel(limits(10), budget.clone());
+        send(&tx, records(0, 3)).await;
+        send(&tx, records(3, 3)).await;
+        tx.offer_empty(empty(None));
+        send(&tx, records(6, 3)).await;
+        send(&tx, records(9, 3)).await;
+        send(&tx, records(12, 3)).await;
+        tx.fail(KinesisError::new(KinesisErrorKind::InvalidArgument, "gone"))
+            .await;
+
+        let first = rx.next_batch().await.unwrap().unwrap();
+        assert_eq!(sequences(&first), ["0", "1", "2", "3", "4", "5"]);
+        assert_eq!(first.millis_behind_latest, Some(997), "the last one's lag");
+        assert_eq!(
+            rx.buffered().0,
+            9,
+            "the held-back batch is no longer counted"
+        );
+        let caught_up = rx.next_batch().await.unwrap().unwrap();
+        assert!(caught_up.records.is_empty(), "the empty batch, on its own");
+        let capped = rx.next_batch().await.unwrap().unwrap();
+        assert_eq!(capped.records.len(), 9, "three batches of 3 within 10");
+        let err = rx.next_batch().await.unwrap();
+        assert!(err.is_err(), "the error after the records before it");
+        assert!(rx.next_batch().await.is_none());
+        assert_eq!(budget.used(), 0);
+    }
+
+    /// The service ends a closed shard with a response without records that carries the
+    /// children: it is not joined, and ends the shard after the records before it.
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_last_batch_still_ends_the_shard() {
+        let budget = MemoryBudget::new(1 << 20);
+        let (tx, mut rx) = channel(limits(100), budget.clone());
+        send(&tx, records(0, 2)).await;
+        send(&tx, records(2, 2)).await;
+        send(&tx, empty(Some(Vec::new()))).await;
+        let joined = rx.next_batch().await.unwrap().unwrap();
+        assert_eq!(joined.records.len(), 4);
+        assert!(!joined.is_shard_end());
+        let end = rx.next_batch().await.unwrap().unwrap();
+        assert!(end.is_shard_end());
+        assert!(rx.next_batch().await.is_none());
+    }
+
+    /// A batch held back is given back to the budget when the reader goes.
+    #[tokio::test(start_paused = true)]
+    async fn a_held_back_batch_gives_its_bytes_back() {
+        let budget = MemoryBudget::new(1 << 20);
+        let (tx, mut rx) = channel(limits(3), budget.clone());
+        send(&tx, records(0, 2)).await;
+        send(&tx, records(2, 2)).await;
+        assert_eq!(rx.next_batch().await.unwrap().unwrap().records.len(), 2);
+        assert_eq!(budget.used(), 2 * 5, "the second batch, held back");
+        drop((tx, rx));
+        assert_eq!(budget.used(), 0);
     }
 }
