@@ -245,6 +245,7 @@ fn main() {
         ("20 s of reads", 1, 1_000, 20.0, INSTANT, default_memory),
         ("20 s of reads", 1, 25_000, 20.0, INSTANT, default_memory),
         ("3 s of reads", 100, 1_000, 3.0, INSTANT, default_memory),
+        ("10 s of reads", 100, 1_000, 10.0, INSTANT, default_memory),
         ("3 s of reads", 100, 1_000, 3.0, INSTANT, 16 << 20),
         // A processor at half the shard's rate, its time per record.
         (

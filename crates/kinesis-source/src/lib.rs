@@ -23,22 +23,23 @@
 //!
 //! `cargo bench -p shardwise-kinesis-source --bench polling` (with `KINESIS_ENDPOINT` set for
 //! the emulator rows) reads 100-byte records with the polling reader from TRIM_HORIZON, every
-//! shard at once, on a 2-core machine shared with other builds (two runs, low–high):
+//! shard at once, on a 2-core machine (two runs, low–high):
 //!
 //! | Kinesis | shards | records | records/s | CPU per record |
 //! | --- | --- | --- | --- | --- |
-//! | in memory, paused clock (reader overhead) | 1 | 400,000 | 6.3–8.8 million | 0.11–0.16 µs |
-//! | in memory, paused clock (reader overhead) | 16 | 400,000 | 4.4–6.0 million | 0.16–0.23 µs |
-//! | kinesis-local 0.6.2, plain HTTP | 1 | 2,000 | 10,000–18,600 | 2.1–2.8 µs |
-//! | kinesis-local 0.6.2, plain HTTP | 16 | 2,000 | 3,200–4,700 | 11.3–11.7 µs |
+//! | in memory, paused clock (reader overhead) | 1 | 400,000 | 8.9–9.1 million | 0.11 µs |
+//! | in memory, paused clock (reader overhead) | 16 | 400,000 | 7.4–7.9 million | 0.13 µs |
+//! | kinesis-local 0.6.2, plain HTTP | 1 | 2,000 | 6,600–6,700 | 2.1 µs |
+//! | kinesis-local 0.6.2, plain HTTP | 16 | 2,000 | 6,200–6,800 | 8.2–8.3 µs |
 //!
 //! In memory, the service's pacing costs no wall time (the clock is paused): the figures are
 //! the reader's own cost plus the in-memory Kinesis copying records out. With the real limits
-//! the same 400,000 records take 19.9 s of (virtual) time on one shard, where the 2 MiB/s
-//! read budget dominates, and 1 s on 16. Against the emulator, one shard is a single 2,000-record
-//! `GetRecords`; with 16 shards each reader makes its own calls (125 records each), so HTTP and
-//! JSON work per record grows. CPU is the run time of all the process's threads
-//! (`/proc/self/task/*/schedstat`), the SDK included.
+//! the same 400,000 records take 20.5 s of (virtual) time on one shard, where the 2 MiB/s
+//! read budget dominates, and 1.4 s on 16. Against the emulator, each reader's first call asks
+//! for 100 records (no record size is known yet) and the next for the rest, 200 ms later: the
+//! pause between the two is most of the wall time. With 16 shards each reader makes its own
+//! two calls (125 records: 100, then 25), so HTTP and JSON work per record grows. CPU is the
+//! run time of all the process's threads (`/proc/self/task/*/schedstat`), the SDK included.
 mod api;
 mod backoff;
 mod batch;
