@@ -149,8 +149,10 @@ pub struct ConsumerConfig {
     /// bounds the sum, however many shards the worker holds. Metric `PrefetchedBytes`.
     ///
     /// It is shared fairly: each reader holds at most its share (this divided by the shards
-    /// held, idle or not), and a polling call asks for no more than the share has left, so
-    /// shards whose processors are stuck never stop the others. A backlogged shard reads at its
+    /// held, idle or not), a polling call asks for no more than the share has left, and a reader
+    /// whose processor has taken everything always gets its share, so shards whose processors
+    /// are stuck never stop the others (the total may then pass this by up to a share per
+    /// shard, while others still hold more than their share). A backlogged shard reads at its
     /// 2 MiB/s with a share of one call, about 420 KB (the batch its processor works on no
     /// longer counts): the default suits up to about 600 shards per worker; past that, calls
     /// shrink with the share. Raise it for more shards, if the memory is there.

@@ -20,10 +20,12 @@ use tokio::sync::Notify;
 ///
 /// The budget is shared fairly: each reader may hold at most its share, the budget divided by
 /// the readers sharing it (or one reservation, when it holds nothing at all), and a polling
-/// reader sizes its calls to what its share has left. So every reader can always read its share,
-/// however many others hold data their processors have not taken: shards whose processors are
-/// stuck never stop the others. A reader that finds the budget spent waits; waiting readers are
-/// not served in order, but none waits on another's share.
+/// reader sizes its calls to what its share has left. A reader that holds nothing, because its
+/// processor has taken everything, is always granted up to its share, whatever the others hold:
+/// shards whose processors are stuck never stop the others. That can take the total past the
+/// budget, by at most one share per reader, when others hold more than their share (shares
+/// shrink as readers are added; a response may be larger than reserved). Waiting readers are not
+/// served in order.
 ///
 /// ```
 /// use shardwise_kinesis_source::MemoryBudget;
@@ -154,7 +156,8 @@ impl Account {
 
     /// Waits until `bytes` fit in the budget and in this reader's share (or in the budget alone
     /// when the reader holds nothing, or when nothing at all is held), then holds them until the
-    /// reservation is settled or dropped. `bytes` 0 waits only while the budget or the share is
+    /// reservation is settled or dropped. A reader that holds nothing never waits for up to its
+    /// share. `bytes` 0 waits only while this reader holds data and the budget or its share is
     /// overspent.
     pub(crate) async fn reserve(&self, bytes: usize) -> Reservation {
         let budget = &self.0.budget;
@@ -167,7 +170,11 @@ impl Account {
                 let share = budget.0.limit / state.readers.max(1);
                 let fits = state.used.saturating_add(bytes) <= budget.0.limit;
                 let within_share = held == 0 || held.saturating_add(bytes) <= share;
-                if state.used == 0 || (fits && within_share) {
+                // A reader that holds nothing (its processor has taken everything) always gets
+                // its share, even when others hold more than theirs: after readers were added,
+                // or with responses larger than reserved.
+                let owed = held == 0 && bytes <= share;
+                if state.used == 0 || owed || (fits && within_share) {
                     state.used = state.used.saturating_add(bytes);
                     self.0
                         .held
@@ -271,18 +278,28 @@ mod tests {
         assert_eq!(budget.used(), 0, "and the queued data when it goes");
     }
 
+    /// A reservation larger than the budget is granted when nothing else is held; meanwhile
+    /// another reader gets its share but no more.
     #[tokio::test(start_paused = true)]
     async fn a_reservation_larger_than_the_budget_is_granted_alone() {
         let budget = MemoryBudget::new(10);
         let (one, other) = (budget.account(), budget.account());
         let big = one.reserve(25).await;
         assert_eq!(budget.used(), 25);
-        let waiting = tokio::spawn(async move { other.reserve(1).await });
+        let waiting = tokio::spawn({
+            let other = other.clone();
+            async move { other.reserve(6).await }
+        });
         tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
+        assert!(!waiting.is_finished(), "6 is past its share of 5");
         drop(big);
-        let _small = waiting.await.unwrap();
-        assert_eq!(budget.used(), 1);
+        let larger = waiting.await.unwrap();
+        assert_eq!(budget.used(), 6);
+        drop(larger);
+        let big = one.reserve(25).await;
+        let _share = other.reserve(5).await;
+        assert_eq!(budget.used(), 30, "its share, past a spent budget");
+        drop(big);
     }
 
     /// Each reader holds at most its share (or one reservation when it holds nothing): readers
@@ -332,5 +349,26 @@ mod tests {
         let next = again.await.unwrap();
         drop((next, big));
         assert_eq!(other.available(), 90, "one reader left, holding 10");
+    }
+
+    /// Readers added while others hold their whole (larger) share: a new reader, holding
+    /// nothing, still gets its share at once, past the budget; one holding data waits.
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_added_to_a_spent_budget_gets_its_share() {
+        let budget = MemoryBudget::new(100);
+        let (a, b) = (budget.account(), budget.account());
+        let _a = a.reserve(50).await.settle(50);
+        let _b = b.reserve(50).await.settle(50);
+        let late = budget.account();
+        assert_eq!(late.available(), 33);
+        let _late = late.reserve(33).await;
+        assert_eq!(budget.used(), 133, "one share past the budget, no more");
+        let more = tokio::spawn({
+            let late = late.clone();
+            async move { late.reserve(1).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!more.is_finished(), "holding data, it waits for room");
+        more.abort();
     }
 }
