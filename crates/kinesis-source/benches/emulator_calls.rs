@@ -12,42 +12,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use common::{Emulator, Harness};
 use shardwise_kinesis_source::{KinesisApi, StartPosition, StreamId};
 
-async fn load(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-    shards: i32,
-    records: usize,
-    size: usize,
-) {
-    client
-        .create_stream()
-        .stream_name(stream)
-        .shard_count(shards)
-        .send()
-        .await
-        .unwrap();
-    loop {
-        let summary = client
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .unwrap();
-        if summary
-            .stream_description_summary()
-            .is_some_and(|s| *s.stream_status() == StreamStatus::Active)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// A new stream of `shards` shards on the emulator, loaded with `records` records of `size`
+/// bytes (through `PutRecords`, 500 at a time).
+async fn load(emulator: &Emulator, stream: &str, shards: u32, records: usize, size: usize) {
+    emulator.create_stream(stream, shards).await;
+    let client = &emulator.0;
     let payload = Blob::new(vec![b'x'; size]);
     let ids: Vec<usize> = (0..records).collect();
     for chunk in ids.chunks(500) {
@@ -130,17 +109,12 @@ async fn all_at_once(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let Ok(endpoint) = std::env::var("KINESIS_ENDPOINT") else {
+    if std::env::var("KINESIS_ENDPOINT").is_err() {
         println!("skipped: KINESIS_ENDPOINT is not set");
         return;
-    };
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-        .endpoint_url(endpoint)
-        .build();
-    let client = aws_sdk_kinesis::Client::from_conf(config);
+    }
+    let emulator = common::emulator();
+    let client = emulator.0.clone();
     println!(
         "| record | records a call (asked) | records a call (got) | time a call (median) | per record | records/s at 5 calls/s | records/s back to back |"
     );
@@ -148,7 +122,7 @@ async fn main() {
     let pid = std::process::id();
     for (size, records) in [(100, 40_000), (1_000, 10_000)] {
         let name = format!("calls-{size}-{pid}");
-        load(&client, &name, 1, records, size).await;
+        load(&emulator, &name, 1, records, size).await;
         let stream = StreamId::Name(name.clone());
         for limit in [500, 1_000, 2_000, 4_000, 10_000] {
             let (mut times, returned) =
@@ -182,7 +156,7 @@ async fn main() {
     println!("| --- | --- | --- | --- |");
     for (size, shards, records) in [(100, 4, 20_000), (1_000, 16, 8_000)] {
         let name = format!("calls-{size}-{shards}-{pid}");
-        load(&client, &name, shards, records, size).await;
+        load(&emulator, &name, shards, records, size).await;
         let stream = StreamId::Name(name.clone());
         for limit in [1_000, 4_000, 10_000] {
             let rate = all_at_once(&client, &stream, shards as usize, limit).await;
